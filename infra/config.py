@@ -1,0 +1,79 @@
+"""Per-environment settings of a stack, read from ``Pulumi.<stack>.yaml``.
+
+The same model is filled from the Pulumi config when ``pulumi up`` runs, from the stack file in tests and
+by the local cloud, so what a test checks is what a deployment reads. Keys live under the ``flywheel:``
+namespace in camelCase (``flywheel:apiAuth``); ``aws:region`` gives the region.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "flywheel"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class StackConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    environment: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    region: str = "us-east-1"
+    protect: bool = False
+    api_auth: Literal["iam", "jwt"] = "iam"
+    jwt_issuer: str | None = None
+    jwt_audience: tuple[str, ...] = ()
+    memory_mb: dict[str, int] = Field(default_factory=dict)
+    timeout_s: dict[str, int] = Field(default_factory=dict)
+    schedules: dict[str, str] = Field(default_factory=dict)
+    capture_retention_days: int = Field(default=400, ge=1)
+    log_retention_days: int = Field(default=30, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _jwt_needs_issuer(self) -> StackConfig:
+        if self.api_auth == "jwt" and (not self.jwt_issuer or not self.jwt_audience):
+            raise ValueError("apiAuth 'jwt' needs jwtIssuer and jwtAudience")
+        return self
+
+    @classmethod
+    def from_values(cls, environment: str, values: dict[str, Any]) -> StackConfig:
+        """From Pulumi-style keys (``flywheel:protect``, ``aws:region``); other namespaces are ignored."""
+        fields: dict[str, Any] = {"environment": environment}
+        for key, value in values.items():
+            namespace, _, name = key.partition(":")
+            if namespace == NAMESPACE:
+                fields[name] = value
+            elif key == "aws:region":
+                fields["region"] = value
+        return cls.model_validate(fields)
+
+    @classmethod
+    def from_stack_file(cls, stack: str, root: Path = ROOT) -> StackConfig:
+        """Read ``Pulumi.<stack>.yaml`` beside ``Pulumi.yaml``."""
+        path = root / f"Pulumi.{stack}.yaml"
+        document = yaml.safe_load(path.read_text()) or {}
+        return cls.from_values(stack, document.get("config") or {})
+
+    @classmethod
+    def from_pulumi(cls) -> StackConfig:
+        """Inside a Pulumi program: the current stack's configuration."""
+        import pulumi
+
+        flywheel = pulumi.Config(NAMESPACE)
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            if name == "environment":
+                continue
+            alias = field.alias or name
+            value = flywheel.get_object(alias)
+            if value is not None:
+                values[f"{NAMESPACE}:{alias}"] = value
+        region = pulumi.Config("aws").get("region")
+        if region:
+            values["aws:region"] = region
+        return cls.from_values(pulumi.get_stack(), values)

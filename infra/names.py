@@ -1,0 +1,121 @@
+"""Physical names and ARNs of a stack's resources, the same way in both clouds.
+
+Both clouds name resources ``<project>-<stack>-<logical>`` (buckets get a random suffix in AWS, where
+names are global). ARNs are built from names, so a function's policy or environment never waits on the
+resource it points at, and the Pulumi graph has no cycles (the trigger function can name the state
+machine that invokes other functions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from infra.spec import BucketRef, FunctionRef, ResourceRef, StackSpec, StateMachineRef, StreamRef, TableRef
+from shared.env_names import EnvVar
+
+
+def physical_name(project: str, stack: str, logical: str) -> str:
+    return f"{project}-{stack}-{logical}"
+
+
+@dataclass(frozen=True)
+class StackNames:
+    """What a deployed stack's ARNs are made from: account, region and every physical name."""
+
+    region: str
+    account: str
+    buckets: Mapping[str, str]
+    tables: Mapping[str, str]
+    functions: Mapping[str, str]
+    stream: str | None = None
+    state_machine: str | None = None
+    partition: str = "aws"
+    extra_environment: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_spec(cls, spec: StackSpec, stack: str, region: str, account: str, **overrides: Mapping[str, str]) -> StackNames:
+        """Names by the convention; ``overrides`` replaces some (e.g. buckets AWS named with a suffix)."""
+
+        def name(logical: str) -> str:
+            return physical_name(spec.project, stack, logical)
+
+        return cls(
+            region=region,
+            account=account,
+            buckets=overrides.get("buckets") or {b.name: name(b.name) for b in spec.buckets},
+            tables=overrides.get("tables") or {t.name: name(t.name) for t in spec.tables},
+            functions={f.name: name(f.name) for f in spec.functions},
+            stream=name(spec.capture.name) if spec.capture else None,
+            state_machine=name(spec.state_machine.name) if spec.state_machine else None,
+        )
+
+    def _arn(self, service: str, resource: str, *, regional: bool = True) -> str:
+        if not regional:
+            return f"arn:{self.partition}:{service}:::{resource}"
+        return f"arn:{self.partition}:{service}:{self.region}:{self.account}:{resource}"
+
+    def bucket_arn(self, logical: str) -> str:
+        return self._arn("s3", self.buckets[logical], regional=False)
+
+    def table_arn(self, logical: str) -> str:
+        return self._arn("dynamodb", f"table/{self.tables[logical]}")
+
+    def function_arn(self, logical: str) -> str:
+        return self._arn("lambda", f"function:{self.functions[logical]}")
+
+    def function_arns(self) -> dict[str, str]:
+        return {logical: self.function_arn(logical) for logical in self.functions}
+
+    def stream_arn(self) -> str:
+        assert self.stream is not None, "the spec declares no capture stream"
+        return self._arn("firehose", f"deliverystream/{self.stream}")
+
+    def state_machine_arn(self) -> str:
+        assert self.state_machine is not None, "the spec declares no state machine"
+        return self._arn("states", f"stateMachine:{self.state_machine}")
+
+    def arn(self, ref: ResourceRef) -> str:
+        """The ARN a permission on ``ref`` is granted on."""
+        match ref:
+            case BucketRef(bucket=bucket, objects=None):
+                return self.bucket_arn(bucket)
+            case BucketRef(bucket=bucket, objects=pattern):
+                return f"{self.bucket_arn(bucket)}/{pattern}"
+            case TableRef(table=table, index=None):
+                return self.table_arn(table)
+            case TableRef(table=table, index=index):
+                return f"{self.table_arn(table)}/index/{index}"
+            case StreamRef():
+                return self.stream_arn()
+            case FunctionRef(function=function):
+                return self.function_arn(function)
+            case StateMachineRef(executions=False):
+                return self.state_machine_arn()
+            case StateMachineRef(executions=True):
+                return self._arn("states", f"execution:{self.state_machine}:*")
+        raise AssertionError(f"unknown resource reference {ref!r}")
+
+    def environment(self, spec: StackSpec, environment: str, log_level: str = "INFO") -> dict[str, str]:
+        """The variables every function receives (``shared.settings`` reads them).
+
+        ``AWS_REGION`` is not among them: Lambda sets it and refuses it as a user variable.
+        """
+        env = {
+            EnvVar.ENVIRONMENT.value: environment,
+            EnvVar.POWERTOOLS_SERVICE_NAME.value: spec.project,
+            EnvVar.POWERTOOLS_METRICS_NAMESPACE.value: spec.project.capitalize(),
+            EnvVar.LOG_LEVEL.value: log_level,
+        }
+        for bucket in spec.buckets:
+            if bucket.env_var:
+                env[bucket.env_var.value] = self.buckets[bucket.name]
+        for table in spec.tables:
+            if table.env_var:
+                env[table.env_var.value] = self.tables[table.name]
+        if spec.capture and spec.capture.env_var:
+            env[spec.capture.env_var.value] = self.stream or ""
+        if spec.state_machine and spec.state_machine.env_var:
+            env[spec.state_machine.env_var.value] = self.state_machine_arn()
+        env.update(self.extra_environment)
+        return env

@@ -1,0 +1,473 @@
+"""The declarative stack: what Flywheel is made of, declared once for both clouds.
+
+A :class:`StackSpec` names buckets, tables, functions (with the exact permissions each needs), schedules,
+HTTP routes, the capture delivery stream and the state machine. The Pulumi program (`infra/components/`)
+maps it onto AWS; the local cloud (`infra/local/`) maps the same spec onto moto. The spec checks itself
+at construction: a reference to something it does not declare is an error naming the thing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from infra.schedule_expr import ScheduleExpression
+from shared.env_names import EnvVar
+
+LOGICAL_NAME = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
+HANDLER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+class SpecError(ValueError):
+    """The stack spec contradicts itself; the message names what is wrong."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- resource references: what a permission is granted on -------------------------------------------
+
+
+class BucketRef(_Model):
+    """A bucket (``objects=None``: the bucket itself, e.g. for ListBucket) or its objects matching a key
+    pattern (``objects="incoming/*"``)."""
+
+    kind: Literal["bucket"] = "bucket"
+    bucket: str
+    objects: str | None = None
+
+    @field_validator("objects")
+    @classmethod
+    def _objects_are_scoped(cls, value: str | None) -> str | None:
+        if value is not None and (value == "" or value.startswith("/")):
+            raise ValueError("an object pattern is a key prefix such as 'incoming/*', not empty or rooted")
+        return value
+
+
+class TableRef(_Model):
+    """A DynamoDB table, or one of its global secondary indexes."""
+
+    kind: Literal["table"] = "table"
+    table: str
+    index: str | None = None
+
+
+class StreamRef(_Model):
+    """The capture delivery stream."""
+
+    kind: Literal["stream"] = "stream"
+    stream: str
+
+
+class FunctionRef(_Model):
+    """Another function of the stack (for ``lambda:InvokeFunction``)."""
+
+    kind: Literal["function"] = "function"
+    function: str
+
+
+class StateMachineRef(_Model):
+    """The stack's state machine (``executions=True``: its executions, for Describe/Stop)."""
+
+    kind: Literal["state_machine"] = "state_machine"
+    executions: bool = False
+
+
+ResourceRef = Annotated[
+    BucketRef | TableRef | StreamRef | FunctionRef | StateMachineRef, Field(discriminator="kind")
+]
+
+
+class Permission(_Model):
+    """Actions allowed on one resource. Wildcard actions (``s3:*``, ``*``) are refused: name each one."""
+
+    actions: tuple[str, ...]
+    resource: ResourceRef
+
+    @field_validator("actions")
+    @classmethod
+    def _actions_are_named(cls, actions: tuple[str, ...]) -> tuple[str, ...]:
+        if not actions:
+            raise ValueError("a permission needs at least one action")
+        bad = [a for a in actions if not ACTION.match(a)]
+        if bad:
+            raise ValueError(
+                f"actions must be named exactly as 'service:Action', without wildcards; got {bad}"
+            )
+        return actions
+
+
+# Shorthands for the permissions functions ask for most.
+
+
+def read_objects(bucket: str, pattern: str) -> Permission:
+    return Permission(actions=("s3:GetObject", "s3:GetObjectVersion"), resource=BucketRef(bucket=bucket, objects=pattern))
+
+
+def write_objects(bucket: str, pattern: str) -> Permission:
+    return Permission(actions=("s3:PutObject",), resource=BucketRef(bucket=bucket, objects=pattern))
+
+
+def list_bucket(bucket: str) -> Permission:
+    return Permission(actions=("s3:ListBucket", "s3:ListBucketVersions"), resource=BucketRef(bucket=bucket))
+
+
+def read_table(table: str, index: str | None = None) -> Permission:
+    actions = ("dynamodb:Query",) if index else ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem")
+    return Permission(actions=actions, resource=TableRef(table=table, index=index))
+
+
+def write_table(table: str) -> Permission:
+    return Permission(
+        actions=(
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:ConditionCheckItem",
+        ),
+        resource=TableRef(table=table),
+    )
+
+
+# --- storage --------------------------------------------------------------------------------------------
+
+
+class Notification(_Model):
+    """Object-created events under ``prefix`` (and ending in ``suffix``) invoke ``function``."""
+
+    prefix: str
+    function: str
+    suffix: str = ""
+
+
+class LifecycleRule(_Model):
+    """Objects under ``prefix`` move to infrequent access after ``infrequent_access_days`` and expire
+    after ``expire_days``; both optional."""
+
+    prefix: str
+    infrequent_access_days: int | None = Field(default=None, ge=30)
+    expire_days: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _expires_after_transition(self) -> LifecycleRule:
+        ia, expire = self.infrequent_access_days, self.expire_days
+        if ia is not None and expire is not None and expire <= ia:
+            raise ValueError(f"lifecycle for {self.prefix!r}: expiry ({expire} d) must come after the transition ({ia} d)")
+        return self
+
+
+class BucketSpec(_Model):
+    name: str = Field(pattern=LOGICAL_NAME)
+    prefixes: tuple[str, ...] = ()
+    notifications: tuple[Notification, ...] = ()
+    lifecycle: tuple[LifecycleRule, ...] = ()
+    env_var: EnvVar | None = None
+
+    @model_validator(mode="after")
+    def _notifications_do_not_overlap(self) -> BucketSpec:
+        # S3 refuses overlapping prefixes for the same event type; say so before deploying.
+        prefixes = [n.prefix for n in self.notifications]
+        for i, a in enumerate(prefixes):
+            for b in prefixes[i + 1 :]:
+                if a.startswith(b) or b.startswith(a):
+                    raise ValueError(f"bucket {self.name!r}: notification prefixes {a!r} and {b!r} overlap")
+        return self
+
+
+class Key(_Model):
+    name: str
+    type: Literal["S", "N", "B"] = "S"
+
+
+class IndexSpec(_Model):
+    name: str
+    partition_key: Key
+    sort_key: Key | None = None
+
+
+class TableSpec(_Model):
+    name: str = Field(pattern=LOGICAL_NAME)
+    partition_key: Key
+    sort_key: Key | None = None
+    indexes: tuple[IndexSpec, ...] = ()
+    ttl_attribute: str | None = None
+    env_var: EnvVar | None = None
+
+    def attributes(self) -> list[Key]:
+        """Every key attribute the table and its indexes declare, each once."""
+        seen: dict[str, Key] = {}
+        for key in (self.partition_key, self.sort_key, *self._index_keys()):
+            if key is not None:
+                if key.name in seen and seen[key.name].type != key.type:
+                    raise SpecError(f"table {self.name!r}: attribute {key.name!r} declared with two types")
+                seen.setdefault(key.name, key)
+        return list(seen.values())
+
+    def _index_keys(self) -> Iterable[Key | None]:
+        for index in self.indexes:
+            yield index.partition_key
+            yield index.sort_key
+
+
+class CaptureStreamSpec(_Model):
+    """A Firehose delivery stream into ``bucket`` under ``prefix``, partitioned by a record field."""
+
+    name: str = Field(pattern=LOGICAL_NAME)
+    bucket: str
+    prefix: str = "captures/"
+    error_prefix: str = "captures-errors/"
+    partition_field: str | None = "model"
+    buffer_seconds: int = Field(default=60, ge=0, le=900)
+    buffer_mb: int = Field(default=64, ge=1, le=128)
+    env_var: EnvVar | None = None
+
+
+# --- compute --------------------------------------------------------------------------------------------
+
+
+class FunctionSpec(_Model):
+    name: str = Field(pattern=LOGICAL_NAME)
+    handler: str
+    description: str = ""
+    memory_mb: int = Field(default=512, ge=128, le=10240)
+    timeout_s: int = Field(default=30, ge=1, le=900)
+    reserved_concurrency: int | None = Field(default=None, ge=0)
+    permissions: tuple[Permission, ...] = ()
+
+    @field_validator("handler")
+    @classmethod
+    def _handler_is_dotted(cls, handler: str) -> str:
+        if not HANDLER.match(handler):
+            raise ValueError(f"handler {handler!r} must be a dotted path 'package.module.function'")
+        return handler
+
+
+class ScheduleSpec(_Model):
+    """Invoke ``function`` on ``expression`` (EventBridge ``rate(...)``/``cron(...)``).
+
+    Without ``input`` the function receives EventBridge's scheduled event; with it, exactly that JSON.
+    """
+
+    name: str = Field(pattern=LOGICAL_NAME)
+    expression: str
+    function: str
+    input: dict[str, Any] | None = None
+    enabled: bool = True
+
+    @field_validator("expression")
+    @classmethod
+    def _expression_parses(cls, expression: str) -> str:
+        ScheduleExpression.parse(expression)
+        return expression
+
+
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "ANY"]
+
+
+class RouteSpec(_Model):
+    """``method path`` on the HTTP API invokes ``function`` with a payload v2 event.
+
+    ``authorized=False`` leaves the route open (health checks); every other route uses the stack's
+    authorization (IAM or JWT, from the stack config).
+    """
+
+    method: HttpMethod
+    path: str = Field(pattern=r"^/[A-Za-z0-9_\-./{}+]*$")
+    function: str
+    authorized: bool = True
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+class FunctionArns(Mapping[str, str]):
+    """The ARNs a state machine builder may ask for; asking for an undeclared function is a SpecError."""
+
+    def __init__(self, arns: Mapping[str, str]) -> None:
+        self._arns = dict(arns)
+        self.used: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._arns:
+            raise SpecError(
+                f"the state machine refers to function {name!r}, which the spec does not declare "
+                f"(declared: {sorted(self._arns)})"
+            )
+        self.used.add(name)
+        return self._arns[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._arns)
+
+    def __len__(self) -> int:
+        return len(self._arns)
+
+
+DefinitionBuilder = Callable[[FunctionArns], dict[str, Any]]
+
+
+class StateMachineSpec(_Model):
+    """The pipeline. ``definition`` builds the Amazon States Language document (Python dicts) from the
+    functions' ARNs, so the same builder serves both clouds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = Field(pattern=LOGICAL_NAME)
+    definition: DefinitionBuilder
+    env_var: EnvVar | None = None
+
+    def build(self, arns: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
+        """The definition for these ARNs, and the functions it invokes."""
+        recorder = FunctionArns(arns)
+        document = self.definition(recorder)
+        return document, recorder.used
+
+
+PLACEHOLDER_ARN = "arn:aws:lambda:region:000000000000:function:{}"
+
+
+class StackSpec(_Model):
+    """The whole stack. Construction fails with a :class:`SpecError` naming any dangling reference."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    project: str = Field(pattern=LOGICAL_NAME)
+    buckets: tuple[BucketSpec, ...] = ()
+    tables: tuple[TableSpec, ...] = ()
+    functions: tuple[FunctionSpec, ...] = ()
+    schedules: tuple[ScheduleSpec, ...] = ()
+    routes: tuple[RouteSpec, ...] = ()
+    capture: CaptureStreamSpec | None = None
+    state_machine: StateMachineSpec | None = None
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> StackSpec:
+        for kind, names in (
+            ("bucket", [b.name for b in self.buckets]),
+            ("table", [t.name for t in self.tables]),
+            ("function", [f.name for f in self.functions]),
+            ("schedule", [s.name for s in self.schedules]),
+            ("route", [r.route_key for r in self.routes]),
+        ):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise SpecError(f"duplicate {kind} name(s): {', '.join(duplicates)}")
+
+        functions = {f.name for f in self.functions}
+        buckets = {b.name for b in self.buckets}
+
+        def require_function(name: str, where: str) -> None:
+            if name not in functions:
+                raise SpecError(f"{where} names function {name!r}, which the spec does not declare")
+
+        for bucket in self.buckets:
+            for note in bucket.notifications:
+                require_function(note.function, f"bucket {bucket.name!r} notification on {note.prefix!r}")
+        for schedule in self.schedules:
+            require_function(schedule.function, f"schedule {schedule.name!r}")
+        for route in self.routes:
+            require_function(route.function, f"route {route.route_key!r}")
+        if self.capture is not None and self.capture.bucket not in buckets:
+            raise SpecError(f"capture stream {self.capture.name!r} names bucket {self.capture.bucket!r}, which the spec does not declare")
+        for function in self.functions:
+            for permission in function.permissions:
+                self._check_resource(permission.resource, f"function {function.name!r} permission")
+        if self.state_machine is not None:
+            self.state_machine_definition({f: PLACEHOLDER_ARN.format(f) for f in functions})
+        env_vars = [
+            r.env_var
+            for r in (*self.buckets, *self.tables, self.capture, self.state_machine)
+            if r is not None and r.env_var is not None
+        ]
+        clashes = sorted({v.value for v in env_vars if env_vars.count(v) > 1})
+        if clashes:
+            raise SpecError(f"environment variable(s) {clashes} are bound to more than one resource")
+        return self
+
+    def _check_resource(self, ref: BucketRef | TableRef | StreamRef | FunctionRef | StateMachineRef, where: str) -> None:
+        match ref:
+            case BucketRef(bucket=name) if name not in {b.name for b in self.buckets}:
+                raise SpecError(f"{where} names bucket {name!r}, which the spec does not declare")
+            case TableRef(table=name, index=index):
+                table = self.table(name) if name in {t.name for t in self.tables} else None
+                if table is None:
+                    raise SpecError(f"{where} names table {name!r}, which the spec does not declare")
+                if index is not None and index not in {i.name for i in table.indexes}:
+                    raise SpecError(f"{where} names index {index!r} of table {name!r}, which the table does not declare")
+            case StreamRef(stream=name) if self.capture is None or self.capture.name != name:
+                raise SpecError(f"{where} names stream {name!r}, which the spec does not declare")
+            case FunctionRef(function=name) if name not in {f.name for f in self.functions}:
+                raise SpecError(f"{where} names function {name!r}, which the spec does not declare")
+            case StateMachineRef() if self.state_machine is None:
+                raise SpecError(f"{where} names the state machine, which the spec does not declare")
+            case _:
+                pass
+
+    # --- lookups both clouds use ------------------------------------------------------------------------
+
+    def function(self, name: str) -> FunctionSpec:
+        return next(f for f in self.functions if f.name == name)
+
+    def table(self, name: str) -> TableSpec:
+        return next(t for t in self.tables if t.name == name)
+
+    def bucket(self, name: str) -> BucketSpec:
+        return next(b for b in self.buckets if b.name == name)
+
+    def state_machine_definition(self, arns: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
+        """The ASL document for these function ARNs, checked: every Task names a declared function."""
+        if self.state_machine is None:
+            raise SpecError("the spec declares no state machine")
+        document, used = self.state_machine.build(arns)
+        if not isinstance(document, dict) or "StartAt" not in document or "States" not in document:
+            raise SpecError("the state machine builder must return an ASL document with 'StartAt' and 'States'")
+        return document, used
+
+
+def with_overrides(
+    spec: StackSpec,
+    memory_mb: Mapping[str, int],
+    timeout_s: Mapping[str, int],
+    schedules: Mapping[str, str],
+) -> StackSpec:
+    """The spec with an environment's sizes and schedule expressions applied.
+
+    Overrides come from the stack config; one naming a function or schedule the spec lacks is a typo
+    that would otherwise be ignored silently, so it is an error.
+    """
+    functions = {f.name for f in spec.functions}
+    unknown = sorted((set(memory_mb) | set(timeout_s)) - functions)
+    if unknown:
+        raise SpecError(f"stack config sizes function(s) {unknown}, which the spec does not declare")
+    unknown = sorted(set(schedules) - {s.name for s in spec.schedules})
+    if unknown:
+        raise SpecError(f"stack config sets schedule(s) {unknown}, which the spec does not declare")
+
+    def sized(f: FunctionSpec) -> FunctionSpec:
+        return f.model_copy(
+            update={"memory_mb": memory_mb.get(f.name, f.memory_mb), "timeout_s": timeout_s.get(f.name, f.timeout_s)}
+        )
+
+    def timed(s: ScheduleSpec) -> ScheduleSpec:
+        return ScheduleSpec.model_validate({**s.model_dump(), "expression": schedules.get(s.name, s.expression)})
+
+    return StackSpec(
+        project=spec.project,
+        buckets=spec.buckets,
+        tables=spec.tables,
+        functions=tuple(FunctionSpec.model_validate(sized(f).model_dump()) for f in spec.functions),
+        schedules=tuple(timed(s) for s in spec.schedules),
+        routes=spec.routes,
+        capture=spec.capture,
+        state_machine=spec.state_machine,
+    )

@@ -1,0 +1,22 @@
+"""The names of the environment variables that configure every function.
+
+`infra/` sets these on each function and the local cloud sets them in its process; `shared.settings`
+reads them. Both sides import this one module, so a renamed variable cannot leave the two apart.
+"""
+
+from enum import StrEnum
+
+
+class EnvVar(StrEnum):
+    ENVIRONMENT = "FLYWHEEL_ENVIRONMENT"
+    REGION = "AWS_REGION"
+    DATA_BUCKET = "FLYWHEEL_DATA_BUCKET"
+    ARTIFACTS_BUCKET = "FLYWHEEL_ARTIFACTS_BUCKET"
+    REGISTRY_TABLE = "FLYWHEEL_REGISTRY_TABLE"
+    METADATA_TABLE = "FLYWHEEL_METADATA_TABLE"
+    IDEMPOTENCY_TABLE = "FLYWHEEL_IDEMPOTENCY_TABLE"
+    CAPTURE_STREAM = "FLYWHEEL_CAPTURE_STREAM"
+    STATE_MACHINE_ARN = "FLYWHEEL_STATE_MACHINE_ARN"
+    POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+    POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+    LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"

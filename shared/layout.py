@@ -1,0 +1,20 @@
+"""Where things live in the two buckets. `infra/` declares these prefixes; the domain reads and writes them."""
+
+from enum import StrEnum
+
+
+class DataPrefix(StrEnum):
+    INCOMING = "incoming/"
+    FEATURE_SOURCES = "feature-sources/"
+    FEATURES = "features/"
+    DATASETS = "datasets/"
+    QUARANTINE = "quarantine/"
+    LABELS = "labels/"
+    CAPTURES = "captures/"
+    CAPTURE_ERRORS = "captures-errors/"
+    CONTRACTS = "contracts/"
+
+
+class ArtifactPrefix(StrEnum):
+    MODELS = "models/"
+    REPORTS = "reports/"

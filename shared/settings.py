@@ -1,0 +1,33 @@
+"""Stack-wide configuration: one pydantic-settings model, validated once per process.
+
+Every function receives the same environment (names in :mod:`shared.env_names`, set by `infra/`).
+Code asks :func:`get_settings` instead of reading ``os.environ``; tests and the local cloud call
+``get_settings.cache_clear()`` when they change the environment.
+"""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.env_names import EnvVar
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    environment: str = Field(validation_alias=EnvVar.ENVIRONMENT.value)
+    region: str = Field(validation_alias=EnvVar.REGION.value)
+    data_bucket: str = Field(validation_alias=EnvVar.DATA_BUCKET.value)
+    artifacts_bucket: str = Field(validation_alias=EnvVar.ARTIFACTS_BUCKET.value)
+    registry_table: str = Field(validation_alias=EnvVar.REGISTRY_TABLE.value)
+    metadata_table: str = Field(validation_alias=EnvVar.METADATA_TABLE.value)
+    idempotency_table: str = Field(validation_alias=EnvVar.IDEMPOTENCY_TABLE.value)
+    capture_stream: str = Field(validation_alias=EnvVar.CAPTURE_STREAM.value)
+    state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the environment
