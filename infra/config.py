@@ -7,6 +7,7 @@ namespace in camelCase (``flywheel:apiAuth``); ``aws:region`` gives the region.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +63,7 @@ class StackConfig(BaseModel):
     @classmethod
     def from_pulumi(cls) -> StackConfig:
         """Inside a Pulumi program: the current stack's configuration."""
-        import pulumi
+        import pulumi  # noqa: PLC0415  (only a Pulumi program needs it; functions never import infra)
 
         flywheel = pulumi.Config(NAMESPACE)
         values: dict[str, Any] = {}
@@ -70,10 +71,19 @@ class StackConfig(BaseModel):
             if name == "environment":
                 continue
             alias = field.alias or name
-            value = flywheel.get_object(alias)
-            if value is not None:
-                values[f"{NAMESPACE}:{alias}"] = value
+            raw = flywheel.get(alias)
+            if raw is not None:
+                values[f"{NAMESPACE}:{alias}"] = _config_value(raw)
         region = pulumi.Config("aws").get("region")
         if region:
             values["aws:region"] = region
         return cls.from_values(pulumi.get_stack(), values)
+
+
+def _config_value(raw: str) -> Any:
+    """Pulumi hands every value over as a string: maps, lists, numbers and booleans as JSON, plain
+    strings (``apiAuth: iam``) as themselves."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw

@@ -9,8 +9,8 @@ from infra.config import StackConfig
 from infra.spec import (
     BucketSpec,
     CaptureStreamSpec,
-    Key,
     IndexSpec,
+    Key,
     LifecycleRule,
     StackSpec,
     TableSpec,

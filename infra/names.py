@@ -34,7 +34,9 @@ class StackNames:
     extra_environment: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def for_spec(cls, spec: StackSpec, stack: str, region: str, account: str, **overrides: Mapping[str, str]) -> StackNames:
+    def for_spec(
+        cls, spec: StackSpec, stack: str, region: str, account: str, **overrides: Mapping[str, str]
+    ) -> StackNames:
         """Names by the convention; ``overrides`` replaces some (e.g. buckets AWS named with a suffix)."""
 
         def name(logical: str) -> str:

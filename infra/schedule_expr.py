@@ -15,10 +15,15 @@ from datetime import UTC, datetime, timedelta
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((.+)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-_MONTHS = {m: i for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), start=1)}
-_DAYS = {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split(), start=1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], start=1
+    )
+}
+_DAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"], start=1)}
 # (name, low, high, names) for the six fields, in order.
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minutes", 0, 59, {}),
     ("hours", 0, 23, {}),
     ("day-of-month", 1, 31, {}),
@@ -56,10 +61,14 @@ class ScheduleExpression:
             raise ScheduleExpressionError(f"{text!r}: expected 'rate(N unit)' or 'cron(6 fields)'")
         parts = cron.group(1).split()
         if len(parts) != 6:
-            raise ScheduleExpressionError(f"{text!r}: cron needs 6 fields (min hour dom month dow year), got {len(parts)}")
+            raise ScheduleExpressionError(
+                f"{text!r}: cron needs 6 fields (min hour dom month dow year), got {len(parts)}"
+            )
         fields = tuple(_parse_field(text, part, *spec) for part, spec in zip(parts, _FIELDS, strict=True))
         if (fields[2] is None) == (fields[4] is None):
-            raise ScheduleExpressionError(f"{text!r}: exactly one of day-of-month and day-of-week must be '?'")
+            raise ScheduleExpressionError(
+                f"{text!r}: exactly one of day-of-month and day-of-week must be '?'"
+            )
         return cls(text=text, fields=fields)
 
     def next_after(self, after: datetime, anchor: datetime) -> datetime:
@@ -85,7 +94,9 @@ class ScheduleExpression:
                         if candidate >= start:
                             return candidate
             day += timedelta(days=1)
-        raise ScheduleExpressionError(f"{self.text!r} does not fire within {_SEARCH_DAYS} days of {after.isoformat()}")
+        raise ScheduleExpressionError(
+            f"{self.text!r} does not fire within {_SEARCH_DAYS} days of {after.isoformat()}"
+        )
 
 
 def _day_matches(
@@ -104,7 +115,9 @@ def _day_matches(
     )
 
 
-def _parse_field(text: str, part: str, name: str, low: int, high: int, names: dict[str, int]) -> frozenset[int] | None:
+def _parse_field(
+    text: str, part: str, name: str, low: int, high: int, names: dict[str, int]
+) -> frozenset[int] | None:
     if part == "?":
         if name not in ("day-of-month", "day-of-week"):
             raise ScheduleExpressionError(f"{text!r}: '?' is only allowed in day-of-month or day-of-week")

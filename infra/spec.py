@@ -17,12 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from infra.schedule_expr import ScheduleExpression
 from shared.env_names import EnvVar
 
-LOGICAL_NAME = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+LOGICAL_NAME = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
 ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
 HANDLER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
-class SpecError(ValueError):
+class SpecError(Exception):
     """The stack spec contradicts itself; the message names what is wrong."""
 
 
@@ -106,7 +106,9 @@ class Permission(_Model):
 
 
 def read_objects(bucket: str, pattern: str) -> Permission:
-    return Permission(actions=("s3:GetObject", "s3:GetObjectVersion"), resource=BucketRef(bucket=bucket, objects=pattern))
+    return Permission(
+        actions=("s3:GetObject", "s3:GetObjectVersion"), resource=BucketRef(bucket=bucket, objects=pattern)
+    )
 
 
 def write_objects(bucket: str, pattern: str) -> Permission:
@@ -118,7 +120,9 @@ def list_bucket(bucket: str) -> Permission:
 
 
 def read_table(table: str, index: str | None = None) -> Permission:
-    actions = ("dynamodb:Query",) if index else ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem")
+    actions = (
+        ("dynamodb:Query",) if index else ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem")
+    )
     return Permission(actions=actions, resource=TableRef(table=table, index=index))
 
 
@@ -161,7 +165,9 @@ class LifecycleRule(_Model):
     def _expires_after_transition(self) -> LifecycleRule:
         ia, expire = self.infrequent_access_days, self.expire_days
         if ia is not None and expire is not None and expire <= ia:
-            raise ValueError(f"lifecycle for {self.prefix!r}: expiry ({expire} d) must come after the transition ({ia} d)")
+            raise ValueError(
+                f"lifecycle for {self.prefix!r}: expiry ({expire} d) must come after the transition ({ia} d)"
+            )
         return self
 
 
@@ -378,7 +384,10 @@ class StackSpec(_Model):
         for route in self.routes:
             require_function(route.function, f"route {route.route_key!r}")
         if self.capture is not None and self.capture.bucket not in buckets:
-            raise SpecError(f"capture stream {self.capture.name!r} names bucket {self.capture.bucket!r}, which the spec does not declare")
+            raise SpecError(
+                f"capture stream {self.capture.name!r} names bucket {self.capture.bucket!r}, "
+                "which the spec does not declare"
+            )
         for function in self.functions:
             for permission in function.permissions:
                 self._check_resource(permission.resource, f"function {function.name!r} permission")
@@ -394,7 +403,9 @@ class StackSpec(_Model):
             raise SpecError(f"environment variable(s) {clashes} are bound to more than one resource")
         return self
 
-    def _check_resource(self, ref: BucketRef | TableRef | StreamRef | FunctionRef | StateMachineRef, where: str) -> None:
+    def _check_resource(
+        self, ref: BucketRef | TableRef | StreamRef | FunctionRef | StateMachineRef, where: str
+    ) -> None:
         match ref:
             case BucketRef(bucket=name) if name not in {b.name for b in self.buckets}:
                 raise SpecError(f"{where} names bucket {name!r}, which the spec does not declare")
@@ -403,7 +414,9 @@ class StackSpec(_Model):
                 if table is None:
                     raise SpecError(f"{where} names table {name!r}, which the spec does not declare")
                 if index is not None and index not in {i.name for i in table.indexes}:
-                    raise SpecError(f"{where} names index {index!r} of table {name!r}, which the table does not declare")
+                    raise SpecError(
+                        f"{where} names index {index!r} of table {name!r}, which the table does not declare"
+                    )
             case StreamRef(stream=name) if self.capture is None or self.capture.name != name:
                 raise SpecError(f"{where} names stream {name!r}, which the spec does not declare")
             case FunctionRef(function=name) if name not in {f.name for f in self.functions}:
@@ -430,7 +443,9 @@ class StackSpec(_Model):
             raise SpecError("the spec declares no state machine")
         document, used = self.state_machine.build(arns)
         if not isinstance(document, dict) or "StartAt" not in document or "States" not in document:
-            raise SpecError("the state machine builder must return an ASL document with 'StartAt' and 'States'")
+            raise SpecError(
+                "the state machine builder must return an ASL document with 'StartAt' and 'States'"
+            )
         return document, used
 
 
@@ -455,11 +470,16 @@ def with_overrides(
 
     def sized(f: FunctionSpec) -> FunctionSpec:
         return f.model_copy(
-            update={"memory_mb": memory_mb.get(f.name, f.memory_mb), "timeout_s": timeout_s.get(f.name, f.timeout_s)}
+            update={
+                "memory_mb": memory_mb.get(f.name, f.memory_mb),
+                "timeout_s": timeout_s.get(f.name, f.timeout_s),
+            }
         )
 
     def timed(s: ScheduleSpec) -> ScheduleSpec:
-        return ScheduleSpec.model_validate({**s.model_dump(), "expression": schedules.get(s.name, s.expression)})
+        return ScheduleSpec.model_validate(
+            {**s.model_dump(), "expression": schedules.get(s.name, s.expression)}
+        )
 
     return StackSpec(
         project=spec.project,

@@ -5,8 +5,15 @@ which is the exception's class name. Renaming one changes what the pipeline retr
 """
 
 
+from typing import Any
+
+
 class FlywheelError(Exception):
-    """Base of every error Flywheel raises on purpose."""
+    """Base of every error Flywheel raises on purpose. ``problems`` lists the details, when there are several."""
+
+    def __init__(self, message: str, *, problems: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[Any] = list(problems or [])
 
 
 class TransientError(FlywheelError):

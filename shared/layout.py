@@ -1,4 +1,4 @@
-"""Where things live in the two buckets. `infra/` declares these prefixes; the domain reads and writes them."""
+"""Where things live in the two buckets: `infra/` declares the prefixes, the domain uses them."""
 
 from enum import StrEnum
 

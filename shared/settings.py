@@ -24,10 +24,11 @@ class Settings(BaseSettings):
     metadata_table: str = Field(validation_alias=EnvVar.METADATA_TABLE.value)
     idempotency_table: str = Field(validation_alias=EnvVar.IDEMPOTENCY_TABLE.value)
     capture_stream: str = Field(validation_alias=EnvVar.CAPTURE_STREAM.value)
-    state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
+    # Absent until the stack declares its pipeline.
+    state_machine_arn: str | None = Field(default=None, validation_alias=EnvVar.STATE_MACHINE_ARN.value)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use."""
-    return Settings()  # type: ignore[call-arg]  # pydantic-settings fills the fields from the environment
+    return Settings()  # pydantic-settings fills the fields from the environment

@@ -1,0 +1,78 @@
+"""The one seam between moto and the local runtime, pinned.
+
+The local cloud replaces ``moto.awslambda.models.LambdaFunction._invoke_lambda`` (moto's Docker runner).
+If a moto upgrade renames it, changes its signature, or stops routing Invoke, S3 notifications or Step
+Functions tasks through it, these tests fail and say so, instead of functions silently not running.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+
+import moto
+import pytest
+from moto.awslambda.models import LambdaFunction
+
+from infra.local import LocalCloud
+from infra.local.runtime import SEAM
+from tests.fixtures.stack import platform_stack
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_installed_moto_is_the_pinned_version() -> None:
+    pinned = re.search(r"^moto\[server\]==(\S+)$", (ROOT / "requirements-dev.txt").read_text(), re.MULTILINE)
+    assert pinned, "requirements-dev.txt must pin moto with =="
+    assert moto.__version__ == pinned.group(1), (
+        f"moto {moto.__version__} is installed but {pinned.group(1)} is pinned: "
+        "re-check the seam in infra/local/runtime.py"
+    )
+
+
+def test_the_seam_is_motos_docker_runner_with_the_expected_signature() -> None:
+    original = getattr(LambdaFunction, SEAM)
+    assert list(inspect.signature(original).parameters) == ["self", "event"]
+    assert "docker" in inspect.getsource(original), (
+        "moto no longer runs Lambda code in Docker here: the seam moved"
+    )
+
+
+def test_invoke_notifications_and_state_machine_tasks_all_cross_the_seam() -> None:
+    cloud = LocalCloud(platform_stack())
+    with cloud.in_process():
+        assert getattr(LambdaFunction, SEAM).__name__ == "invoke_in_process"
+        errored, payload = cloud.invoke("plat-local-echo", {"via": "invoke"})
+        cloud.client("s3").put_object(Bucket=cloud.names.buckets["data"], Key="incoming/seam.csv", Body=b"x")
+        execution = cloud.start_execution({"mode": "echo"}, name="seam")
+        described = cloud.wait_for_execution(execution)
+
+        reached = [i.function_name for i in cloud.runtime.invocations]
+        assert not errored
+        assert payload["via"] == "invoke"
+        assert described["status"] == "SUCCEEDED", described
+        assert json.loads(described["output"])["function"] == "plat-local-echo"
+        assert reached == ["plat-local-echo", "plat-local-on-upload", "plat-local-echo"]
+    assert getattr(LambdaFunction, SEAM).__name__ == "_invoke_lambda", "the seam must be restored on exit"
+
+
+def test_handler_failures_come_back_in_lambdas_shape() -> None:
+    cloud = LocalCloud(platform_stack())
+    with cloud.in_process():
+        lambda_ = cloud.client("lambda")
+        lambda_.update_function_configuration(
+            FunctionName="plat-local-echo", Handler="tests.fixtures.nowhere.handler"
+        )
+        missing = lambda_.invoke(FunctionName="plat-local-echo", Payload=b"{}")
+        errored, broken = cloud.invoke("plat-local-broken", {"mode": "x"})
+
+        assert "FunctionError" in missing
+        body = json.loads(missing["Payload"].read())
+        assert body["errorType"] == "Runtime.ImportModuleError"
+        assert "tests.fixtures.nowhere" in body["errorMessage"]
+        assert errored
+        assert set(broken) == {"errorType", "errorMessage", "requestId", "stackTrace"}
+        assert broken["errorType"] == "BrokenInputError"

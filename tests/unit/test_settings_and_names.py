@@ -1,0 +1,81 @@
+"""Functions read exactly the environment infra writes; names and policies derive from the spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.config import StackConfig
+from infra.flywheel import flywheel_stack
+from infra.names import StackNames
+from infra.policies import function_policy, state_machine_policy
+from shared.settings import Settings
+from tests.fixtures.stack import platform_stack
+
+pytestmark = pytest.mark.unit
+
+
+def test_settings_read_the_environment_infra_gives_every_function() -> None:
+    """Given Flywheel's stack, when infra computes a function's environment, then Settings validates it
+    (plus the AWS_REGION Lambda sets) into the physical names: the two sides cannot drift apart."""
+    config = StackConfig.from_stack_file("dev")
+    spec = flywheel_stack(config)
+    names = StackNames.for_spec(spec, "dev", "eu-west-1", "111122223333")
+    environment = names.environment(spec, config.environment)
+
+    settings = Settings.model_validate({**environment, "AWS_REGION": "eu-west-1"})
+
+    assert settings.data_bucket == "flywheel-dev-data"
+    assert settings.registry_table == "flywheel-dev-registry"
+    assert settings.capture_stream == "flywheel-dev-captures"
+    assert settings.environment == "dev"
+    assert "AWS_REGION" not in environment  # reserved by Lambda
+
+
+def test_arns_follow_aws_formats() -> None:
+    spec = platform_stack()
+    names = StackNames.for_spec(spec, "dev", "eu-west-1", "111122223333")
+    assert names.bucket_arn("data") == "arn:aws:s3:::plat-dev-data"
+    assert names.table_arn("events") == "arn:aws:dynamodb:eu-west-1:111122223333:table/plat-dev-events"
+    assert names.function_arn("echo") == "arn:aws:lambda:eu-west-1:111122223333:function:plat-dev-echo"
+    assert names.state_machine_arn() == "arn:aws:states:eu-west-1:111122223333:stateMachine:plat-dev-pipeline"
+    assert names.stream_arn() == "arn:aws:firehose:eu-west-1:111122223333:deliverystream/plat-dev-captures"
+
+
+def test_a_function_policy_is_its_permissions_plus_logs_and_tracing() -> None:
+    spec = platform_stack()
+    names = StackNames.for_spec(spec, "dev", "eu-west-1", "111122223333")
+
+    policy = function_policy(spec.function("on-upload"), names)
+
+    granted = {(tuple(s["Action"]), s["Resource"]) for s in policy["Statement"]}
+    assert (("s3:GetObject", "s3:GetObjectVersion"), "arn:aws:s3:::plat-dev-data/incoming/*") in granted
+    assert any(r.endswith(":table/plat-dev-events") for _, r in granted)
+    logs = next(s for s in policy["Statement"] if s["Sid"] == "OwnLogs")
+    assert (
+        logs["Resource"] == "arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/plat-dev-on-upload:*"
+    )
+    stars = [s for s in policy["Statement"] if s["Resource"] == "*"]
+    assert [s["Sid"] for s in stars] == ["Tracing"]
+    assert all("*" not in a for s in policy["Statement"] for a in s["Action"])
+
+
+def test_the_state_machine_may_invoke_exactly_the_functions_it_names() -> None:
+    spec = platform_stack()
+    names = StackNames.for_spec(spec, "dev", "eu-west-1", "111122223333")
+    _, invoked = spec.state_machine_definition(names.function_arns())
+
+    policy = state_machine_policy(invoked, names)
+
+    resources = policy["Statement"][0]["Resource"]
+    assert {r.rsplit(":", 1)[-1] for r in resources if not r.endswith(":*")} == {
+        f"plat-dev-{f}" for f in ("echo", "flaky", "broken", "sleepy", "patient")
+    }
+
+
+def test_stack_files_load_and_prod_is_protected() -> None:
+    assert StackConfig.from_stack_file("prod").protect is True
+    assert StackConfig.from_stack_file("dev").protect is False
+    with pytest.raises(ValueError, match="jwtIssuer and jwtAudience"):
+        StackConfig.from_values("dev", {"flywheel:apiAuth": "jwt"})
+    with pytest.raises(ValueError, match="extra"):
+        StackConfig.from_values("dev", {"flywheel:protekt": True})
