@@ -1,0 +1,1 @@
+"""One thin Lambda handler per pipeline stage; the logic lives in `shared/`."""

@@ -1,0 +1,148 @@
+"""Functions: one container image for all of them, and per function its own role, log group and command.
+
+The scientific stack is larger than a zip may be, so every function runs the same image built from the
+repository's ``Dockerfile`` and differs only by its handler (the image command), its sizes and its role.
+A role allows exactly the function's spec permissions (``infra.policies.function_policy``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker_build as docker_build
+from pulumi import Output, ResourceOptions
+
+from infra.components.roles import service_role
+from infra.config import StackConfig
+from infra.names import StackNames, physical_name
+from infra.policies import function_policy
+from infra.spec import FunctionSpec, StackSpec
+
+# Pulumi runs the program from infra/; the build context is the repository root, wherever that is.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+# What the Dockerfile copies. The image tag is a digest of exactly these files: the repository's tags are
+# immutable, so a changed tree must get a new tag, and an unchanged one keeps the image already pushed.
+IMAGE_INPUTS = ("Dockerfile", "requirements.txt", "shared", "functions")
+# Lambda runs x86_64 unless told otherwise; the image is built for it whatever machine runs `pulumi up`.
+ARCHITECTURE = "x86_64"
+
+
+def image_tag(root: Path = REPO_ROOT) -> str:
+    """A digest of the files the image is built from (caches left out, as ``.dockerignore`` does)."""
+    digest = hashlib.sha256()
+    for relative in IMAGE_INPUTS:
+        path = root / relative
+        if not path.exists():
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if "__pycache__" in file.parts or file.suffix == ".pyc":
+                continue
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    return f"src-{digest.hexdigest()[:32]}"
+
+
+class Functions(pulumi.ComponentResource):
+    """Every function of the spec, by logical name, sharing one image pushed to one ECR repository."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: StackSpec,
+        *,
+        names: Output[StackNames],
+        stack: str,
+        config: StackConfig,
+        opts: ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("flywheel:functions:Functions", name, None, opts)
+        self._project, self._stack, self._config = spec.project, stack, config
+        self.environment: Output[dict[str, str]] = names.apply(
+            lambda n: n.environment(spec, config.environment, config.log_level)
+        )
+        self.functions: dict[str, aws.lambda_.Function] = {}
+        # No function, no image to build.
+        if spec.functions:
+            image = self._image()
+            self.functions = {fn.name: self._function(fn, image, names) for fn in spec.functions}
+        self.names: dict[str, Output[str]] = {n: f.name for n, f in self.functions.items()}
+        self.arns: dict[str, Output[str]] = {n: f.arn for n, f in self.functions.items()}
+        self.register_outputs({"names": self.names})
+
+    def _image(self) -> docker_build.Image:
+        repository = aws.ecr.Repository(
+            "functions",
+            name=physical_name(self._project, self._stack, "functions"),
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration={"scan_on_push": True},
+            encryption_configurations=[{"encryption_type": "KMS"}],
+            # A protected stack keeps its images; any other may be destroyed with them.
+            force_delete=not self._config.protect,
+            opts=ResourceOptions(parent=self),
+        )
+        token = aws.ecr.get_authorization_token_output(
+            registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        tag = image_tag()
+        return docker_build.Image(
+            "functions",
+            context={"location": str(REPO_ROOT)},
+            dockerfile={"location": str(DOCKERFILE)},
+            # One platform, pushed with the registry exporter's Docker media types: Lambda refuses an
+            # OCI index.
+            platforms=[docker_build.Platform.LINUX_AMD64],
+            tags=[repository.repository_url.apply(lambda url: f"{url}:{tag}")],
+            push=True,
+            registries=[
+                {
+                    "address": repository.repository_url,
+                    "username": token.user_name,
+                    "password": token.password,
+                }
+            ],
+            opts=ResourceOptions(parent=self),
+        )
+
+    def _function(
+        self, fn: FunctionSpec, image: docker_build.Image, names: Output[StackNames]
+    ) -> aws.lambda_.Function:
+        physical = physical_name(self._project, self._stack, fn.name)
+        # The document needs resolved names (bucket names are generated): JSON in apply, resources here.
+        role, policy = service_role(
+            fn.name,
+            physical=physical,
+            kind="function",
+            service="lambda.amazonaws.com",
+            policy=names.apply(lambda n: json.dumps(function_policy(fn, n))),
+            parent=self,
+        )
+        # Declared rather than left to Lambda, so it has a retention and goes with the stack.
+        log_group = aws.cloudwatch.LogGroup(
+            fn.name,
+            name=f"/aws/lambda/{physical}",
+            retention_in_days=self._config.log_retention_days,
+            opts=ResourceOptions(parent=self),
+        )
+        return aws.lambda_.Function(
+            fn.name,
+            name=physical,
+            description=fn.description or None,
+            role=role.arn,
+            package_type="Image",
+            image_uri=image.ref,
+            image_config={"commands": [fn.handler]},
+            architectures=[ARCHITECTURE],
+            memory_size=fn.memory_mb,
+            timeout=fn.timeout_s,
+            reserved_concurrent_executions=fn.reserved_concurrency,
+            tracing_config={"mode": "Active"},
+            environment={"variables": self.environment},
+            # The first invocation must find its permissions and its log group in place.
+            opts=ResourceOptions(parent=self, depends_on=[policy, log_group]),
+        )
