@@ -4,12 +4,11 @@ The class names are API: Step Functions ``Retry`` and ``Catch`` match on the ``e
 which is the exception's class name. Renaming one changes what the pipeline retries.
 """
 
-
 from typing import Any
 
 
 class FlywheelError(Exception):
-    """Base of every error Flywheel raises on purpose. ``problems`` lists the details, when there are several."""
+    """Base of every error Flywheel raises on purpose; ``problems`` holds the details, if several."""
 
     def __init__(self, message: str, *, problems: list[Any] | None = None) -> None:
         super().__init__(message)
@@ -36,5 +35,10 @@ class ConflictError(FlywheelError):
     """A conditional write lost a race (an alias moved, a version was taken)."""
 
 
+class IntegrityError(FlywheelError):
+    """Bytes do not match the sha256 recorded for them: a model artifact was altered or mixed up.
+    Never deserialised, never retried."""
+
+
 RETRYABLE = (TransientError.__name__,)
-NEVER_RETRIED = (DataValidationError.__name__, ContractError.__name__)
+NEVER_RETRIED = (DataValidationError.__name__, ContractError.__name__, IntegrityError.__name__)

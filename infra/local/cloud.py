@@ -7,6 +7,7 @@ CLI or the ``flywheel`` CLI reaches it through ``AWS_ENDPOINT_URL``. Either way:
 - every resource of the spec is created with the same names, policies and settings the Pulumi program uses;
 - Step Functions executions run the real definition in moto's interpreter (``execute_state_machine``);
 - S3 notifications, ``Invoke`` and state machine tasks run handlers in :class:`LocalRuntime` (the one seam);
+- DynamoDB requests are atomic, as in AWS (:mod:`infra.local.atomicity`);
 - :class:`LocalScheduler` fires the spec's schedules and :class:`LocalGateway` serves its routes.
 """
 
@@ -31,6 +32,7 @@ from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 from infra.config import StackConfig
+from infra.local.atomicity import atomic_dynamodb_requests
 from infra.local.gateway import LocalGateway
 from infra.local.runtime import LocalRuntime
 from infra.local.scheduler import LocalScheduler
@@ -82,6 +84,7 @@ class LocalCloud:
             )
             stack.enter_context(_unset("AWS_ENDPOINT_URL"))
             stack.enter_context(self.runtime.installed())
+            stack.enter_context(atomic_dynamodb_requests())
             stack.callback(self._shutdown)
             self._start()
             yield self
@@ -105,6 +108,7 @@ class LocalCloud:
             stack.enter_context(_environ(process_env))
             stack.enter_context(mock.patch.dict(default_user_config, MOTO_CONFIG))
             stack.enter_context(self.runtime.installed())
+            stack.enter_context(atomic_dynamodb_requests())
             logging.getLogger("werkzeug").setLevel(
                 logging.WARNING
             )  # one line per request drowns the functions' logs

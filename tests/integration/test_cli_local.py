@@ -47,10 +47,14 @@ def test_flywheel_local_serves_the_stack_to_any_boto3_client() -> None:
             region_name=exports["AWS_DEFAULT_REGION"],
         )
         buckets = session.client("s3", endpoint_url=exports["AWS_ENDPOINT_URL"]).list_buckets()["Buckets"]
-        tables = session.client("dynamodb", endpoint_url=exports["AWS_ENDPOINT_URL"]).list_tables()["TableNames"]
+        tables = session.client("dynamodb", endpoint_url=exports["AWS_ENDPOINT_URL"]).list_tables()[
+            "TableNames"
+        ]
 
         assert {b["Name"] for b in buckets} == {"flywheel-local-data", "flywheel-local-artifacts"}
-        assert {"flywheel-local-registry", "flywheel-local-metadata", "flywheel-local-idempotency"} <= set(tables)
+        assert {"flywheel-local-registry", "flywheel-local-metadata", "flywheel-local-idempotency"} <= set(
+            tables
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)

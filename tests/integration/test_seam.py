@@ -59,6 +59,19 @@ def test_invoke_notifications_and_state_machine_tasks_all_cross_the_seam() -> No
     assert getattr(LambdaFunction, SEAM).__name__ == "_invoke_lambda", "the seam must be restored on exit"
 
 
+def test_dynamodb_requests_are_atomic_while_the_cloud_runs() -> None:
+    from moto.dynamodb.responses import DynamoHandler
+
+    from infra.local.atomicity import HOOK
+
+    original = getattr(DynamoHandler, HOOK)
+    assert list(inspect.signature(original).parameters) == ["self"]
+    with LocalCloud(platform_stack()).in_process():
+        assert getattr(DynamoHandler, HOOK) is not original
+        assert getattr(DynamoHandler, HOOK).__wrapped__ is original
+    assert getattr(DynamoHandler, HOOK) is original
+
+
 def test_handler_failures_come_back_in_lambdas_shape() -> None:
     cloud = LocalCloud(platform_stack())
     with cloud.in_process():

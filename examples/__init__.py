@@ -1,0 +1,1 @@
+"""The demo: a churn data generator and its data contract."""

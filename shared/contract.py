@@ -1,0 +1,280 @@
+"""The data contract: what a model's data must look like and how the model is trained and judged.
+
+One YAML document per model (see the README for the format). :func:`parse_contract` turns text into a
+:class:`DataContract` or raises :class:`ContractError` listing every problem at once, so a user fixes a
+contract in one pass. Nothing in Flywheel names a dataset's columns: they all come from here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import ContractError
+
+MODEL_NAME = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+class FeatureType(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+
+
+# Estimators a contract may name, by task. The training module maps each to its scikit-learn class.
+ESTIMATORS: dict[Task, tuple[str, ...]] = {
+    Task.CLASSIFICATION: (
+        "logistic_regression",
+        "random_forest",
+        "gradient_boosting",
+        "hist_gradient_boosting",
+        "extra_trees",
+        "decision_tree",
+    ),
+    Task.REGRESSION: (
+        "ridge",
+        "linear_regression",
+        "random_forest",
+        "gradient_boosting",
+        "hist_gradient_boosting",
+        "extra_trees",
+        "decision_tree",
+    ),
+}
+
+# Metrics by task, and whether higher is better.
+METRICS: dict[Task, dict[str, bool]] = {
+    Task.CLASSIFICATION: {"accuracy": True, "f1": True, "roc_auc": True, "log_loss": False},
+    Task.REGRESSION: {"rmse": False, "mae": False, "r2": True},
+}
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Feature(_Block):
+    type: FeatureType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _fits_its_type(self) -> Feature:
+        if self.type is not FeatureType.NUMERIC and (self.min is not None or self.max is not None):
+            raise ValueError(f"min/max apply to numeric features, not {self.type.value}")
+        if self.type is not FeatureType.CATEGORICAL and self.allowed is not None:
+            raise ValueError(f"allowed values apply to categorical features, not {self.type.value}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.allowed is not None:
+            if not self.allowed:
+                raise ValueError("allowed must list at least one value")
+            if len(set(self.allowed)) != len(self.allowed):
+                raise ValueError("allowed lists a value twice")
+        return self
+
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _allowed_as_text(cls, value: Any) -> Any:
+        # YAML reads `allowed: [1, 2]` as numbers; categories are compared as text.
+        if isinstance(value, list | tuple):
+            return tuple(str(v) for v in value)
+        return value
+
+
+class Window(_Block):
+    """Which datasets a training run reads: the latest ``files`` datasets, or rows of the last ``days``."""
+
+    files: int | None = Field(default=None, ge=1)
+    days: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Window:
+        if (self.files is None) == (self.days is None):
+            raise ValueError("a window is either {files: N} or {days: N}")
+        return self
+
+
+class Training(_Block):
+    estimator: str = "hist_gradient_boosting"
+    params: dict[str, Any] = Field(default_factory=dict)
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    window: Window = Field(default_factory=lambda: Window(files=20))
+    seed: int = 42
+    reference_sample_rows: int = Field(default=5000, ge=100, le=100_000)
+
+
+class Gates(_Block):
+    min: dict[str, float] = Field(default_factory=dict)
+    max_regression: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("max_regression")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        negative = sorted(k for k, v in value.items() if v < 0)
+        if negative:
+            raise ValueError(f"allowed regression must be >= 0 (got a negative one for {negative})")
+        return value
+
+
+class DataContract(_Block):
+    model: str
+    task: Task
+    target: str
+    id_column: str | None = None
+    timestamp_column: str | None = None
+    features: dict[str, Feature]
+    target_values: tuple[str, ...] | None = None
+    min_rows: int = Field(default=100, ge=1)
+    max_file_mb: float = Field(default=512.0, gt=0)
+    training: Training = Field(default_factory=Training)
+    gates: Gates = Field(default_factory=Gates)
+    description: str = ""
+
+    @field_validator("model")
+    @classmethod
+    def _registry_name(cls, value: str) -> str:
+        if not re.match(MODEL_NAME, value):
+            raise ValueError(f"use lowercase letters, digits and '-' (at most 64), got {value!r}")
+        return value
+
+    @field_validator("target_values", mode="before")
+    @classmethod
+    def _target_values_as_text(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(v) for v in value)
+        return value
+
+    # --- what the rest of Flywheel asks of a contract -----------------------------------------------------
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a data file must have, in a stable order."""
+        extra = [c for c in (self.id_column, self.timestamp_column) if c]
+        return [*extra, *self.features, self.target]
+
+    def features_of(self, kind: FeatureType) -> list[str]:
+        return [name for name, f in self.features.items() if f.type is kind]
+
+    def higher_is_better(self, metric: str) -> bool:
+        return METRICS[self.task][metric]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def contract_problems(document: dict[str, Any]) -> list[str]:
+    """Cross-field problems, read leniently from the raw document so they are reported together with
+    field-level ones (a malformed part is skipped here; pydantic reports it)."""
+    try:
+        task: Task | None = Task(str(document.get("task")))
+    except ValueError:
+        task = None
+    return [*_column_problems(document), *_training_problems(document, task), *_gate_problems(document, task)]
+
+
+def _column_problems(document: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    features = _mapping(document, "features")
+    target = document.get("target")
+    if not features:
+        problems.append("features: declare at least one feature")
+    if target is not None and target in features:
+        problems.append(f"target: {target!r} is also listed as a feature")
+    for role in ("id_column", "timestamp_column"):
+        column = document.get(role)
+        if column is not None and column in features:
+            problems.append(f"{role}: {column!r} is also listed as a feature")
+        if column is not None and column == target:
+            problems.append(f"{role}: {column!r} is also the target")
+    if document.get("id_column") and document.get("id_column") == document.get("timestamp_column"):
+        problems.append("id_column and timestamp_column name the same column")
+    return problems
+
+
+def _training_problems(document: dict[str, Any], task: Task | None) -> list[str]:
+    problems: list[str] = []
+    training = _mapping(document, "training")
+    estimator = training.get("estimator", Training().estimator)
+    if task is not None and estimator not in ESTIMATORS[task]:
+        problems.append(
+            f"training.estimator: {estimator!r} is not a {task.value} estimator; "
+            f"choose one of {list(ESTIMATORS[task])}"
+        )
+    if _mapping(training, "window").get("days") is not None and not document.get("timestamp_column"):
+        problems.append("training.window.days needs a timestamp_column to count days by")
+    if task is Task.REGRESSION and document.get("target_values") is not None:
+        problems.append("target_values: only a classification target has a fixed set of values")
+    return problems
+
+
+def _gate_problems(document: dict[str, Any], task: Task | None) -> list[str]:
+    if task is None:
+        return []
+    problems: list[str] = []
+    known = METRICS[task]
+    gates = _mapping(document, "gates")
+    for block in ("min", "max_regression"):
+        for metric, value in _mapping(gates, block).items():
+            if metric not in known:
+                problems.append(
+                    f"gates.{block}.{metric}: not a {task.value} metric; use one of {sorted(known)}"
+                )
+            elif isinstance(value, int | float) and not math.isfinite(value):
+                problems.append(f"gates.{block}.{metric}: must be a finite number")
+    return problems
+
+
+def _mapping(document: dict[str, Any], key: str) -> dict[str, Any]:
+    value = document.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def parse_contract(text: str | bytes) -> DataContract:
+    """Parse and check a YAML contract; :class:`ContractError` lists every problem found."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ContractError(f"the contract is not valid YAML: {exc}", problems=[str(exc)]) from exc
+    if not isinstance(document, dict):
+        raise ContractError(
+            "the contract must be a YAML mapping", problems=["expected a mapping at the top level"]
+        )
+    problems: list[str] = []
+    contract: DataContract | None = None
+    try:
+        contract = DataContract.model_validate(document)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+    problems.extend(p for p in contract_problems(document) if p not in problems)
+    if problems or contract is None:
+        raise ContractError(_summary(document, problems), problems=problems)
+    return contract
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling against the README's contract reference)"
+    if error["type"] == "missing":
+        message = "required"
+    return f"{location}: {message}"
+
+
+def _summary(document: dict[str, Any], problems: list[str]) -> str:
+    name = document.get("model", "?")
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"contract for model {name!r} has {len(problems)} problem(s):\n{lines}"
