@@ -6,15 +6,29 @@ Each capability adds its functions here in the change that builds it; the spec c
 from __future__ import annotations
 
 from infra.config import StackConfig
+from infra.pipeline import pipeline_definition
 from infra.spec import (
+    BucketRef,
     BucketSpec,
     CaptureStreamSpec,
+    FunctionSpec,
     IndexSpec,
     Key,
     LifecycleRule,
+    Notification,
+    Permission,
+    ScheduleSpec,
     StackSpec,
+    StateMachineRef,
+    StateMachineSpec,
+    TableRef,
     TableSpec,
+    list_bucket,
+    read_objects,
+    read_table,
     with_overrides,
+    write_objects,
+    write_table,
 )
 from shared.env_names import EnvVar
 from shared.layout import ArtifactPrefix, DataPrefix
@@ -27,6 +41,130 @@ _SINGLE_TABLE = {
     "sort_key": Key(name="sk"),
     "indexes": (IndexSpec(name="gsi1", partition_key=Key(name="gsi1pk"), sort_key=Key(name="gsi1sk")),),
 }
+
+
+HANDLERS = "functions.{}.handler.handler"
+DEFAULT_RETRAIN_SCHEDULE = "cron(0 3 * * ? *)"
+
+
+def _metadata() -> tuple[Permission, ...]:
+    return (write_table("metadata"), read_table("metadata", index="gsi1"))
+
+
+def _registry(write: bool) -> tuple[Permission, ...]:
+    table = write_table("registry") if write else read_table("registry")
+    return (table, read_table("registry", index="gsi1"))
+
+
+def _move_objects(bucket: str, pattern: str) -> Permission:
+    """Reading and deleting (a delete marker: buckets are versioned) what a move takes away."""
+    return Permission(
+        actions=("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"),
+        resource=BucketRef(bucket=bucket, objects=pattern),
+    )
+
+
+def _idempotency() -> Permission:
+    return Permission(
+        actions=("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"),
+        resource=TableRef(table="idempotency"),
+    )
+
+
+def _functions() -> tuple[FunctionSpec, ...]:
+    contracts = read_objects("data", f"{DataPrefix.CONTRACTS}*")
+    models = f"{ArtifactPrefix.MODELS}*"
+    return (
+        FunctionSpec(
+            name="trigger",
+            handler=HANDLERS.format("trigger"),
+            description="Starts a run for a new file, the schedule, a person or the monitor",
+            memory_mb=256,
+            timeout_s=60,
+            env_var=EnvVar.TRIGGER_FUNCTION,
+            permissions=(
+                contracts,
+                list_bucket("data"),
+                _move_objects("data", f"{DataPrefix.INCOMING}*"),
+                write_objects("data", f"{DataPrefix.QUARANTINE}*"),
+                *_metadata(),
+                Permission(actions=("states:StartExecution",), resource=StateMachineRef()),
+            ),
+        ),
+        FunctionSpec(
+            name="validate",
+            handler=HANDLERS.format("validate"),
+            description="Checks a file against its contract; a typed dataset, or quarantine with reasons",
+            memory_mb=2048,
+            timeout_s=300,
+            permissions=(
+                contracts,
+                _move_objects("data", f"{DataPrefix.INCOMING}*"),
+                write_objects("data", f"{DataPrefix.DATASETS}*"),
+                write_objects("data", f"{DataPrefix.QUARANTINE}*"),
+                *_metadata(),
+            ),
+        ),
+        FunctionSpec(
+            name="train",
+            handler=HANDLERS.format("train"),
+            description="Fits the contract's pipeline on the training window",
+            memory_mb=3008,
+            timeout_s=900,
+            permissions=(
+                contracts,
+                read_objects("data", f"{DataPrefix.DATASETS}*"),
+                write_objects("artifacts", models),
+                *_metadata(),
+            ),
+        ),
+        FunctionSpec(
+            name="evaluate",
+            handler=HANDLERS.format("evaluate"),
+            description="Scores candidate and production model on one holdout; decides the gate",
+            memory_mb=2048,
+            timeout_s=300,
+            permissions=(
+                contracts,
+                read_objects("artifacts", models),
+                write_objects("artifacts", models),
+                *_registry(write=False),
+                *_metadata(),
+            ),
+        ),
+        FunctionSpec(
+            name="register",
+            handler=HANDLERS.format("register"),
+            description="Registers the candidate (or the rejected candidate) with its lineage",
+            memory_mb=512,
+            timeout_s=60,
+            permissions=(contracts, *_registry(write=True), *_metadata(), _idempotency()),
+        ),
+        FunctionSpec(
+            name="promote",
+            handler=HANDLERS.format("promote"),
+            description="Moves the production alias under the environment's policy",
+            memory_mb=256,
+            timeout_s=60,
+            permissions=(*_registry(write=True), *_metadata(), _idempotency()),
+        ),
+        FunctionSpec(
+            name="finish",
+            handler=HANDLERS.format("finish"),
+            description="Closes the run with its outcome",
+            memory_mb=256,
+            timeout_s=30,
+            permissions=_metadata(),
+        ),
+        FunctionSpec(
+            name="record-failure",
+            handler=HANDLERS.format("record_failure"),
+            description="Marks the run failed with the step, error type and message",
+            memory_mb=256,
+            timeout_s=30,
+            permissions=_metadata(),
+        ),
+    )
 
 
 def flywheel_stack(config: StackConfig) -> StackSpec:
@@ -44,6 +182,7 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                         expire_days=config.capture_retention_days,
                     ),
                 ),
+                notifications=(Notification(prefix=DataPrefix.INCOMING.value, function="trigger"),),
                 env_var=EnvVar.DATA_BUCKET,
             ),
             BucketSpec(
@@ -62,6 +201,11 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                 ttl_attribute="expiration",
                 env_var=EnvVar.IDEMPOTENCY_TABLE,
             ),
+        ),
+        functions=_functions(),
+        schedules=(ScheduleSpec(name="retrain", expression=DEFAULT_RETRAIN_SCHEDULE, function="trigger"),),
+        state_machine=StateMachineSpec(
+            name="pipeline", definition=pipeline_definition, env_var=EnvVar.STATE_MACHINE_ARN
         ),
         capture=CaptureStreamSpec(
             name="captures",

@@ -8,15 +8,37 @@ machine that invokes other functions).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from infra.spec import BucketRef, FunctionRef, ResourceRef, StackSpec, StateMachineRef, StreamRef, TableRef
 from shared.env_names import EnvVar
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What the function image is built from (the Dockerfile copies exactly these).
+CODE_INPUTS = ("Dockerfile", "requirements.txt", "shared", "functions")
+
 
 def physical_name(project: str, stack: str, logical: str) -> str:
     return f"{project}-{stack}-{logical}"
+
+
+def code_version(root: Path = REPO_ROOT) -> str:
+    """A digest of the code the functions run: the image tag in AWS, the code version in the registry."""
+    digest = hashlib.sha256()
+    for relative in CODE_INPUTS:
+        path = root / relative
+        if not path.exists():
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if "__pycache__" in file.parts or file.suffix == ".pyc":
+                continue
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    return f"src-{digest.hexdigest()[:32]}"
 
 
 @dataclass(frozen=True)
@@ -98,13 +120,16 @@ class StackNames:
                 return self._arn("states", f"execution:{self.state_machine}:*")
         raise AssertionError(f"unknown resource reference {ref!r}")
 
-    def environment(self, spec: StackSpec, environment: str, log_level: str = "INFO") -> dict[str, str]:
+    def environment(
+        self, spec: StackSpec, environment: str, log_level: str = "INFO", code_version: str = "unknown"
+    ) -> dict[str, str]:
         """The variables every function receives (``shared.settings`` reads them).
 
         ``AWS_REGION`` is not among them: Lambda sets it and refuses it as a user variable.
         """
         env = {
             EnvVar.ENVIRONMENT.value: environment,
+            EnvVar.CODE_VERSION.value: code_version,
             EnvVar.POWERTOOLS_SERVICE_NAME.value: spec.project,
             EnvVar.POWERTOOLS_METRICS_NAMESPACE.value: spec.project.capitalize(),
             EnvVar.LOG_LEVEL.value: log_level,
@@ -115,6 +140,9 @@ class StackNames:
         for table in spec.tables:
             if table.env_var:
                 env[table.env_var.value] = self.tables[table.name]
+        for function in spec.functions:
+            if function.env_var:
+                env[function.env_var.value] = self.functions[function.name]
         if spec.capture and spec.capture.env_var:
             env[spec.capture.env_var.value] = self.stream or ""
         if spec.state_machine and spec.state_machine.env_var:

@@ -248,6 +248,7 @@ class FunctionSpec(_Model):
     timeout_s: int = Field(default=30, ge=1, le=900)
     reserved_concurrency: int | None = Field(default=None, ge=0)
     permissions: tuple[Permission, ...] = ()
+    env_var: EnvVar | None = None
 
     @field_validator("handler")
     @classmethod
@@ -395,7 +396,7 @@ class StackSpec(_Model):
             self.state_machine_definition({f: PLACEHOLDER_ARN.format(f) for f in functions})
         env_vars = [
             r.env_var
-            for r in (*self.buckets, *self.tables, self.capture, self.state_machine)
+            for r in (*self.buckets, *self.tables, *self.functions, self.capture, self.state_machine)
             if r is not None and r.env_var is not None
         ]
         clashes = sorted({v.value for v in env_vars if env_vars.count(v) > 1})

@@ -24,8 +24,9 @@ class Settings(BaseSettings):
     metadata_table: str = Field(validation_alias=EnvVar.METADATA_TABLE.value)
     idempotency_table: str = Field(validation_alias=EnvVar.IDEMPOTENCY_TABLE.value)
     capture_stream: str = Field(validation_alias=EnvVar.CAPTURE_STREAM.value)
-    # Absent until the stack declares its pipeline.
-    state_machine_arn: str | None = Field(default=None, validation_alias=EnvVar.STATE_MACHINE_ARN.value)
+    state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
+    trigger_function: str = Field(validation_alias=EnvVar.TRIGGER_FUNCTION.value)
+    code_version: str = Field(default="unknown", validation_alias=EnvVar.CODE_VERSION.value)
 
 
 @lru_cache(maxsize=1)

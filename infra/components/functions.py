@@ -7,7 +7,6 @@ A role allows exactly the function's spec permissions (``infra.policies.function
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,34 +17,22 @@ from pulumi import Output, ResourceOptions
 
 from infra.components.roles import service_role
 from infra.config import StackConfig
-from infra.names import StackNames, physical_name
+from infra.names import StackNames, code_version, physical_name
 from infra.policies import function_policy
 from infra.spec import FunctionSpec, StackSpec
 
 # Pulumi runs the program from infra/; the build context is the repository root, wherever that is.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-# What the Dockerfile copies. The image tag is a digest of exactly these files: the repository's tags are
-# immutable, so a changed tree must get a new tag, and an unchanged one keeps the image already pushed.
-IMAGE_INPUTS = ("Dockerfile", "requirements.txt", "shared", "functions")
+# The repository's tags are immutable, so a changed tree must get a new tag (the code version), and an
+# unchanged one keeps the image already pushed.
 # Lambda runs x86_64 unless told otherwise; the image is built for it whatever machine runs `pulumi up`.
 ARCHITECTURE = "x86_64"
 
 
 def image_tag(root: Path = REPO_ROOT) -> str:
-    """A digest of the files the image is built from (caches left out, as ``.dockerignore`` does)."""
-    digest = hashlib.sha256()
-    for relative in IMAGE_INPUTS:
-        path = root / relative
-        if not path.exists():
-            continue
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            if "__pycache__" in file.parts or file.suffix == ".pyc":
-                continue
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(file.read_bytes() + b"\0")
-    return f"src-{digest.hexdigest()[:32]}"
+    """The image tag: the code version, a digest of exactly what the Dockerfile copies."""
+    return code_version(root)
 
 
 class Functions(pulumi.ComponentResource):
@@ -64,7 +51,7 @@ class Functions(pulumi.ComponentResource):
         super().__init__("flywheel:functions:Functions", name, None, opts)
         self._project, self._stack, self._config = spec.project, stack, config
         self.environment: Output[dict[str, str]] = names.apply(
-            lambda n: n.environment(spec, config.environment, config.log_level)
+            lambda n: n.environment(spec, config.environment, config.log_level, code_version())
         )
         self.functions: dict[str, aws.lambda_.Function] = {}
         # No function, no image to build.

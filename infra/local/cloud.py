@@ -36,7 +36,7 @@ from infra.local.atomicity import atomic_dynamodb_requests
 from infra.local.gateway import LocalGateway
 from infra.local.runtime import LocalRuntime
 from infra.local.scheduler import LocalScheduler
-from infra.names import StackNames
+from infra.names import StackNames, code_version
 from infra.policies import assume_role_policy, delivery_stream_policy, function_policy, state_machine_policy
 from infra.spec import StackSpec
 from shared.observability import logger
@@ -65,7 +65,9 @@ class LocalCloud:
         self.stack = stack
         self.region = self.config.region
         self.names = StackNames.for_spec(spec, stack, self.region, ACCOUNT)
-        self.environment = self.names.environment(spec, self.config.environment, self.config.log_level)
+        self.environment = self.names.environment(
+            spec, self.config.environment, self.config.log_level, code_version()
+        )
         self.runtime = LocalRuntime(s3_versions=self._object_version)
         self.scheduler = LocalScheduler(ACCOUNT, self.region, invoke=self.invoke_async)
         self.gateway: LocalGateway | None = None

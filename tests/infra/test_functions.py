@@ -8,6 +8,7 @@ import pytest
 
 from infra.components.functions import image_tag
 from infra.config import StackConfig
+from infra.names import code_version
 from infra.policies import function_policy
 from infra.spec import BucketSpec, StackSpec
 from tests.fixtures.stack import platform_stack
@@ -127,7 +128,7 @@ def test_every_function_receives_the_stack_environment(platform_dev: Deployment)
     When the program runs for dev (log level DEBUG in Pulumi.dev.yaml)
     Then every function gets the same variables, naming the deployed resources, and the stack exports
     that same environment."""
-    expected = platform_dev.names().environment(platform_dev.spec, "dev", "DEBUG")
+    expected = platform_dev.names().environment(platform_dev.spec, "dev", "DEBUG", code_version())
     assert expected["FLYWHEEL_DATA_BUCKET"] == platform_dev.one(T.BUCKET, "data").outputs["bucket"]
     for function in platform_dev.all(T.FUNCTION):
         assert function.inputs["environment"] == {"variables": expected}, function.name

@@ -1,0 +1,18 @@
+"""evaluate: score the candidate and the production model on one holdout, and decide the gate."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.observability import logger, metrics, tracer
+from shared.services import services
+from shared.steps import RunState, evaluate_step
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=RunState)
+def handler(event: RunState, context: LambdaContext) -> dict[str, Any]:
+    return evaluate_step(event, services()).dump()

@@ -1,0 +1,18 @@
+"""finish: close the run as succeeded (promoted) or rejected, with its outcome."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.observability import logger, metrics, tracer
+from shared.services import services
+from shared.steps import RunState, finish_step
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=RunState)
+def handler(event: RunState, context: LambdaContext) -> dict[str, Any]:
+    return finish_step(event, services()).dump()

@@ -1,0 +1,18 @@
+"""record-failure: mark the run failed with the step, error type and message caught by the state machine."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.observability import logger, metrics, tracer
+from shared.services import services
+from shared.steps import RunState, record_failure
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=RunState)
+def handler(event: RunState, context: LambdaContext) -> dict[str, Any]:
+    return record_failure(event, services()).dump()

@@ -1,0 +1,104 @@
+"""Where a stack keeps its data contracts and validated datasets, and how they are read back.
+
+Contracts live in the data bucket under ``contracts/<model>.yaml``; validated datasets are Parquet under
+``datasets/<model>/``, each recorded in the metadata store with its sha256, which is checked on every read.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pandas as pd
+
+from shared.contract import DataContract, parse_contract
+from shared.errors import ContractError, IntegrityError, NotFoundError
+from shared.hashing import sha256_hex
+from shared.layout import DataPrefix
+from shared.metadata import Dataset
+from shared.settings import Settings
+from shared.storage import ObjectRef, ObjectStore
+from shared.training import check_training_params
+
+
+def contract_ref(settings: Settings, model: str) -> ObjectRef:
+    return ObjectRef(settings.data_bucket, f"{DataPrefix.CONTRACTS}{model}.yaml")
+
+
+def load_contract(objects: ObjectStore, settings: Settings, model: str) -> DataContract:
+    """The model's contract; :class:`ContractError` when there is none (or it no longer parses)."""
+    try:
+        stored = objects.get(contract_ref(settings, model))
+    except NotFoundError as exc:
+        raise ContractError(
+            f"there is no data contract for model {model!r}; put one with `flywheel contract put FILE`"
+        ) from exc
+    contract = parse_contract(stored.body)
+    if contract.model != model:
+        raise ContractError(f"contracts/{model}.yaml declares model {contract.model!r}, not {model!r}")
+    return contract
+
+
+def put_contract(
+    objects: ObjectStore, settings: Settings, text: str | bytes
+) -> tuple[DataContract, ObjectRef]:
+    """Check a contract completely (format, cross-field rules, estimator parameters) and store it."""
+    contract = parse_contract(text)
+    check_training_params(contract)
+    stored = objects.put(
+        contract_ref(settings, contract.model), contract.to_yaml().encode(), "application/yaml"
+    )
+    return contract, stored
+
+
+def contract_models(objects: ObjectStore, settings: Settings) -> list[str]:
+    """Every model that has a contract."""
+    prefix = str(DataPrefix.CONTRACTS)
+    return sorted(
+        o.ref.key.removeprefix(prefix).removesuffix(".yaml")
+        for o in objects.list(settings.data_bucket, prefix)
+        if o.ref.key.endswith(".yaml")
+    )
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_parquet(objects: ObjectStore, uri: str, sha256: str, version_id: str | None = None) -> pd.DataFrame:
+    """Read a Parquet object after checking its bytes against the recorded sha256."""
+    body = objects.get(ObjectRef.parse(uri, version_id)).body
+    actual = sha256_hex(body)
+    if actual != sha256:
+        raise IntegrityError(
+            f"{uri} has sha256 {actual[:12]}…, but {sha256[:12]}… was recorded: refusing to read it"
+        )
+    return pd.read_parquet(io.BytesIO(body))
+
+
+def training_window(datasets: list[Dataset], contract: DataContract) -> list[Dataset]:
+    """The datasets a run trains on: the latest ``files`` of them, or those reaching the last ``days``."""
+    window = contract.training.window
+    if window.files is not None:
+        return datasets[-window.files :]
+    ends = [d.time_range.end for d in datasets if d.time_range and d.time_range.end]
+    if not ends or window.days is None:
+        return datasets
+    cutoff = max(ends) - timedelta(days=window.days)
+    return [
+        d for d in datasets if d.time_range is None or d.time_range.end is None or d.time_range.end >= cutoff
+    ]
+
+
+def combine(frames: list[pd.DataFrame], contract: DataContract, id_column: str) -> pd.DataFrame:
+    """One training frame from several datasets, oldest first: a row id seen again keeps its latest row,
+    and a ``days`` window drops rows older than the window."""
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame.drop_duplicates(subset=[id_column], keep="last").reset_index(drop=True)
+    days = contract.training.window.days
+    if days is not None and contract.timestamp_column:
+        stamps = frame[contract.timestamp_column]
+        frame = frame[stamps >= stamps.max() - pd.Timedelta(days=days)].reset_index(drop=True)
+    return frame

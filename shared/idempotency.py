@@ -1,0 +1,67 @@
+"""Steps whose effects go beyond their own records run at most once per run.
+
+Register and Promote are wrapped with Powertools' idempotency on the stack's DynamoDB table, keyed on the
+run id: a retried or re-delivered invocation returns the first result instead of acting again. (The
+registry is idempotent per run on its own too; this is the guard the field's tooling provides, and it also
+covers a duplicate arriving while the first is still in flight.) The persistence layer is built on first
+use from the settings, never at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.services import Services
+from shared.steps import RunState
+
+Step = Callable[[RunState, Services], RunState]
+GuardedStep = Callable[[RunState, Services, LambdaContext], RunState]
+RETAIN_SECONDS = 7 * 24 * 3600
+
+
+def once_per_run(step: Step) -> GuardedStep:
+    """``step``, answered from the idempotency table when the same run already went through it."""
+
+    def run(state: RunState, svc: Services, context: LambdaContext) -> RunState:
+        guarded, config = _guarded(step, svc.settings.idempotency_table, svc.settings.region)
+        # With the context, an in-progress record expires with the invocation instead of blocking retries.
+        config.register_lambda_context(context)
+        result: RunState = guarded(state=state, svc=svc)
+        return result
+
+    run.__name__ = step.__name__
+    run.__doc__ = step.__doc__
+    return run
+
+
+@lru_cache(maxsize=16)
+def _guarded(step: Step, table: str, region: str) -> tuple[Callable[..., RunState], IdempotencyConfig]:
+    import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
+
+    persistence = DynamoDBPersistenceLayer(
+        table_name=table, boto3_client=boto3.client("dynamodb", region_name=region)
+    )
+    config = IdempotencyConfig(
+        event_key_jmespath="run_id", raise_on_no_idempotency_key=True, expires_after_seconds=RETAIN_SECONDS
+    )
+
+    def keyed(state: RunState, svc: Services) -> RunState:
+        return step(state, svc)
+
+    decorated: Callable[..., RunState] = idempotent_function(
+        data_keyword_argument="state",
+        persistence_store=persistence,
+        config=config,
+        output_serializer=PydanticSerializer(model=RunState),
+        key_prefix=f"flywheel.{step.__name__}",
+    )(keyed)
+    return decorated, config

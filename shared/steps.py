@@ -1,0 +1,534 @@
+"""What each pipeline step does, between the state machine and the pure ML modules.
+
+A step receives the run's :class:`RunState` (references only: ids and URIs), reads what those point at
+through the services, calls the pure functions (validation, training, evaluation), writes its results
+beside the run, records the step and the lineage, and returns the state with its own references added.
+Every step can be re-run with the same input without doing its work twice: datasets are found by their
+source version, versions by their run id, and a promotion to the version already in production changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import pandas as pd
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.catalog import combine, frame_to_parquet, load_contract, read_parquet, training_window
+from shared.contract import DataContract
+from shared.errors import DataValidationError, FlywheelError, NotFoundError
+from shared.evaluation import Evaluation, decide_gate, score
+from shared.hashing import sha256_hex
+from shared.layout import ArtifactPrefix, DataPrefix
+from shared.metadata import (
+    Artifact,
+    ArtifactKind,
+    Dataset,
+    ErrorInfo,
+    NodeType,
+    Relation,
+    RunReason,
+    RunStatus,
+    TimeRange,
+    file_id,
+    model_version_id,
+)
+from shared.observability import logger, metrics
+from shared.registry import (
+    ArtifactRef,
+    GateResult,
+    ModelVersion,
+    NewModelVersion,
+    Stage,
+    TrainingDataset,
+)
+from shared.services import Services
+from shared.storage import ObjectRef
+from shared.training import (
+    library_versions,
+    model_from_bytes,
+    model_to_bytes,
+    predict_frame,
+    reference_profile,
+    train,
+)
+from shared.validation import ROW_ID_COLUMN, validate_file
+
+PIPELINE_ACTOR = "pipeline"
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class SourceFile(_State):
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.bucket, self.key, self.version_id)
+
+    @property
+    def uri(self) -> str:
+        return self.ref.uri
+
+
+class Candidate(_State):
+    """What Train produced: the model and what it needs to be judged and served."""
+
+    artifact: ArtifactRef
+    holdout_uri: str
+    holdout_sha256: str
+    profile_uri: str
+    datasets: list[str]
+    train_rows: int
+    holdout_rows: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    classes: list[str] | None = None
+    fit_seconds: float = 0.0
+
+
+class EvaluationSummary(_State):
+    """Evaluate's verdict, small enough to travel in the state; the full record is at ``uri``."""
+
+    uri: str
+    passed: bool
+    reasons: list[str]
+    metrics: dict[str, float]
+    champion_version: int | None = None
+    champion_metrics: dict[str, float] | None = None
+
+
+class RunState(_State):
+    """The pipeline's payload: references only, never data (Step Functions caps payloads at 256 KiB)."""
+
+    run_id: str
+    model: str
+    reason: RunReason
+    requested_by: str = PIPELINE_ACTOR
+    source: SourceFile | None = None
+    evidence_uri: str | None = None
+    dataset_id: str | None = None
+    candidate: Candidate | None = None
+    evaluation: EvaluationSummary | None = None
+    version: int | None = None
+    promoted: bool | None = None
+    failed_step: str | None = None
+    error: dict[str, Any] | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def require(self, field: str) -> Any:
+        value = getattr(self, field)
+        if value is None:
+            raise FlywheelError(
+                f"run {self.run_id}: the state has no {field!r}; the pipeline is out of order"
+            )
+        return value
+
+
+# --- recording --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def recorded_step(svc: Services, state: RunState, name: str) -> Iterator[None]:
+    """Record the step's start and end (or failure) on the run; the run is running from its first step."""
+    svc.metadata.start_step(state.run_id, name)
+    run = svc.metadata.get_run(state.run_id)
+    if run.status is RunStatus.PENDING:
+        svc.metadata.update_run(state.run_id, status=RunStatus.RUNNING)
+    try:
+        yield
+    except Exception as exc:
+        svc.metadata.fail_step(
+            state.run_id, name, ErrorInfo(step=name, type=type(exc).__name__, message=str(exc))
+        )
+        raise
+    svc.metadata.finish_step(state.run_id, name)
+
+
+def _artifact_key(state: RunState, name: str) -> str:
+    return f"{ArtifactPrefix.MODELS}{state.model}/{state.run_id}/{name}"
+
+
+def _put_artifact(svc: Services, state: RunState, name: str, body: bytes, kind: ArtifactKind) -> ArtifactRef:
+    ref = svc.objects.put(ObjectRef(svc.settings.artifacts_bucket, _artifact_key(state, name)), body)
+    digest = sha256_hex(body)
+    artifact_id = f"{state.run_id}/{name}"
+    svc.metadata.put_artifact(
+        Artifact(artifact_id=artifact_id, kind=kind, uri=ref.uri, sha256=digest, created_at=datetime.now(UTC))
+    )
+    svc.metadata.link(NodeType.RUN, state.run_id, NodeType.ARTIFACT, artifact_id, Relation.OUTPUT)
+    return ArtifactRef(uri=ref.uri, sha256=digest, size=len(body))
+
+
+def _json(value: Any) -> bytes:
+    # Plain json on purpose: profiles hold ±inf bin edges, which pydantic's JSON would turn into null.
+    return json.dumps(value, indent=2, sort_keys=True, default=str).encode()
+
+
+# --- Validate ---------------------------------------------------------------------------------------------
+
+
+def dataset_id_for(model: str, source: SourceFile) -> str:
+    """The dataset a source object version becomes: the same version always maps to the same id."""
+    return f"{model}-{sha256_hex(f'{source.uri}#{source.version_id or source.etag}'.encode())[:16]}"
+
+
+def validate_step(state: RunState, svc: Services) -> RunState:
+    """Check the new file against the contract: a typed dataset on success, quarantine with reasons else."""
+    source: SourceFile = state.require("source")
+    with recorded_step(svc, state, "validate"):
+        existing = svc.metadata.find_dataset_by_source(state.model, source.uri, source.version_id)
+        if existing is not None:
+            logger.info("dataset already validated", extra={"dataset_id": existing.dataset_id})
+            return state.model_copy(update={"dataset_id": existing.dataset_id})
+        try:
+            contract = load_contract(svc.objects, svc.settings, state.model)
+            stored = svc.objects.get(source.ref)
+            data = validate_file(stored.body, PurePosixPath(source.key).name, contract)
+        except FlywheelError as exc:
+            if not isinstance(exc, NotFoundError):
+                quarantine(svc, state, exc)
+            raise
+        body = frame_to_parquet(data.frame)
+        dataset_id = dataset_id_for(state.model, source)
+        key = f"{DataPrefix.DATASETS}{state.model}/{dataset_id}.parquet"
+        written = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), body)
+        time_range = (
+            TimeRange(
+                start=datetime.fromisoformat(data.time_range[0]),
+                end=datetime.fromisoformat(data.time_range[1]),
+            )
+            if data.time_range
+            else None
+        )
+        dataset = svc.metadata.put_dataset(
+            Dataset(
+                dataset_id=dataset_id,
+                model=state.model,
+                uri=written.uri,
+                version_id=written.version_id,
+                sha256=sha256_hex(body),
+                rows=data.rows,
+                schema_=data.schema,
+                time_range=time_range,
+                profile=data.profile,
+                source_uri=source.uri,
+                source_version_id=source.version_id,
+                created_at=datetime.now(UTC),
+            )
+        )
+        source_node = file_id(source.uri, source.version_id)
+        svc.metadata.link(NodeType.FILE, source_node, NodeType.DATASET, dataset.dataset_id, Relation.DERIVED)
+        svc.metadata.link(NodeType.FILE, source_node, NodeType.RUN, state.run_id, Relation.INPUT)
+        metrics.add_metric(name="DatasetAccepted", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="RowsAccepted", unit=MetricUnit.Count, value=data.rows)
+        logger.info(
+            "dataset accepted", extra={"dataset_id": dataset_id, "rows": data.rows, "source": source.uri}
+        )
+        return state.model_copy(update={"dataset_id": dataset.dataset_id})
+
+
+def quarantine(svc: Services, state: RunState, error: FlywheelError) -> ObjectRef:
+    """Move the source file under ``quarantine/<model>/`` with ``<name>.error.json`` listing every problem.
+
+    The bucket is versioned: the move leaves the original version recoverable, and nothing is lost.
+    """
+    source: SourceFile = state.require("source")
+    relative = source.key.removeprefix(f"{DataPrefix.INCOMING}{state.model}/")
+    destination = ObjectRef(source.bucket, f"{DataPrefix.QUARANTINE}{state.model}/{relative}")
+    moved = svc.objects.move(source.ref, destination)
+    report = {
+        "model": state.model,
+        "source": source.uri,
+        "source_version_id": source.version_id,
+        "quarantined_as": moved.uri,
+        "quarantined_version_id": moved.version_id,
+        "run_id": state.run_id,
+        "at": datetime.now(UTC).isoformat(),
+        "error": type(error).__name__,
+        "summary": str(error),
+        "problems": error.problems,
+    }
+    svc.objects.put(
+        ObjectRef(source.bucket, f"{destination.key}.error.json"), _json(report), "application/json"
+    )
+    metrics.add_metric(name="FileQuarantined", unit=MetricUnit.Count, value=1)
+    logger.warning(
+        "file quarantined", extra={"source": source.uri, "to": moved.uri, "problems": len(error.problems)}
+    )
+    return moved
+
+
+# --- Train ------------------------------------------------------------------------------------------------
+
+
+def train_step(state: RunState, svc: Services) -> RunState:
+    """Fit the contract's pipeline on the training window; store the model, holdout and reference profile."""
+    with recorded_step(svc, state, "train"):
+        contract = load_contract(svc.objects, svc.settings, state.model)
+        datasets = training_window(svc.metadata.list_datasets(state.model), contract)
+        if not datasets:
+            raise DataValidationError(
+                f"model {state.model!r} has no validated datasets yet: "
+                f"push a file under incoming/{state.model}/"
+            )
+        frames = [read_parquet(svc.objects, d.uri, d.sha256, d.version_id) for d in datasets]
+        frame = combine(frames, contract, contract.id_column or ROW_ID_COLUMN)
+        trained = train(frame, contract)
+        predictions = predict_frame(trained.pipeline, trained.holdout, contract)
+        profile = reference_profile(trained.train_frame, predictions, contract)
+
+        model = _put_artifact(svc, state, "model.pkl", model_to_bytes(trained.pipeline), ArtifactKind.MODEL)
+        holdout_body = frame_to_parquet(trained.holdout)
+        holdout = _put_artifact(svc, state, "holdout.parquet", holdout_body, ArtifactKind.HOLDOUT)
+        profile_ref = _put_artifact(svc, state, "profile.json", _json(profile), ArtifactKind.PROFILE)
+        for dataset in datasets:
+            svc.metadata.link(
+                NodeType.DATASET, dataset.dataset_id, NodeType.RUN, state.run_id, Relation.INPUT
+            )
+        metrics.add_metric(name="ModelTrained", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="FitSeconds", unit=MetricUnit.Seconds, value=trained.fit_seconds)
+        logger.info(
+            "model trained",
+            extra={"rows": trained.train_rows, "holdout": len(trained.holdout), "datasets": len(datasets)},
+        )
+        candidate = Candidate(
+            artifact=model,
+            holdout_uri=holdout.uri,
+            holdout_sha256=holdout.sha256,
+            profile_uri=profile_ref.uri,
+            datasets=[d.dataset_id for d in datasets],
+            train_rows=trained.train_rows,
+            holdout_rows=len(trained.holdout),
+            params=trained.params,
+            classes=trained.classes,
+            fit_seconds=trained.fit_seconds,
+        )
+        return state.model_copy(update={"candidate": candidate})
+
+
+def load_model(svc: Services, artifact: ArtifactRef) -> Any:
+    """A model's pipeline, after checking its bytes against the sha256 recorded for them."""
+    return model_from_bytes(svc.objects.get(ObjectRef.parse(artifact.uri)).body, artifact.sha256)
+
+
+# --- Evaluate ---------------------------------------------------------------------------------------------
+
+
+def evaluate_step(state: RunState, svc: Services) -> RunState:
+    """Score the candidate and the production model on the same holdout, and decide the gate."""
+    candidate: Candidate = state.require("candidate")
+    with recorded_step(svc, state, "evaluate"):
+        contract = load_contract(svc.objects, svc.settings, state.model)
+        holdout = read_parquet(svc.objects, candidate.holdout_uri, candidate.holdout_sha256)
+        evaluation = score(load_model(svc, candidate.artifact), holdout, contract)
+        champion, champion_evaluation, notes = _champion_on(svc, state.model, holdout, contract)
+        decision = decide_gate(
+            evaluation,
+            champion_evaluation,
+            contract,
+            champion_name=f"production v{champion.version}" if champion else "the production model",
+        )
+        record = {
+            "run_id": state.run_id,
+            "model": state.model,
+            "holdout_rows": len(holdout),
+            "candidate": evaluation.model_dump(),
+            "champion": {"version": champion.version, **champion_evaluation.model_dump()}
+            if champion and champion_evaluation
+            else None,
+            "notes": notes,
+            "gate": decision.model_dump(),
+        }
+        stored = _put_artifact(svc, state, "evaluation.json", _json(record), ArtifactKind.EVALUATION)
+        metrics.add_metric(
+            name="GatePassed" if decision.passed else "GateFailed", unit=MetricUnit.Count, value=1
+        )
+        logger.info("candidate evaluated", extra={"passed": decision.passed, "reasons": decision.reasons})
+        summary = EvaluationSummary(
+            uri=stored.uri,
+            passed=decision.passed,
+            reasons=decision.reasons + notes,
+            metrics=evaluation.metrics,
+            champion_version=champion.version if champion else None,
+            champion_metrics=champion_evaluation.metrics if champion_evaluation else None,
+        )
+        return state.model_copy(update={"evaluation": summary})
+
+
+def _champion_on(
+    svc: Services, model: str, holdout: pd.DataFrame, contract: DataContract
+) -> tuple[ModelVersion | None, Evaluation | None, list[str]]:
+    try:
+        champion = svc.registry.get_model_version_by_alias(model, "production")
+    except NotFoundError:
+        return None, None, []
+    try:
+        return champion, score(load_model(svc, champion.artifact), holdout, contract), []
+    except (FlywheelError, KeyError, ValueError) as exc:
+        # A contract change can leave the champion unable to read today's columns: say so, compare nothing.
+        note = f"production v{champion.version} could not score this holdout ({type(exc).__name__}: {exc})"
+        return champion, None, [note]
+
+
+# --- Register, Promote, Finish ------------------------------------------------------------------------------
+
+
+def register_step(state: RunState, svc: Services) -> RunState:
+    """Register the candidate: in development when it passed the gate, rejected (with the reasons) if not."""
+    candidate: Candidate = state.require("candidate")
+    evaluation: EvaluationSummary = state.require("evaluation")
+    with recorded_step(svc, state, "register"):
+        contract = load_contract(svc.objects, svc.settings, state.model)
+        datasets = [svc.metadata.get_dataset(d) for d in candidate.datasets]
+        stage = Stage.DEVELOPMENT if evaluation.passed else Stage.REJECTED
+        reason = ("passed the gates: " if evaluation.passed else "rejected by the gates: ") + "; ".join(
+            evaluation.reasons
+        )
+        version = svc.registry.create_model_version(
+            state.model,
+            NewModelVersion(
+                artifact=candidate.artifact,
+                description=f"trained by run {state.run_id} ({state.reason.value})",
+                flavor_reason="ONNX conversion is not part of this pipeline yet",
+                signature=signature(contract, candidate.classes),
+                training_datasets=[
+                    TrainingDataset(
+                        dataset_id=d.dataset_id,
+                        uri=d.uri,
+                        version_id=d.version_id,
+                        sha256=d.sha256,
+                        rows=d.rows,
+                        time_range=d.time_range,
+                    )
+                    for d in datasets
+                ],
+                params={"estimator": contract.training.estimator, **candidate.params},
+                metrics=evaluation.metrics,
+                champion_metrics=evaluation.champion_metrics,
+                gate=GateResult(passed=evaluation.passed, reasons=evaluation.reasons),
+                library_versions=library_versions(),
+                code_version=svc.settings.code_version,
+                reference_profile_uri=candidate.profile_uri,
+                tags={"reason": state.reason.value, "holdout_rows": str(candidate.holdout_rows)},
+            ),
+            run_id=state.run_id,
+            registered_by=PIPELINE_ACTOR,
+            stage=stage,
+            reason=reason,
+        )
+        node = model_version_id(version.name, version.version)
+        svc.metadata.link(NodeType.RUN, state.run_id, NodeType.MODEL_VERSION, node, Relation.OUTPUT)
+        svc.metadata.link(
+            NodeType.ARTIFACT, f"{state.run_id}/model.pkl", NodeType.MODEL_VERSION, node, Relation.DERIVED
+        )
+        metrics.add_metric(
+            name="ModelRegistered" if evaluation.passed else "CandidateRejected",
+            unit=MetricUnit.Count,
+            value=1,
+        )
+        logger.info("version registered", extra={"version": version.version, "stage": version.stage.value})
+        return state.model_copy(update={"version": version.version})
+
+
+def signature(contract: DataContract, classes: list[str] | None) -> dict[str, Any]:
+    """What a request must carry, from the contract: served with the model and checked on every request."""
+    return {
+        "task": contract.task.value,
+        "target": contract.target,
+        "id_column": contract.id_column,
+        "features": {
+            name: feature.model_dump(mode="json", exclude_none=True)
+            for name, feature in contract.features.items()
+        },
+        "classes": classes,
+    }
+
+
+def promote_step(state: RunState, svc: Services) -> RunState:
+    """Move the production alias to the new version (automatic policy), archiving the one it replaces.
+
+    The promotion is conditional on production still being the version the candidate was compared with:
+    if another run promoted meanwhile, this one fails rather than replace a model it never beat.
+    """
+    version: int = state.require("version")
+    evaluation: EvaluationSummary = state.require("evaluation")
+    with recorded_step(svc, state, "promote"):
+        result = svc.registry.promote(
+            state.model,
+            version,
+            actor=PIPELINE_ACTOR,
+            reason=f"automatic policy: passed the gates ({'; '.join(evaluation.reasons)})",
+            run_id=state.run_id,
+            expected_version=evaluation.champion_version,
+        )
+        svc.metadata.link(
+            NodeType.RUN,
+            state.run_id,
+            NodeType.MODEL_VERSION,
+            model_version_id(state.model, version),
+            "promoted",
+        )
+        metrics.add_metric(name="ModelPromoted", unit=MetricUnit.Count, value=1)
+        logger.info("model promoted", extra={"version": version, "previous": result.previous_version})
+        return state.model_copy(update={"promoted": True})
+
+
+def finish_step(state: RunState, svc: Services) -> RunState:
+    """Close the run: succeeded (promoted) or rejected (the candidate did not pass), with the outcome."""
+    with recorded_step(svc, state, "finish"):
+        evaluation = state.evaluation
+        status = RunStatus.SUCCEEDED if state.promoted else RunStatus.REJECTED
+        outcome = {
+            "version": state.version,
+            "promoted": bool(state.promoted),
+            "gate_passed": evaluation.passed if evaluation else None,
+            "gate_reasons": evaluation.reasons if evaluation else [],
+            "metrics": evaluation.metrics if evaluation else {},
+            "champion_version": evaluation.champion_version if evaluation else None,
+        }
+        svc.metadata.update_run(state.run_id, status=status, ended_at=datetime.now(UTC), outcome=outcome)
+        metrics.add_metric(
+            name="RunSucceeded" if state.promoted else "RunRejected", unit=MetricUnit.Count, value=1
+        )
+        logger.info("run finished", extra={"status": status.value, **outcome})
+        return state
+
+
+def record_failure(state: RunState, svc: Services) -> RunState:
+    """Mark the run failed with the step, the error type and its message (from the Catch's ``$.error``)."""
+    error = ErrorInfo(step=state.failed_step, **_caught(state.error or {}))
+    if state.failed_step:
+        svc.metadata.fail_step(state.run_id, state.failed_step, error)
+    svc.metadata.update_run(state.run_id, status=RunStatus.FAILED, ended_at=datetime.now(UTC), error=error)
+    metrics.add_metric(name="RunFailed", unit=MetricUnit.Count, value=1)
+    logger.error(
+        "run failed", extra={"step": state.failed_step, "error": error.type, "message": error.message}
+    )
+    return state
+
+
+def _caught(caught: dict[str, Any]) -> dict[str, str]:
+    """Step Functions' ``{"Error", "Cause"}``; for a Lambda error the cause is Lambda's JSON error body."""
+    error_type = str(caught.get("Error") or "Unknown")
+    cause = str(caught.get("Cause") or "")
+    try:
+        body = json.loads(cause)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "errorMessage" in body:
+        return {"type": str(body.get("errorType") or error_type), "message": str(body["errorMessage"])}
+    return {"type": error_type, "message": cause or error_type}
