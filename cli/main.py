@@ -1,41 +1,112 @@
-"""``flywheel``: run the local cloud and drive a stack from the shell."""
+"""``flywheel``: run the local cloud and drive a stack from the shell.
+
+Every command finds the stack's resources by itself: ``--stack local`` (the default, or ``FLYWHEEL_STACK``)
+is the local cloud that ``make local`` serves; any other name is a deployed Pulumi stack.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import signal
+import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from infra.config import StackConfig
-from infra.flywheel import flywheel_stack
-from infra.local import LocalCloud
+from cli import actions, render
+from cli.stack import LOCAL, settings_for
+from shared.errors import ContractError, DataValidationError, FlywheelError
+from shared.metadata import RunStatus
+from shared.services import Services
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, stack: str) -> None:
+        self.stack = stack
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            self._services = Services.from_settings(settings_for(self.stack))
+        return self._services
+
+    def invoke_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import boto3
+
+        settings = self.services.settings
+        response = boto3.client("lambda", region_name=settings.region).invoke(
+            FunctionName=settings.trigger_function, Payload=json.dumps(payload).encode()
+        )
+        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
+        return answer
+
+
+def reported(command: F) -> F:
+    """Turn Flywheel's errors into a clear message and a non-zero exit, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ContractError, DataValidationError) as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        except (FlywheelError, TimeoutError) as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+    return run  # type: ignore[return-value]
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+wait_option = click.option("--wait", is_flag=True, help="Follow the run; exit non-zero if it fails.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option(
+    "--stack",
+    envvar="FLYWHEEL_STACK",
+    default=LOCAL,
+    show_default=True,
+    help="'local' or a Pulumi stack name.",
+)
+@click.pass_context
+def main(ctx: click.Context, stack: str) -> None:
     """Flywheel: continuous training for tabular models, on AWS or on this machine."""
+    ctx.obj = Context(stack)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+# --- the local cloud ----------------------------------------------------------------------------------------
 
 
 @main.command()
 @click.option("--port", default=5000, show_default=True, help="Port of the AWS endpoint (moto).")
 @click.option("--gateway-port", default=8787, show_default=True, help="Port of the HTTP API.")
 @click.option(
-    "--config",
-    "config_stack",
-    default="dev",
-    show_default=True,
-    help="Take settings from Pulumi.<config>.yaml.",
+    "--config", "config_stack", default="dev", show_default=True, help="Settings of Pulumi.<config>.yaml."
 )
 def local(port: int, gateway_port: int, config_stack: str) -> None:
     """Run the local cloud in the foreground until Ctrl-C."""
+    from infra.config import StackConfig
+    from infra.flywheel import flywheel_stack
+    from infra.local import LocalCloud
+
     config = StackConfig.from_stack_file(config_stack)
-    cloud = LocalCloud(flywheel_stack(config), config, stack="local")
+    cloud = LocalCloud(flywheel_stack(config), config, stack=LOCAL)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with cloud.serving(port=port, gateway_port=gateway_port):
-        exports = cloud.exports()
         click.echo(
             click.style("Flywheel local cloud is up", bold=True)
             + f" (settings of {config_stack!r}, stack 'local')"
@@ -45,12 +116,146 @@ def local(port: int, gateway_port: int, config_stack: str) -> None:
         click.echo(f"  buckets      : {', '.join(cloud.names.buckets.values())}")
         click.echo(f"  tables       : {', '.join(cloud.names.tables.values())}")
         click.echo("\nIn another shell:")
-        for name, value in exports.items():
+        for name, value in cloud.exports().items():
             click.echo(f"  export {name}={value}")
-        click.echo("  aws s3 ls   # or any boto3 client; Ctrl-C here stops the cloud")
+        click.echo(
+            "  flywheel contract put examples/churn.yaml   # then: flywheel push FILE --model churn --wait"
+        )
+        sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
     click.echo("stopped")
+
+
+# --- contracts ----------------------------------------------------------------------------------------------
+
+
+@main.group()
+def contract() -> None:
+    """Data contracts: what a model's data must look like and how it is trained and judged."""
+
+
+@contract.command("put")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@pass_context
+@reported
+def contract_put(ctx: Context, file: Path, as_json: bool) -> None:
+    """Check a contract completely and store it (refused with every problem listed)."""
+    stored, version = actions.contract_put(ctx.services, file)
+    if as_json:
+        click.echo(render.as_json({"model": stored.model, "version_id": version, "contract": stored}))
+        return
+    click.echo(
+        f"contract for {stored.model!r} stored ({stored.task.value}, target {stored.target!r}, "
+        f"{len(stored.features)} features, estimator {stored.training.estimator})"
+    )
+
+
+@contract.command("show")
+@click.argument("model")
+@json_option
+@pass_context
+@reported
+def contract_show(ctx: Context, model: str, as_json: bool) -> None:
+    """Print a model's contract."""
+    stored = actions.contract_show(ctx.services, model)
+    click.echo(render.as_json(stored) if as_json else stored.to_yaml().rstrip())
+
+
+# --- data and runs ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", required=True, help="The model whose contract the file follows.")
+@wait_option
+@json_option
+@pass_context
+@reported
+def push(ctx: Context, file: Path, model: str, wait: bool, as_json: bool) -> None:
+    """Upload a CSV or Parquet file under incoming/<model>/; its arrival starts a run."""
+    result = actions.push(ctx.services, file, model)
+    if not as_json:
+        click.echo(f"uploaded {result.uri} (version {result.version_id}); run {result.run_id}")
+    _finish(ctx, result.run_id, wait, as_json, extra={"push": result})
+
+
+@main.command("run")
+@click.option("--model", required=True)
+@click.option("--by", default="cli", show_default=True, help="Who asks (recorded on the run).")
+@wait_option
+@json_option
+@pass_context
+@reported
+def run_model(ctx: Context, model: str, by: str, wait: bool, as_json: bool) -> None:
+    """Start a run on the data the model already has."""
+    run_id = actions.request_run(ctx.services, ctx.invoke_trigger, model, by)
+    if not as_json:
+        click.echo(f"run {run_id} started")
+    _finish(ctx, run_id, wait, as_json, extra={})
+
+
+def _finish(ctx: Context, run_id: str, wait: bool, as_json: bool, extra: dict[str, Any]) -> None:
+    if not wait:
+        if as_json:
+            click.echo(render.as_json({**extra, "run_id": run_id}))
+        return
+    progress = (lambda _line: None) if as_json else click.echo
+    view = actions.wait_for_run(ctx.services, run_id, progress)
+    click.echo(render.as_json({**extra, "run": view}) if as_json else "\n" + render.run_details(view))
+    if view.run.status is RunStatus.FAILED:
+        sys.exit(1)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--model", default=None)
+@click.option("--limit", default=20, show_default=True)
+@json_option
+@click.pass_context
+@reported
+def runs(click_ctx: click.Context, model: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first (``runs show RUN`` for one)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    found = actions.list_runs(click_ctx.find_object(Context).services, model, limit)  # type: ignore[union-attr]
+    click.echo(render.as_json(found) if as_json else render.runs_table(found))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@json_option
+@pass_context
+@reported
+def runs_show(ctx: Context, run_id: str, as_json: bool) -> None:
+    """One run: reason, steps with timings, error or outcome."""
+    view = actions.show_run(ctx.services, run_id)
+    click.echo(render.as_json(view) if as_json else render.run_details(view))
+
+
+# --- models and lineage -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("model")
+@json_option
+@pass_context
+@reported
+def models(ctx: Context, model: str, as_json: bool) -> None:
+    """A model's versions: stages, aliases, metrics, gate."""
+    view = actions.models(ctx.services, model)
+    click.echo(render.as_json(view) if as_json else render.models_table(view))
+
+
+@main.command()
+@click.argument("reference", metavar="MODEL:VERSION")
+@json_option
+@pass_context
+@reported
+def lineage(ctx: Context, reference: str, as_json: bool) -> None:
+    """What made a version: datasets (versions, sha256), source files, run, trigger, params, code, metrics."""
+    view = actions.lineage(ctx.services, reference)
+    click.echo(render.as_json(view) if as_json else render.lineage_text(view))
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def _column_problems(document: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     features = _mapping(document, "features")
     target = document.get("target")
-    if not features:
+    if "features" in document and not features:
         problems.append("features: declare at least one feature")
     if target is not None and target in features:
         problems.append(f"target: {target!r} is also listed as a feature")

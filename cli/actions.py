@@ -1,0 +1,192 @@
+"""What the ``flywheel`` commands do, as functions over :class:`Services` (the demo calls them too).
+
+Each returns plain data (pydantic models or dicts) that ``cli/render.py`` prints as a table or as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.catalog import contract_ref, load_contract, put_contract
+from shared.contract import DataContract
+from shared.errors import FlywheelError, NotFoundError
+from shared.layout import DataPrefix
+from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, model_version_id
+from shared.registry import ModelVersion
+from shared.services import Services
+from shared.storage import ObjectRef
+from shared.trigger import RunRequest, execution_name
+
+FINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.SKIPPED}
+Progress = Callable[[str], None]
+
+
+class RunFailedError(FlywheelError):
+    """A run the command waited for ended failed; the message has the step and the reason."""
+
+
+class PushResult(BaseModel):
+    model: str
+    uri: str
+    version_id: str | None
+    run_id: str
+
+
+class RunView(BaseModel):
+    run: Run
+    steps: list[Step]
+    quarantine: dict[str, Any] | None = None
+
+
+# --- contracts ------------------------------------------------------------------------------------------
+
+
+def contract_put(svc: Services, path: Path) -> tuple[DataContract, str | None]:
+    contract, stored = put_contract(svc.objects, svc.settings, path.read_bytes())
+    return contract, stored.version_id
+
+
+def contract_show(svc: Services, model: str) -> DataContract:
+    return load_contract(svc.objects, svc.settings, model)
+
+
+# --- data and runs ----------------------------------------------------------------------------------------
+
+
+def push(svc: Services, path: Path, model: str, name: str | None = None) -> PushResult:
+    """Upload a data file under ``incoming/<model>/``; the S3 event starts its run."""
+    load_contract(svc.objects, svc.settings, model)  # refuse early, with the reason, when there is none
+    if not path.is_file():
+        raise NotFoundError(f"no such file: {path}")
+    key = f"{DataPrefix.INCOMING}{model}/{name or path.name}"
+    stored = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), path.read_bytes())
+    etag = svc.objects.head(stored).etag
+    run_id = execution_name(RunReason.NEW_DATA, model, stored.bucket, key, stored.version_id or etag)
+    return PushResult(model=model, uri=stored.uri, version_id=stored.version_id, run_id=run_id)
+
+
+def request_run(
+    svc: Services, invoke: Callable[[dict[str, Any]], dict[str, Any]], model: str, by: str
+) -> str:
+    """Ask the trigger function for a run on the data the model has; returns the run id."""
+    request = RunRequest(model=model, requested_by=by)
+    answer = invoke(request.model_dump(mode="json"))
+    if "errorType" in answer:
+        raise FlywheelError(f"{answer['errorType']}: {answer.get('errorMessage', '')}")
+    return str(answer["runs"][0]["run_id"])
+
+
+def wait_for_run(svc: Services, run_id: str, progress: Progress, timeout_s: float = 1800.0) -> RunView:
+    """Follow a run until it ends, reporting each step as it starts and ends."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, str] = {}
+    started = time.monotonic()
+    while True:
+        try:
+            view = show_run(svc, run_id)
+        except NotFoundError:
+            view = None  # the trigger has not recorded it yet
+        if view is not None:
+            for step in view.steps:
+                if seen.get(step.name) != step.status.value:
+                    seen[step.name] = step.status.value
+                    took = f" ({step.duration_s:.1f}s)" if step.duration_s is not None else ""
+                    progress(
+                        f"  {time.monotonic() - started:6.1f}s  {step.name:<9} {step.status.value}{took}"
+                    )
+            if view.run.status in FINAL:
+                return view
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} has not finished after {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def show_run(svc: Services, run_id: str) -> RunView:
+    run = svc.metadata.get_run(run_id)
+    steps = svc.metadata.list_steps(run_id)
+    return RunView(run=run, steps=steps, quarantine=_quarantine_report(svc, run))
+
+
+def _quarantine_report(svc: Services, run: Run) -> dict[str, Any] | None:
+    if run.status is not RunStatus.FAILED or not run.error or run.error.step != "validate":
+        return None
+    source = run.input.get("source") or {}
+    relative = str(source.get("key", "")).removeprefix(f"{DataPrefix.INCOMING}{run.model}/")
+    if not relative:
+        return None
+    ref = ObjectRef(svc.settings.data_bucket, f"{DataPrefix.QUARANTINE}{run.model}/{relative}.error.json")
+    try:
+        report: dict[str, Any] = json.loads(svc.objects.get(ref).body)
+    except NotFoundError:
+        return None
+    report["report_uri"] = ref.uri
+    return report
+
+
+def list_runs(svc: Services, model: str | None, limit: int) -> list[Run]:
+    return svc.metadata.list_runs(model, limit=limit)
+
+
+# --- models and lineage -------------------------------------------------------------------------------------
+
+
+def models(svc: Services, model: str) -> dict[str, Any]:
+    versions = sorted(svc.registry.search_model_versions(name=model), key=lambda v: v.version)
+    if not versions:
+        raise NotFoundError(f"model {model!r} has no registered versions yet")
+    aliases = {a.alias: a.version for a in svc.registry.list_aliases(model)}
+    return {"model": model, "aliases": aliases, "versions": versions}
+
+
+def lineage(svc: Services, reference: str) -> dict[str, Any]:
+    """What made ``MODEL:VERSION``: datasets (versions, sha256), source files, the run and its trigger,
+    parameters, code version and metrics."""
+    name, _, number = reference.partition(":")
+    if not name or not number.isdigit():
+        raise FlywheelError(f"expected MODEL:VERSION (e.g. churn:2), got {reference!r}")
+    version: ModelVersion = svc.registry.get_model_version(name, int(number))
+    graph = svc.metadata.lineage(
+        NodeType.MODEL_VERSION, model_version_id(name, version.version), Direction.UPSTREAM, 6
+    )
+    run = svc.metadata.get_run(version.run_id)
+    return {
+        "model_version": version.ref,
+        "stage": version.stage.value,
+        "registered_at": version.created_at,
+        "run": {
+            "run_id": run.run_id,
+            "reason": run.reason.value,
+            "status": run.status.value,
+            "started_at": run.started_at,
+            "evidence_uri": run.evidence_uri,
+            "requested_by": run.input.get("requested_by"),
+        },
+        "datasets": [d.model_dump(mode="json") for d in version.training_datasets],
+        "source_files": graph.ids(NodeType.FILE),
+        "upstream_runs": graph.ids(NodeType.RUN),
+        "params": version.params,
+        "metrics": version.metrics,
+        "champion_metrics": version.champion_metrics,
+        "gate": version.gate.model_dump() if version.gate else None,
+        "code_version": version.code_version,
+        "library_versions": version.library_versions,
+        "artifact": version.artifact.model_dump(),
+        "audit": [
+            t.model_dump(mode="json") for t in svc.registry.audit_trail(name) if t.version == version.version
+        ],
+    }
+
+
+def contract_uri(svc: Services, model: str) -> str:
+    return contract_ref(svc.settings, model).uri
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

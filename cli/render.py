@@ -1,0 +1,185 @@
+"""How the ``flywheel`` commands print: aligned tables for people, JSON (``--json``) for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from pydantic import BaseModel
+
+from cli.actions import RunView
+from shared.metadata import Run, RunStatus
+
+STATUS_COLOURS = {
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.REJECTED: "yellow",
+    RunStatus.FAILED: "red",
+    RunStatus.SKIPPED: "bright_black",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.PENDING: "cyan",
+}
+
+
+def as_json(value: Any) -> str:
+    def default(item: Any) -> Any:
+        if isinstance(item, BaseModel):
+            return item.model_dump(mode="json")
+        if isinstance(item, datetime):
+            return item.isoformat()
+        return str(item)
+
+    return json.dumps(value, indent=2, default=default, sort_keys=False)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, *body])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def status(value: RunStatus) -> str:
+    return click.style(value.value, fg=STATUS_COLOURS.get(value))
+
+
+def runs_table(runs: Sequence[Run]) -> str:
+    rows = [
+        (
+            r.run_id,
+            r.model,
+            r.reason.value,
+            r.status.value,
+            r.started_at,
+            _seconds(r),
+            r.outcome.get("version"),
+            (r.error.step if r.error else None) or r.outcome.get("skipped"),
+        )
+        for r in runs
+    ]
+    return table(["run", "model", "reason", "status", "started", "took", "version", "note"], rows)
+
+
+def run_details(view: RunView) -> str:
+    run = view.run
+    lines = [
+        f"run      {run.run_id}",
+        f"model    {run.model}",
+        f"reason   {run.reason.value}" + (f"  (evidence: {run.evidence_uri})" if run.evidence_uri else ""),
+        f"status   {status(run.status)}",
+        f"started  {_cell(run.started_at)}   took {_seconds(run) or '-'}",
+    ]
+    source = run.input.get("source")
+    if source:
+        lines.append(
+            f"source   s3://{source['bucket']}/{source['key']}  (version {source.get('version_id') or '-'})"
+        )
+    if view.steps:
+        lines.append("")
+        lines.append(
+            table(
+                ["step", "status", "started", "seconds", "error"],
+                [
+                    (s.name, s.status.value, s.started_at, s.duration_s, s.error.type if s.error else None)
+                    for s in view.steps
+                ],
+            )
+        )
+    if run.error:
+        lines += [
+            "",
+            click.style(f"failed at {run.error.step}: {run.error.type}", fg="red"),
+            run.error.message,
+        ]
+    if view.quarantine:
+        lines += [
+            "",
+            f"quarantined as {view.quarantine.get('quarantined_as')}",
+            f"report: {view.quarantine['report_uri']}",
+        ]
+    if run.outcome:
+        outcome = run.outcome
+        if "version" in outcome:
+            verdict = "promoted to production" if outcome.get("promoted") else "registered, not promoted"
+            lines += ["", f"outcome  v{outcome['version']} {verdict}"]
+            lines += [f"  - {reason}" for reason in outcome.get("gate_reasons", [])]
+        elif "skipped" in outcome:
+            lines += ["", f"skipped  {outcome['skipped']}"]
+    return "\n".join(lines)
+
+
+def models_table(view: dict[str, Any]) -> str:
+    aliases: dict[str, int] = view["aliases"]
+    by_version: dict[int, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(version, []).append(alias)
+    metric_names = sorted({m for v in view["versions"] for m in v.metrics})
+    rows = [
+        (
+            f"v{v.version}",
+            v.stage.value,
+            ",".join(by_version.get(v.version, [])) or None,
+            v.created_at,
+            *(v.metrics.get(m) for m in metric_names),
+            "pass" if v.gate and v.gate.passed else ("fail" if v.gate else None),
+            v.run_id,
+        )
+        for v in view["versions"]
+    ]
+    return table(["version", "stage", "aliases", "registered", *metric_names, "gate", "run"], rows)
+
+
+def lineage_text(view: dict[str, Any]) -> str:
+    run = view["run"]
+    lines = [
+        f"{view['model_version']}  ({view['stage']}, registered {_cell(view['registered_at'])})",
+        f"  run            {run['run_id']}  (reason: {run['reason']}, {run['status']})",
+    ]
+    if run.get("evidence_uri"):
+        lines.append(f"  evidence       {run['evidence_uri']}")
+    lines.append(f"  code version   {view['code_version']}")
+    lines.append(
+        "  params         "
+        + ", ".join(f"{k}={v}" for k, v in sorted(view["params"].items()) if v is not None)
+    )
+    lines.append("  metrics        " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(view["metrics"].items())))
+    if view.get("champion_metrics"):
+        lines.append(
+            "  vs production  "
+            + ", ".join(f"{k}={v:.4f}" for k, v in sorted(view["champion_metrics"].items()))
+        )
+    if view.get("gate"):
+        lines.append("  gate           " + ("passed" if view["gate"]["passed"] else "failed"))
+        lines += [f"                 - {r}" for r in view["gate"]["reasons"]]
+    lines.append("  datasets")
+    for dataset in view["datasets"]:
+        span = dataset.get("time_range") or {}
+        lines.append(
+            f"    {dataset['dataset_id']}  {dataset['rows']} rows  sha256 {dataset['sha256'][:12]}…  "
+            f"{(span.get('start') or '')[:10]}..{(span.get('end') or '')[:10]}"
+        )
+        lines.append(f"      {dataset['uri']}  (version {dataset.get('version_id') or '-'})")
+    if view["source_files"]:
+        lines.append("  source files")
+        lines += [f"    {uri}" for uri in view["source_files"]]
+    lines.append(f"  artifact       {view['artifact']['uri']}  sha256 {view['artifact']['sha256'][:12]}…")
+    return "\n".join(lines)
+
+
+def _seconds(run: Run) -> str | None:
+    if run.ended_at is None:
+        return None
+    return f"{(run.ended_at - run.started_at).total_seconds():.1f}s"
