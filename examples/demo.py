@@ -76,8 +76,9 @@ def main() -> None:
         )
         contract, _ = actions.contract_put(svc, EXAMPLES / "churn.yaml")
         click.echo(
-            f"   stored: {contract.task.value} of {contract.target!r} from {len(contract.features)} features, "
-            f"{contract.training.estimator};\n   gates {contract.gates.model_dump()}"
+            f"   stored: {contract.task.value} of {contract.target!r} "
+            f"from {len(contract.features)} features, {contract.training.estimator};\n"
+            f"   gates {contract.gates.model_dump()}"
         )
 
         january = workdir / "churn-2026-01.csv"
