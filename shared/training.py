@@ -251,18 +251,26 @@ def _estimator(contract: DataContract) -> Any:
     return estimator_class(**params)
 
 
+# Estimators whose fit depends on the features' scale. Trees split on raw values instead: scaling would not
+# change their fit, and it would make their ONNX form (which computes in float32) disagree with scikit-learn
+# on values a rounding away from a split threshold.
+SCALE_SENSITIVE = frozenset({"logistic_regression", "ridge", "linear_regression"})
+
+
 def build_pipeline(contract: DataContract) -> Pipeline:
-    """Preprocessing (median-imputed, standardised numerics and booleans; one-hot categoricals that ignore
-    unseen values, the :data:`MISSING` sentinel being one category) and the contract's estimator, seeded by
-    ``training.seed`` where it takes a ``random_state``. Raises :class:`ContractError` for a bad estimator
-    or parameter."""
+    """Preprocessing (median-imputed numerics and booleans, standardised for linear estimators; one-hot
+    categoricals that ignore unseen values, the :data:`MISSING` sentinel being one category) and the
+    contract's estimator, seeded by ``training.seed`` where it takes a ``random_state``. Raises
+    :class:`ContractError` for a bad estimator or parameter."""
     check_training_params(contract)
     numeric = _numeric_features(contract)
     categorical = contract.features_of(FeatureType.CATEGORICAL)
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
-        scaled = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-        transformers.append(("numeric", scaled, numeric))
+        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+        if contract.training.estimator in SCALE_SENSITIVE:
+            steps.append(("scale", StandardScaler()))
+        transformers.append(("numeric", Pipeline(steps), numeric))
     if categorical:
         # Dense output: histogram gradient boosting refuses sparse input, and the widths stay small.
         encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
