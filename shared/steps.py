@@ -515,8 +515,9 @@ def record_failure(state: RunState, svc: Services) -> RunState:
         svc.metadata.fail_step(state.run_id, state.failed_step, error)
     svc.metadata.update_run(state.run_id, status=RunStatus.FAILED, ended_at=datetime.now(UTC), error=error)
     metrics.add_metric(name="RunFailed", unit=MetricUnit.Count, value=1)
+    # Not "message": the standard LogRecord owns that name, and logging refuses to overwrite it.
     logger.error(
-        "run failed", extra={"step": state.failed_step, "error": error.type, "message": error.message}
+        "run failed", extra={"step": state.failed_step, "error": error.type, "error_message": error.message}
     )
     return state
 

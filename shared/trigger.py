@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.catalog import contract_models, load_contract
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
-from shared.metadata import Run, RunReason, RunStatus
+from shared.metadata import NodeType, Run, RunReason, RunStatus
 from shared.observability import logger, metrics
 from shared.services import Services
 from shared.steps import RunState, SourceFile
@@ -78,7 +78,8 @@ def start_run(svc: Services, state: RunState, input_detail: dict[str, Any] | Non
     recorded = svc.metadata.start_run(run)
     # Start even when the run was recorded before: a crash between the two must not lose the run.
     started = svc.workflow.start(state.run_id, state.dump())
-    duplicate = not (recorded and started)
+    # Only a run Step Functions refused is a duplicate: one recorded before a crash is started now.
+    duplicate = not started
     metrics.add_metric(name="RunDuplicate" if duplicate else "RunStarted", unit=MetricUnit.Count, value=1)
     logger.info(
         "run requested",
@@ -95,7 +96,9 @@ def start_run(svc: Services, state: RunState, input_detail: dict[str, Any] | Non
         reason=state.reason,
         started=started,
         duplicate=duplicate,
-        detail="already started by an earlier delivery of the same event" if duplicate else "started",
+        detail="already started by an earlier delivery of the same event"
+        if duplicate
+        else ("started" if recorded else "started (recorded earlier, but its execution had not started)"),
     )
 
 
@@ -171,9 +174,9 @@ def on_schedule(svc: Services, rule: str, time: datetime) -> list[TriggerOutcome
                 )
             )
             continue
-        last = svc.metadata.last_run(model, RunStatus.SUCCEEDED)
+        last = _last_completed(svc, model)
         detail = (
-            f"no new data since run {last.run_id} succeeded at {last.started_at.isoformat()}"
+            f"no new data since run {last.run_id} ({last.status.value}) at {last.started_at.isoformat()}"
             if last
             else "no data to train on yet"
         )
@@ -204,14 +207,36 @@ def on_schedule(svc: Services, rule: str, time: datetime) -> list[TriggerOutcome
     return outcomes
 
 
-def _new_data_since_last_success(svc: Services, model: str) -> list[str]:
-    """Datasets (uploads and feedback) recorded after the model's last successful run began.
+def _last_completed(svc: Services, model: str) -> Run | None:
+    """The latest run that trained and was judged: promoted (succeeded) or rejected by the gate. Retraining
+    a rejected candidate's data on a schedule would only be rejected again."""
+    runs = [
+        r
+        for status in (RunStatus.SUCCEEDED, RunStatus.REJECTED)
+        if (r := svc.metadata.last_run(model, status))
+    ]
+    return max(runs, key=lambda r: r.started_at, default=None)
 
-    Files still waiting under ``incoming/`` are not counted: each has a run of its own.
+
+def _new_data_since_last_success(svc: Services, model: str) -> list[str]:
+    """Datasets (uploads and feedback) recorded after the model's last successful run began that it did
+    not train on.
+
+    A run for a new file records that file's dataset after it begins, so the start time alone would count
+    it; the datasets it trained on are its lineage inputs. Files still waiting under ``incoming/`` are not
+    counted: each has a run of its own.
     """
-    last = svc.metadata.last_run(model, RunStatus.SUCCEEDED)
-    since = last.started_at if last else None
-    return [d.dataset_id for d in svc.metadata.list_datasets(model) if since is None or d.created_at > since]
+    last = _last_completed(svc, model)
+    if last is None:
+        return [d.dataset_id for d in svc.metadata.list_datasets(model)]
+    trained_on = {
+        e.src.id for e in svc.metadata.upstream(NodeType.RUN, last.run_id) if e.src.type is NodeType.DATASET
+    }
+    return [
+        d.dataset_id
+        for d in svc.metadata.list_datasets(model)
+        if d.created_at > last.started_at and d.dataset_id not in trained_on
+    ]
 
 
 TriggerEvent = S3Model | EventBridgeModel | RunRequest
