@@ -121,10 +121,24 @@ def local(port: int, gateway_port: int, config_stack: str) -> None:
         click.echo(
             "  flywheel contract put examples/churn.yaml   # then: flywheel push FILE --model churn --wait"
         )
+        example = _predict_example()
+        if example:
+            click.echo("\nOnce churn has a production version, ask it (or: flywheel predict churn '{...}'):")
+            click.echo(f"  {example}")
         sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
     click.echo("stopped")
+
+
+def _predict_example() -> str | None:
+    from cli.api import curl_example
+    from shared.contract import parse_contract
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "churn.yaml"
+    if not path.is_file():  # an installed CLI without the checkout's examples
+        return None
+    return curl_example(parse_contract(path.read_text()))
 
 
 # --- contracts ----------------------------------------------------------------------------------------------
@@ -231,6 +245,44 @@ def runs_show(ctx: Context, run_id: str, as_json: bool) -> None:
     """One run: reason, steps with timings, error or outcome."""
     view = actions.show_run(ctx.services, run_id)
     click.echo(render.as_json(view) if as_json else render.run_details(view))
+
+
+# --- serving ------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("model")
+@click.argument("request", metavar="JSON|@FILE")
+@click.option("--version", type=click.IntRange(min=1), default=None, help="Ask this version.")
+@click.option("--alias", default=None, help="Ask the version behind this alias (default: production).")
+@json_option
+@pass_context
+@reported
+def predict(
+    ctx: Context, model: str, request: str, version: int | None, alias: str | None, as_json: bool
+) -> None:
+    """Ask MODEL's endpoint for predictions.
+
+    JSON is one row (an object), a list of rows, or a request body ({"instances": [...]}, MLflow's
+    dataframe_split or dataframe_records); @file.json reads it from a file, @- from stdin.
+    """
+    from cli import api
+
+    if version is not None and alias is not None:
+        raise click.UsageError("give --version or --alias, not both")
+    try:
+        body = api.read_request(request)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="JSON|@FILE") from exc
+    try:
+        answer = api.predict(ctx.stack, model, body, version=version, alias=alias)
+    except api.RequestRefusedError as exc:
+        if as_json:
+            click.echo(render.as_json(exc.body))
+        else:
+            click.echo(render.refused_request(exc.status, str(exc), exc.problems), err=True)
+        sys.exit(2)
+    click.echo(render.as_json(answer) if as_json else render.predictions_table(answer))
 
 
 # --- models and lineage -------------------------------------------------------------------------------------

@@ -179,6 +179,40 @@ def lineage_text(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def predictions_table(answer: dict[str, Any]) -> str:
+    """The predict route's answer: one line per row, probabilities as ``class=p``."""
+    predictions: list[Any] = answer.get("predictions") or []
+    probabilities: list[dict[str, float] | None] = answer.get("probabilities") or []
+    request_ids: list[str | None] = answer.get("request_ids") or []
+
+    def at(values: list[Any], index: int) -> Any:
+        return values[index] if index < len(values) else None
+
+    rows = [
+        (
+            index,
+            prediction,
+            " ".join(f"{label}={p:.3f}" for label, p in (at(probabilities, index) or {}).items()) or None,
+            at(request_ids, index),
+        )
+        for index, prediction in enumerate(predictions)
+    ]
+    head = f"{answer.get('model', '?')} v{answer.get('version', '?')}: {len(rows)} prediction(s)"
+    return "\n".join([head, table(["row", "prediction", "probabilities", "request_id"], rows)])
+
+
+def refused_request(status_code: int, message: str, problems: Sequence[Any]) -> str:
+    """A 4xx from the API: its message, then every problem by row and field."""
+    lines = [click.style(f"error: the API refused the request ({status_code}): {message}", fg="red")]
+    rows = [
+        (p.get("row"), p.get("field"), p.get("problem")) if isinstance(p, dict) else (None, None, p)
+        for p in problems
+    ]
+    if rows:
+        lines.append(table(["row", "field", "problem"], rows))
+    return "\n".join(lines)
+
+
 def _seconds(run: Run) -> str | None:
     if run.ended_at is None:
         return None

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from typing import Any
 
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
@@ -50,11 +51,18 @@ def _local_settings() -> Settings:
 
 
 def _pulumi_settings(stack: str) -> Settings:
+    environment = pulumi_output(stack, "environment")
+    config = StackConfig.from_stack_file(stack)
+    return Settings.model_validate({**environment, "AWS_REGION": config.region})
+
+
+def pulumi_output(stack: str, name: str) -> Any:
+    """One output of a Pulumi stack (``pulumi stack output NAME``), decoded from JSON."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         raise StackNotFoundError(f"stack {stack!r} is a Pulumi stack, and the pulumi CLI is not on PATH")
     result = subprocess.run(  # noqa: S603  (a fixed executable and arguments, no shell)
-        [pulumi, "stack", "output", "environment", "--json", "--show-secrets", "--stack", stack],
+        [pulumi, "stack", "output", name, "--json", "--show-secrets", "--stack", stack],
         capture_output=True,
         text=True,
         check=False,
@@ -63,6 +71,4 @@ def _pulumi_settings(stack: str) -> Settings:
         raise StackNotFoundError(
             f"cannot read stack {stack!r}: {result.stderr.strip() or result.stdout.strip()}"
         )
-    environment = json.loads(result.stdout)
-    config = StackConfig.from_stack_file(stack)
-    return Settings.model_validate({**environment, "AWS_REGION": config.region})
+    return json.loads(result.stdout)

@@ -8,6 +8,7 @@ CLI or the ``flywheel`` CLI reaches it through ``AWS_ENDPOINT_URL``. Either way:
 - Step Functions executions run the real definition in moto's interpreter (``execute_state_machine``);
 - S3 notifications, ``Invoke`` and state machine tasks run handlers in :class:`LocalRuntime` (the one seam);
 - DynamoDB requests are atomic, as in AWS (:mod:`infra.local.atomicity`);
+- Firehose evaluates the capture stream's partitioned S3 prefix, as in AWS (:mod:`infra.local.firehose`);
 - :class:`LocalScheduler` fires the spec's schedules and :class:`LocalGateway` serves its routes.
 """
 
@@ -31,8 +32,10 @@ from moto import mock_aws
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
+from infra.capture_config import capture_destination
 from infra.config import StackConfig
 from infra.local.atomicity import atomic_dynamodb_requests
+from infra.local.firehose import MetadataQuery, firehose_s3_delivery
 from infra.local.gateway import LocalGateway
 from infra.local.runtime import LocalRuntime
 from infra.local.scheduler import LocalScheduler
@@ -87,6 +90,7 @@ class LocalCloud:
             stack.enter_context(_unset("AWS_ENDPOINT_URL"))
             stack.enter_context(self.runtime.installed())
             stack.enter_context(atomic_dynamodb_requests())
+            stack.enter_context(firehose_s3_delivery())
             stack.callback(self._shutdown)
             self._start()
             yield self
@@ -111,6 +115,7 @@ class LocalCloud:
             stack.enter_context(mock.patch.dict(default_user_config, MOTO_CONFIG))
             stack.enter_context(self.runtime.installed())
             stack.enter_context(atomic_dynamodb_requests())
+            stack.enter_context(firehose_s3_delivery())
             logging.getLogger("werkzeug").setLevel(
                 logging.WARNING
             )  # one line per request drowns the functions' logs
@@ -278,24 +283,21 @@ class LocalCloud:
         capture = self.spec.capture
         if capture is None or self.names.stream is None:
             return
+        destination = capture_destination(capture)  # the Pulumi component declares the same
+        if destination.metadata_query is not None:
+            # A query the local Firehose could not evaluate fails here, not on the first capture.
+            MetadataQuery.parse(destination.metadata_query)
         bucket_arn = self.names.bucket_arn(capture.bucket)
         role = self._create_role(
             f"{self.names.stream}-role",
             "firehose.amazonaws.com",
             delivery_stream_policy(bucket_arn, capture.prefix, capture.error_prefix),
         )
-        destination: dict[str, Any] = {
-            "RoleARN": role,
-            "BucketARN": bucket_arn,
-            "Prefix": capture.prefix,
-            "ErrorOutputPrefix": capture.error_prefix,
-            "BufferingHints": {"IntervalInSeconds": capture.buffer_seconds, "SizeInMBs": capture.buffer_mb},
-            "CompressionFormat": "UNCOMPRESSED",
-        }
         self.client("firehose").create_delivery_stream(
             DeliveryStreamName=self.names.stream,
             DeliveryStreamType="DirectPut",
-            ExtendedS3DestinationConfiguration=destination,
+            ExtendedS3DestinationConfiguration=destination.to_api(bucket_arn, role),
+            DeliveryStreamEncryptionConfigurationInput={"KeyType": "AWS_OWNED_CMK"},
         )
 
     def _create_state_machine(self) -> None:

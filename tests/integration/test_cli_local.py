@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,16 @@ def test_flywheel_local_serves_the_stack_to_any_boto3_client() -> None:
             if "FLYWHEEL_API_URL" in exports or time.monotonic() > deadline:
                 break
 
+        curl = ""
+        for line in process.stdout:
+            if line.strip().startswith("curl ") or time.monotonic() > deadline:
+                curl = line.strip()
+                break
+
         assert exports["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{port}"
+        assert curl.startswith("curl -s -X POST $FLYWHEEL_API_URL/models/churn/predict ")
+        body = json.loads(curl.split(" -d ", 1)[1].strip("'"))
+        assert set(body["instances"][0]) >= {"tenure_months", "plan", "autopay"}
         assert exports["FLYWHEEL_API_URL"] == f"http://127.0.0.1:{gateway_port}"
         session = boto3.session.Session(
             aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],

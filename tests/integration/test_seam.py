@@ -1,8 +1,10 @@
-"""The one seam between moto and the local runtime, pinned.
+"""The one seam between moto and the local runtime, pinned, with the other hooks the local cloud installs.
 
 The local cloud replaces ``moto.awslambda.models.LambdaFunction._invoke_lambda`` (moto's Docker runner).
 If a moto upgrade renames it, changes its signature, or stops routing Invoke, S3 notifications or Step
-Functions tasks through it, these tests fail and say so, instead of functions silently not running.
+Functions tasks through it, these tests fail and say so, instead of functions silently not running. The
+same goes for DynamoDB's request handler (:mod:`infra.local.atomicity`) and Firehose's S3 delivery
+(:mod:`infra.local.firehose`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from moto.awslambda.models import LambdaFunction
 
 from infra.local import LocalCloud
 from infra.local.runtime import SEAM
+from tests.conftest import free_port
 from tests.fixtures.stack import platform_stack
 
 pytestmark = pytest.mark.integration
@@ -70,6 +73,32 @@ def test_dynamodb_requests_are_atomic_while_the_cloud_runs() -> None:
         assert getattr(DynamoHandler, HOOK) is not original
         assert getattr(DynamoHandler, HOOK).__wrapped__ is original
     assert getattr(DynamoHandler, HOOK) is original
+
+
+def test_firehose_evaluates_s3_prefixes_while_the_cloud_runs() -> None:
+    from moto.firehose.models import FirehoseBackend
+
+    from infra.local.firehose import HOOK
+
+    original = getattr(FirehoseBackend, HOOK)
+    assert list(inspect.signature(original).parameters) == [
+        "self",
+        "delivery_stream_name",
+        "version_id",
+        "s3_destination",
+        "records",
+    ]
+    assert "put_s3_records" in inspect.getsource(FirehoseBackend.put_record_batch), (
+        "moto's PutRecordBatch no longer delivers to S3 through the hook"
+    )
+    cloud = LocalCloud(platform_stack())
+    with cloud.in_process():
+        assert getattr(FirehoseBackend, HOOK) is not original
+        assert getattr(FirehoseBackend, HOOK).__wrapped__ is original
+    assert getattr(FirehoseBackend, HOOK) is original
+    with cloud.serving(port=free_port(), run_scheduler=False):
+        assert getattr(FirehoseBackend, HOOK).__wrapped__ is original
+    assert getattr(FirehoseBackend, HOOK) is original
 
 
 def test_handler_failures_come_back_in_lambdas_shape() -> None:
