@@ -1,0 +1,489 @@
+"""Flywheel's own stack under the mocks: its eight functions, their least-privilege roles, what invokes the
+trigger (the data bucket's incoming/ uploads and the retrain schedule), and the pipeline state machine.
+
+The platform tests prove the program maps any spec faithfully; these prove Flywheel's spec says what a
+reviewer expects of it. Expected values are written out here, not read back from the spec under test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Any
+
+import pytest
+
+from infra.config import StackConfig
+from infra.flywheel import DEFAULT_RETRAIN_SCHEDULE, flywheel_stack
+from infra.policies import function_policy
+from infra.spec import SpecError
+from tests.infra.harness import ACCOUNT, Deployment, T, document, run_program
+
+pytestmark = pytest.mark.infra
+
+STACKS = ["flywheel_dev", "flywheel_prod"]
+
+# name: (handler module folder, memory MB, timeout s), as infra/flywheel.py declares them.
+FUNCTIONS: dict[str, tuple[str, int, int]] = {
+    "trigger": ("trigger", 256, 60),
+    "validate": ("validate", 2048, 300),
+    "train": ("train", 3008, 900),
+    "evaluate": ("evaluate", 2048, 300),
+    "register": ("register", 512, 60),
+    "promote": ("promote", 256, 60),
+    "finish": ("finish", 256, 30),
+    "record-failure": ("record_failure", 256, 30),
+}
+
+S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:RestoreObject"}
+TABLE_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
+
+# The pipeline's states as the README and infra/pipeline.py document them.
+DOCUMENTED_STATES = {
+    "HasNewFile",
+    "Validate",
+    "Train",
+    "Evaluate",
+    "Gate",
+    "Register",
+    "RegisterRejected",
+    "Promote",
+    "Finish",
+    "RecordFailure",
+    "Failed",
+}
+# Task state -> the function it invokes (and the step name a failure is recorded under).
+TASKS = {
+    "Validate": "validate",
+    "Train": "train",
+    "Evaluate": "evaluate",
+    "Register": "register",
+    "RegisterRejected": "register",
+    "Promote": "promote",
+    "Finish": "finish",
+    "RecordFailure": "record-failure",
+}
+LAMBDA_TRANSIENT = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+# Never retried: the same input fails the same way. A catch-all in a Retry would retry them too.
+NEVER_RETRIED = {"DataValidationError", "ContractError", "IntegrityError", "States.ALL", "States.TaskFailed"}
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def grants(deployed: Deployment, function: str) -> set[tuple[str, str]]:
+    """Every (action, resource) pair the function's role policy allows."""
+    pairs: set[tuple[str, str]] = set()
+    for statement in document(deployed.one(T.ROLE_POLICY, function, T.FUNCTIONS))["Statement"]:
+        assert statement["Effect"] == "Allow", statement
+        resources = statement["Resource"]
+        for resource in resources if isinstance(resources, list) else [resources]:
+            pairs.update((action, resource) for action in statement["Action"])
+    return pairs
+
+
+def bucket_arn(deployed: Deployment, bucket: str) -> str:
+    arn: str = deployed.one(T.BUCKET, bucket).outputs["arn"]
+    return arn
+
+
+def table_arn(deployed: Deployment, table: str) -> str:
+    arn: str = deployed.one(T.TABLE, table).outputs["arn"]
+    return arn
+
+
+def function_arn(deployed: Deployment, function: str) -> str:
+    arn: str = deployed.one(T.FUNCTION, function).outputs["arn"]
+    return arn
+
+
+def state_machine_arn(deployed: Deployment) -> str:
+    arn: str = deployed.one(T.STATE_MACHINE, "pipeline").outputs["arn"]
+    return arn
+
+
+def on_bucket(resource: str, arn: str) -> bool:
+    """The bucket itself or any of its objects."""
+    return resource == arn or resource.startswith(f"{arn}/")
+
+
+def on_table(resource: str, arn: str) -> bool:
+    """The table itself or any of its indexes."""
+    return resource == arn or resource.startswith(f"{arn}/")
+
+
+def definition(deployed: Deployment) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(deployed.one(T.STATE_MACHINE, "pipeline").inputs["definition"])
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def flywheel_daily() -> Deployment:
+    """Flywheel on dev with the retrain schedule overridden in the stack config."""
+    return run_program(flywheel_stack, "dev", {"flywheel:schedules": {"retrain": "rate(1 day)"}})
+
+
+# --- functions -------------------------------------------------------------------------------------------
+
+
+def test_the_stack_declares_exactly_the_eight_pipeline_functions(flywheel_dev: Deployment) -> None:
+    assert {f.name for f in flywheel_dev.all(T.FUNCTION)} == set(FUNCTIONS)
+    assert {r.name for r in flywheel_dev.all(T.ROLE, T.FUNCTIONS)} == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_function_runs_the_image_with_its_handler_and_sizes(
+    request: pytest.FixtureRequest, stack: str, name: str
+) -> None:
+    """Given a function of Flywheel's spec
+    When the program runs for dev or prod
+    Then it is an Image function of the one pushed image, its command is
+    functions.<module>.handler.handler (a module that exists in this checkout), with the memory and
+    timeout the spec gives it, its own role, and X-Ray on."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    module, memory, timeout = FUNCTIONS[name]
+    function = deployed.one(T.FUNCTION, name).inputs
+    assert function["name"] == f"flywheel-{deployed.stack}-{name}"
+    assert function["packageType"] == "Image"
+    assert function["imageUri"] == deployed.one(T.IMAGE, "functions").outputs["ref"]
+    assert function["imageConfig"] == {"commands": [f"functions.{module}.handler.handler"]}
+    assert importlib.util.find_spec(f"functions.{module}.handler") is not None
+    assert function["memorySize"] == memory
+    assert function["timeout"] == timeout
+    assert function["tracingConfig"] == {"mode": "Active"}
+    assert function["role"] == deployed.one(T.ROLE, name, T.FUNCTIONS).outputs["arn"]
+
+
+def test_every_function_is_told_the_trigger_function_and_the_state_machine(flywheel_dev: Deployment) -> None:
+    """Given the trigger function and the state machine are bound to environment variables
+    When the program runs
+    Then every function receives the same environment, naming the deployed trigger and state machine."""
+    environments = [f.inputs["environment"]["variables"] for f in flywheel_dev.all(T.FUNCTION)]
+    assert len(environments) == len(FUNCTIONS)
+    for variables in environments:
+        assert variables == environments[0]
+        assert variables["FLYWHEEL_TRIGGER_FUNCTION"] == "flywheel-dev-trigger"
+        assert variables["FLYWHEEL_STATE_MACHINE_ARN"] == state_machine_arn(flywheel_dev)
+    assert flywheel_dev.outputs["environment"] == environments[0]
+
+
+# --- least privilege -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_role_allows_exactly_the_spec_permissions(
+    request: pytest.FixtureRequest, stack: str, name: str
+) -> None:
+    """Given Flywheel's spec built here for the stack's own config
+    When the program runs
+    Then the function's role, trusted by Lambda alone, has one inline policy equal to
+    infra.policies.function_policy of that spec over the deployed names."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    spec = flywheel_stack(StackConfig.from_stack_file(deployed.stack))
+    role = deployed.one(T.ROLE, name, T.FUNCTIONS)
+    assert document(role, "assumeRolePolicy")["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
+    assert [p.name for p in deployed.all(T.ROLE_POLICY, T.FUNCTIONS) if p.inputs["role"] == role.id] == [name]
+    assert document(deployed.one(T.ROLE_POLICY, name, T.FUNCTIONS)) == function_policy(
+        spec.function(name), deployed.names()
+    )
+
+
+def test_no_policy_uses_a_wildcard_action_or_a_whole_bucket_of_objects(flywheel_dev: Deployment) -> None:
+    """No action is a wildcard (s3:*, dynamodb:*, *); "*" as a resource only for X-Ray's two actions;
+    every object grant is under a named prefix, never a bucket's every object."""
+    buckets = [bucket_arn(flywheel_dev, b) for b in ("data", "artifacts")]
+    for name in FUNCTIONS:
+        for action, resource in grants(flywheel_dev, name):
+            assert "*" not in action, (name, action)
+            if resource == "*":
+                assert action in {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}, (name, action)
+            assert resource not in {f"{arn}/*" for arn in buckets}, (name, action, resource)
+
+
+def test_validate_never_touches_artifacts_and_writes_only_datasets_and_quarantine(
+    flywheel_dev: Deployment,
+) -> None:
+    """Given validate turns an incoming file into a dataset or a quarantined file
+    When the program runs
+    Then it has no action at all on the artifacts bucket; in the data bucket it puts objects only under
+    datasets/ and quarantine/, and deletes (the move out of incoming/) only under incoming/."""
+    data, artifacts = bucket_arn(flywheel_dev, "data"), bucket_arn(flywheel_dev, "artifacts")
+    granted = grants(flywheel_dev, "validate")
+    assert not [g for g in granted if on_bucket(g[1], artifacts)]
+    puts = {resource for action, resource in granted if action == "s3:PutObject"}
+    assert puts == {f"{data}/datasets/*", f"{data}/quarantine/*"}
+    deletes = {(action, resource) for action, resource in granted if action in S3_WRITES - {"s3:PutObject"}}
+    assert deletes == {("s3:DeleteObject", f"{data}/incoming/*")}
+
+
+def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: Deployment) -> None:
+    """Given train reads validated datasets, never raw uploads
+    When the program runs
+    Then nothing it is granted covers data's incoming/, it reads only contracts/ and datasets/ there,
+    and its one S3 write is putting objects under artifacts' models/."""
+    data, artifacts = bucket_arn(flywheel_dev, "data"), bucket_arn(flywheel_dev, "artifacts")
+    granted = grants(flywheel_dev, "train")
+    assert not [g for g in granted if g[1].startswith(f"{data}/incoming")]
+    assert {r for a, r in granted if a.startswith("s3:") and on_bucket(r, data)} == {
+        f"{data}/contracts/*",
+        f"{data}/datasets/*",
+    }
+    assert {(a, r) for a, r in granted if a in S3_WRITES} == {("s3:PutObject", f"{artifacts}/models/*")}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_trigger_may_only_start_this_stacks_state_machine(request: pytest.FixtureRequest, stack: str) -> None:
+    """Given the trigger starts runs
+    When the program runs for dev or prod
+    Then its only Step Functions action is StartExecution on exactly that stack's state machine (not
+    its executions, not another stack's machine), and no other function may start executions."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    arn = state_machine_arn(deployed)
+    assert arn.endswith(f":stateMachine:flywheel-{deployed.stack}-pipeline")
+    states = {(a, r) for a, r in grants(deployed, "trigger") if a.startswith("states:")}
+    assert states == {("states:StartExecution", arn)}
+    for name in set(FUNCTIONS) - {"trigger"}:
+        assert not [g for g in grants(deployed, name) if g[0].startswith("states:")], name
+
+
+def test_only_register_and_promote_write_the_registry_and_evaluate_only_reads_it(
+    flywheel_dev: Deployment,
+) -> None:
+    """Given the registry is the record of every model version and the production alias
+    When the program runs
+    Then only register and promote hold write actions on the registry table; evaluate holds only
+    reads (of the table and its index); the rest have nothing on it."""
+    registry = table_arn(flywheel_dev, "registry")
+    on_registry = {
+        name: {action for action, resource in grants(flywheel_dev, name) if on_table(resource, registry)}
+        for name in FUNCTIONS
+    }
+    writers = {name for name, actions in on_registry.items() if actions & TABLE_WRITES}
+    assert writers == {"register", "promote"}
+    assert on_registry["evaluate"]
+    assert on_registry["evaluate"] <= TABLE_READS
+    assert {name for name, actions in on_registry.items() if actions} == {"register", "promote", "evaluate"}
+
+
+# --- what invokes the trigger ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_uploads_under_incoming_invoke_the_trigger_and_nothing_else_is_notified(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given data files are dropped under incoming/<model>/
+    When the program runs
+    Then the data bucket's one notification sends s3:ObjectCreated:* under incoming/ (no suffix) to
+    the trigger; S3 may invoke the trigger for that bucket and account only, the permission exists
+    before the notification; the artifacts bucket notifies nobody."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    data = deployed.one(T.BUCKET, "data")
+    notification = deployed.one(T.NOTIFICATION, "data")
+    assert [n.name for n in deployed.all(T.NOTIFICATION)] == ["data"]
+    assert notification.inputs["bucket"] == data.id
+    assert notification.inputs["lambdaFunctions"] == [
+        {
+            "lambdaFunctionArn": function_arn(deployed, "trigger"),
+            "events": ["s3:ObjectCreated:*"],
+            "filterPrefix": "incoming/",
+        }
+    ]
+    assert not notification.inputs.get("queues") and not notification.inputs.get("topics")
+
+    permission = deployed.one(T.PERMISSION, "data-invokes-trigger", T.NOTIFICATIONS)
+    assert permission.inputs == {
+        "action": "lambda:InvokeFunction",
+        "principal": "s3.amazonaws.com",
+        "function": f"flywheel-{deployed.stack}-trigger",
+        "sourceArn": data.outputs["arn"],
+        "sourceAccount": ACCOUNT,
+    }
+    assert permission.urn in notification.dependencies
+
+
+def test_only_the_bucket_and_the_schedule_may_invoke_a_function_and_only_the_trigger(
+    flywheel_dev: Deployment,
+) -> None:
+    """The stack's resource-based invoke permissions: S3 from the data bucket and EventBridge from the
+    retrain rule, both on the trigger; no route, no other function."""
+    permissions = {
+        (p.inputs["principal"], p.inputs["function"], p.inputs["sourceArn"])
+        for p in flywheel_dev.all(T.PERMISSION)
+    }
+    assert permissions == {
+        ("s3.amazonaws.com", "flywheel-dev-trigger", bucket_arn(flywheel_dev, "data")),
+        (
+            "events.amazonaws.com",
+            "flywheel-dev-trigger",
+            flywheel_dev.one(T.RULE, "retrain").outputs["arn"],
+        ),
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_retrain_schedule_invokes_the_trigger_with_the_scheduled_event(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given no schedule override in Pulumi.<stack>.yaml
+    When the program runs
+    Then an enabled retrain rule fires at 03:00 UTC daily, targets the trigger with EventBridge's own
+    scheduled event (no constant input: the trigger names the run from rule and time), and EventBridge
+    may invoke the trigger from that rule only."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    assert [r.name for r in deployed.all(T.RULE)] == ["retrain"]
+    rule = deployed.one(T.RULE, "retrain")
+    assert rule.inputs["name"] == f"flywheel-{deployed.stack}-retrain"
+    assert rule.inputs["scheduleExpression"] == DEFAULT_RETRAIN_SCHEDULE == "cron(0 3 * * ? *)"
+    assert rule.inputs["state"] == "ENABLED"
+
+    target = deployed.one(T.TARGET, "retrain").inputs
+    assert target["rule"] == rule.inputs["name"]
+    assert target["arn"] == function_arn(deployed, "trigger")
+    assert "input" not in target
+
+    permission = deployed.one(T.PERMISSION, "retrain", T.SCHEDULES).inputs
+    assert permission["action"] == "lambda:InvokeFunction"
+    assert permission["principal"] == "events.amazonaws.com"
+    assert permission["function"] == f"flywheel-{deployed.stack}-trigger"
+    assert permission["sourceArn"] == rule.outputs["arn"]
+
+
+def test_the_stack_config_overrides_the_retrain_schedule(flywheel_daily: Deployment) -> None:
+    """Given flywheel:schedules {retrain: rate(1 day)} in the stack config
+    When the program runs
+    Then the rule fires on that expression, still targeting the trigger."""
+    assert flywheel_daily.config.schedules == {"retrain": "rate(1 day)"}
+    rule = flywheel_daily.one(T.RULE, "retrain")
+    assert rule.inputs["scheduleExpression"] == "rate(1 day)"
+    assert flywheel_daily.one(T.TARGET, "retrain").inputs["arn"] == function_arn(flywheel_daily, "trigger")
+
+
+def test_a_schedule_override_naming_no_schedule_stops_the_program() -> None:
+    """A typo in flywheel:schedules would otherwise be ignored silently."""
+    with pytest.raises(SpecError, match="nightly"):
+        run_program(flywheel_stack, "dev", {"flywheel:schedules": {"nightly": "rate(1 day)"}})
+
+
+# --- the pipeline ----------------------------------------------------------------------------------------
+
+
+def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: Deployment) -> None:
+    """Given the documented flow HasNewFile → Validate → Train → Evaluate → Gate → Register → Promote →
+    Finish, a failed gate through RegisterRejected, failures through RecordFailure into Failed
+    When the program runs
+    Then the deployed definition has those states (plus one <State>Failed Pass per step task), each
+    task invokes its deployed function, and the transitions are the documented ones."""
+    asl = definition(flywheel_dev)
+    states = asl["States"]
+    assert asl["StartAt"] == "HasNewFile"
+    step_failures = {f"{state}Failed" for state in TASKS if state != "RecordFailure"}
+    assert set(states) == DOCUMENTED_STATES | step_failures
+
+    for state, function in TASKS.items():
+        assert states[state]["Type"] == "Task", state
+        assert states[state]["Resource"] == function_arn(flywheel_dev, function), state
+
+    has_new_file = states["HasNewFile"]
+    assert has_new_file["Type"] == "Choice"
+    assert has_new_file["Choices"] == [{"Variable": "$.source", "IsPresent": True, "Next": "Validate"}]
+    assert has_new_file["Default"] == "Train"
+    gate = states["Gate"]
+    assert gate["Type"] == "Choice"
+    assert gate["Choices"] == [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register"}]
+    assert gate["Default"] == "RegisterRejected"
+
+    following = {name: state.get("Next") for name, state in states.items() if name in TASKS}
+    assert following == {
+        "Validate": "Train",
+        "Train": "Evaluate",
+        "Evaluate": "Gate",
+        "Register": "Promote",
+        "RegisterRejected": "Finish",
+        "Promote": "Finish",
+        "Finish": None,
+        "RecordFailure": "Failed",
+    }
+    assert states["Finish"]["End"] is True
+    assert states["Failed"]["Type"] == "Fail"
+
+
+@pytest.mark.parametrize("state", TASKS)
+def test_every_task_retries_transient_errors_with_backoff_and_never_validation_errors(
+    flywheel_dev: Deployment, state: str
+) -> None:
+    """Given a task of the pipeline
+    When the program runs
+    Then it retries TransientError and Lambda's transient errors, at least a second apart with a
+    growing interval, and no Retry lists DataValidationError, ContractError or a catch-all that would
+    cover them."""
+    retries = definition(flywheel_dev)["States"][state]["Retry"]
+    retried = {error for retry in retries for error in retry["ErrorEquals"]}
+    assert {"TransientError", *LAMBDA_TRANSIENT} <= retried
+    assert not retried & NEVER_RETRIED
+    for retry in retries:
+        assert retry["IntervalSeconds"] >= 1
+        assert retry["MaxAttempts"] >= 2
+        assert retry["BackoffRate"] > 1
+
+
+@pytest.mark.parametrize("state", [s for s in TASKS if s != "RecordFailure"])
+def test_every_step_catches_any_error_into_a_pass_naming_the_step_then_record_failure(
+    flywheel_dev: Deployment, state: str
+) -> None:
+    """Given a step task
+    When any error escapes its retries
+    Then it is caught (States.ALL) into $.error, keeping the run's input, and a Pass state records the
+    step's name in $.failed_step before RecordFailure."""
+    states = definition(flywheel_dev)["States"]
+    [catch] = states[state]["Catch"]
+    assert catch["ErrorEquals"] == ["States.ALL"]
+    assert catch["ResultPath"] == "$.error"
+    named = states[catch["Next"]]
+    assert named == {
+        "Type": "Pass",
+        "Result": TASKS[state],
+        "ResultPath": "$.failed_step",
+        "Next": "RecordFailure",
+    }
+
+
+def test_record_failure_is_not_caught_so_its_own_failure_fails_the_execution(
+    flywheel_dev: Deployment,
+) -> None:
+    assert "Catch" not in definition(flywheel_dev)["States"]["RecordFailure"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given the definition invokes every function but the trigger
+    When the program runs
+    Then the state machine's role, trusted by Step Functions, may invoke exactly those seven (any
+    version), never the trigger, and the machine runs as that role."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    invoked = {s["Resource"] for s in definition(deployed)["States"].values() if s["Type"] == "Task"}
+    expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - {"trigger"}}
+    assert invoked == expected
+
+    role = deployed.one(T.ROLE, "pipeline", T.PIPELINE)
+    assert document(role, "assumeRolePolicy")["Statement"][0]["Principal"] == {
+        "Service": "states.amazonaws.com"
+    }
+    assert deployed.one(T.STATE_MACHINE, "pipeline").inputs["roleArn"] == role.outputs["arn"]
+    statements = document(deployed.one(T.ROLE_POLICY, "pipeline", T.PIPELINE))["Statement"]
+    [invoke] = [s for s in statements if "lambda:InvokeFunction" in s["Action"]]
+    assert invoke["Action"] == ["lambda:InvokeFunction"]
+    assert set(invoke["Resource"]) == expected | {f"{arn}:*" for arn in expected}
+    assert not [r for r in invoke["Resource"] if r.startswith(function_arn(deployed, "trigger"))]
