@@ -32,15 +32,15 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
-import boto3
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.dynamo import LazyClient, dynamodb_errors
+from shared.dynamo import n as _n
+from shared.dynamo import s as _s
 from shared.errors import ConflictError, NotFoundError, TransientError
 
 R = TypeVar("R", bound=BaseModel)
@@ -704,56 +704,9 @@ def _copy(record: R) -> R:
 
 # --- DynamoDB --------------------------------------------------------------------------------------------
 
-_TRANSIENT_CODES: Final = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-    }
-)
-_TRANSIENT_REASONS: Final = frozenset(
-    {"ThrottlingError", "ProvisionedThroughputExceeded", "InternalServerError"}
-)
-_LOST_RACE_REASONS: Final = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
-
 
 class _ConditionFailedError(Exception):
     """A conditional write found the item in another state: the caller decides what that means."""
-
-
-@contextmanager
-def _dynamodb_errors(operation: str) -> Iterator[None]:
-    """Map DynamoDB's failures: throttling and outages are transient, failed conditions are answers."""
-    try:
-        yield
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in _TRANSIENT_CODES:
-            raise TransientError(f"DynamoDB {operation}: {code}") from error
-        if code == "ConditionalCheckFailedException":
-            raise _ConditionFailedError(operation) from error
-        if code == "TransactionCanceledException":
-            reasons = {r.get("Code", "None") for r in error.response.get("CancellationReasons", [])}
-            if reasons & _TRANSIENT_REASONS:
-                raise TransientError(f"DynamoDB {operation}: {sorted(reasons)}") from error
-            if reasons & _LOST_RACE_REASONS or not reasons:
-                raise _ConditionFailedError(operation) from error
-        raise
-    except (ConnectionError, HTTPClientError) as error:
-        raise TransientError(f"DynamoDB {operation}: {error}") from error
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
 
 
 def _sort_time(at: datetime) -> str:
@@ -777,16 +730,11 @@ class DynamoMetadataStore(_MetadataRules):
     ) -> None:
         super().__init__(clock)
         self.table_name = table_name
-        self._client = client
-        self._client_lock = threading.Lock()
+        self._client = LazyClient(client)
 
     @property
     def client(self) -> Any:
-        # Created on first use, so moto (tests, the local cloud) is active before any client exists.
-        with self._client_lock:
-            if self._client is None:
-                self._client = boto3.session.Session().client("dynamodb")
-            return self._client
+        return self._client.get()
 
     # runs
 
@@ -857,7 +805,7 @@ class DynamoMetadataStore(_MetadataRules):
             keys = [{"pk": _s(f"RUN#{i}"), "sk": _s("RUN")} for i in run_ids[start : start + 100]]
             request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
             while request:
-                with _dynamodb_errors("batch_get_item"):
+                with dynamodb_errors("batch_get_item", _ConditionFailedError):
                     response = self.client.batch_get_item(RequestItems=request)
                 runs += [
                     Run.model_validate_json(i["doc"]["S"]) for i in response["Responses"][self.table_name]
@@ -1015,18 +963,18 @@ class DynamoMetadataStore(_MetadataRules):
 
     def _conditional(self, operation: str, request: dict[str, Any]) -> bool:
         try:
-            with _dynamodb_errors(operation):
+            with dynamodb_errors(operation, _ConditionFailedError):
                 getattr(self.client, operation)(**request)
         except _ConditionFailedError:
             return False
         return True
 
     def _transact(self, items: list[dict[str, Any]]) -> None:
-        with _dynamodb_errors("transact_write_items"):
+        with dynamodb_errors("transact_write_items", _ConditionFailedError):
             self.client.transact_write_items(TransactItems=items)
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
-        with _dynamodb_errors("get_item"):
+        with dynamodb_errors("get_item", _ConditionFailedError):
             response = self.client.get_item(
                 TableName=self.table_name, Key={"pk": _s(pk), "sk": _s(sk)}, ConsistentRead=True
             )
@@ -1036,7 +984,7 @@ class DynamoMetadataStore(_MetadataRules):
     def _pages(self, request: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
         request = {"TableName": self.table_name, **request}
         while True:
-            with _dynamodb_errors("query"):
+            with dynamodb_errors("query", _ConditionFailedError):
                 response = self.client.query(**request)
             yield response.get("Items", [])
             start = response.get("LastEvaluatedKey")

@@ -29,17 +29,17 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, Final, Protocol, TypeVar
 
-import boto3
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.dynamo import LazyClient, dynamodb_errors
+from shared.dynamo import n as _n
+from shared.dynamo import s as _s
 from shared.errors import ConflictError, NotFoundError, TransientError
 from shared.metadata import TimeRange, UtcDatetime, utcnow
 from shared.observability import logger
@@ -964,43 +964,7 @@ def _copy(version: ModelVersion) -> ModelVersion:
 
 # --- DynamoDB --------------------------------------------------------------------------------------------
 
-_TRANSIENT_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-    }
-)
-_TRANSIENT_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "InternalServerError"})
-_LOST_RACE_REASONS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 _MUTABLE = {"stage", "runtime_metrics", "tags", "approvals"}
-
-
-@contextmanager
-def _dynamodb_errors(operation: str) -> Iterator[None]:
-    """Map DynamoDB's failures onto Flywheel's: throttling and outages are transient, lost races conflicts."""
-    try:
-        yield
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in _TRANSIENT_CODES:
-            raise TransientError(f"DynamoDB {operation}: {code}") from error
-        if code == "ConditionalCheckFailedException":
-            raise WriteConflictError(f"DynamoDB {operation}: condition failed") from error
-        if code == "TransactionCanceledException":
-            reasons = {r.get("Code", "None") for r in error.response.get("CancellationReasons", [])}
-            if reasons & _TRANSIENT_REASONS:
-                raise TransientError(f"DynamoDB {operation}: {sorted(reasons)}") from error
-            if reasons & _LOST_RACE_REASONS or not reasons:
-                raise WriteConflictError(f"DynamoDB {operation}: {sorted(reasons)}") from error
-        raise
-    except (ConnectionError, HTTPClientError) as error:
-        raise TransientError(f"DynamoDB {operation}: {error}") from error
 
 
 def _model_pk(name: str) -> str:
@@ -1011,29 +975,16 @@ def _version_sk(version: int) -> str:
     return f"VERSION#{version:010d}"
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
-
-
 class DynamoRegistryStore:
     """The registry store on one DynamoDB table (layout in the module docstring)."""
 
     def __init__(self, table_name: str, *, client: Any = None) -> None:
         self.table_name = table_name
-        self._client = client
-        self._client_lock = threading.Lock()
+        self._client = LazyClient(client)
 
     @property
     def client(self) -> Any:
-        # Created on first use, so moto (tests, the local cloud) is active before any client exists.
-        with self._client_lock:
-            if self._client is None:
-                self._client = boto3.session.Session().client("dynamodb")
-            return self._client
+        return self._client.get()
 
     # reads
 
@@ -1083,10 +1034,10 @@ class DynamoRegistryStore:
         if len(operations) == 1:
             ((kind, params),) = (next(iter(o.items())) for o in operations)
             call = {"Put": "put_item", "Update": "update_item", "Delete": "delete_item"}[kind]
-            with _dynamodb_errors(call):
+            with dynamodb_errors(call, WriteConflictError):
                 getattr(self.client, call)(**params)
             return
-        with _dynamodb_errors("transact_write_items"):
+        with dynamodb_errors("transact_write_items", WriteConflictError):
             self.client.transact_write_items(TransactItems=operations)
 
     def _operation(self, write: RegistryWrite) -> dict[str, dict[str, Any]]:
@@ -1175,7 +1126,7 @@ class DynamoRegistryStore:
                 return {"Update": _patch_update(table, write)}
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
-        with _dynamodb_errors("get_item"):
+        with dynamodb_errors("get_item", WriteConflictError):
             response = self.client.get_item(
                 TableName=self.table_name, Key={"pk": _s(pk), "sk": _s(sk)}, ConsistentRead=True
             )
@@ -1212,7 +1163,7 @@ class DynamoRegistryStore:
         else:
             request["IndexName"] = index
         items: list[dict[str, Any]] = []
-        with _dynamodb_errors("query"):
+        with dynamodb_errors("query", WriteConflictError):
             while True:
                 response = self.client.query(**request)
                 items.extend(response.get("Items", []))

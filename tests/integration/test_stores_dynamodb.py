@@ -78,9 +78,21 @@ class TestDynamoMetadata(MetadataContract):
         return DynamoMetadataStore(emptied(cloud, "metadata"))
 
 
-def test_clients_are_made_on_first_use_not_at_construction() -> None:
-    assert DynamoRegistryStore("t")._client is None
-    assert DynamoMetadataStore("t")._client is None
+def test_clients_are_made_on_first_use_not_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    real = boto3.session.Session
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def client(self, service: str, *args: Any, **kwargs: Any) -> Any:
+            made.append(service)
+            return super().client(service, *args, region_name="us-east-1")
+
+    monkeypatch.setattr(boto3.session, "Session", Recording)
+    registry, metadata = DynamoRegistryStore("t"), DynamoMetadataStore("t")
+    assert made == []
+    assert registry.client is registry.client
+    assert metadata.client is not None
+    assert made == ["dynamodb", "dynamodb"]
 
 
 @pytest.fixture
