@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
     trigger_function: str = Field(validation_alias=EnvVar.TRIGGER_FUNCTION.value)
     code_version: str = Field(default="unknown", validation_alias=EnvVar.CODE_VERSION.value)
+    # Serving. How stale the production alias may be in a warm predict function (a promotion or rollback
+    # is served within this many seconds, without a redeploy); and what one request may carry (API
+    # Gateway and Lambda cap a synchronous payload at 6 MB).
+    alias_refresh_seconds: float = Field(
+        default=5.0, ge=0, validation_alias=EnvVar.ALIAS_REFRESH_SECONDS.value
+    )
+    max_rows_per_request: int = Field(default=1000, ge=1, validation_alias=EnvVar.MAX_PREDICT_ROWS.value)
+    max_request_bytes: int = Field(default=6_000_000, ge=1, validation_alias=EnvVar.MAX_REQUEST_BYTES.value)
 
 
 @lru_cache(maxsize=1)

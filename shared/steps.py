@@ -41,11 +41,13 @@ from shared.metadata import (
     model_version_id,
 )
 from shared.observability import logger, metrics
+from shared.packaging import package_for_serving, serving_signature
 from shared.registry import (
     ArtifactRef,
     GateResult,
     ModelVersion,
     NewModelVersion,
+    ServingFlavor,
     Stage,
     TrainingDataset,
 )
@@ -62,6 +64,7 @@ from shared.training import (
 from shared.validation import ROW_ID_COLUMN, validate_file
 
 PIPELINE_ACTOR = "pipeline"
+ONNX_ARTIFACT = "model.onnx"
 
 
 class _State(BaseModel):
@@ -84,7 +87,11 @@ class SourceFile(_State):
 
 
 class Candidate(_State):
-    """What Train produced: the model and what it needs to be judged and served."""
+    """What Train produced: the model and what it needs to be judged and served.
+
+    ``serving_flavor`` is ONNX when the converted model matched scikit-learn on the holdout (``onnx`` is
+    then its artifact); ``flavor_reason`` says why either way and ``parity`` holds the measured figures.
+    """
 
     artifact: ArtifactRef
     holdout_uri: str
@@ -96,6 +103,10 @@ class Candidate(_State):
     params: dict[str, Any] = Field(default_factory=dict)
     classes: list[str] | None = None
     fit_seconds: float = 0.0
+    serving_flavor: ServingFlavor = ServingFlavor.SKLEARN
+    onnx: ArtifactRef | None = None
+    flavor_reason: str = ""
+    parity: dict[str, Any] = Field(default_factory=dict)
 
 
 class EvaluationSummary(_State):
@@ -276,7 +287,8 @@ def quarantine(svc: Services, state: RunState, error: FlywheelError) -> ObjectRe
 
 
 def train_step(state: RunState, svc: Services) -> RunState:
-    """Fit the contract's pipeline on the training window; store the model, holdout and reference profile."""
+    """Fit the contract's pipeline on the training window; store the model, holdout and reference profile,
+    and the ONNX form of the model when it matches scikit-learn on the holdout (its serving flavour)."""
     with recorded_step(svc, state, "train"):
         contract = load_contract(svc.objects, svc.settings, state.model)
         datasets = training_window(svc.metadata.list_datasets(state.model), contract)
@@ -295,15 +307,29 @@ def train_step(state: RunState, svc: Services) -> RunState:
         holdout_body = frame_to_parquet(trained.holdout)
         holdout = _put_artifact(svc, state, "holdout.parquet", holdout_body, ArtifactKind.HOLDOUT)
         profile_ref = _put_artifact(svc, state, "profile.json", _json(profile), ArtifactKind.PROFILE)
+        package = package_for_serving(trained.pipeline, trained.holdout, contract, reference=predictions)
+        onnx = (
+            _put_artifact(svc, state, ONNX_ARTIFACT, package.onnx, ArtifactKind.ONNX)
+            if package.flavor is ServingFlavor.ONNX and package.onnx is not None
+            else None
+        )
+        flavor = ServingFlavor.ONNX if onnx else ServingFlavor.SKLEARN
         for dataset in datasets:
             svc.metadata.link(
                 NodeType.DATASET, dataset.dataset_id, NodeType.RUN, state.run_id, Relation.INPUT
             )
         metrics.add_metric(name="ModelTrained", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="FitSeconds", unit=MetricUnit.Seconds, value=trained.fit_seconds)
+        metrics.add_metric(name="OnnxPackaged" if onnx else "SklearnFallback", unit=MetricUnit.Count, value=1)
         logger.info(
             "model trained",
-            extra={"rows": trained.train_rows, "holdout": len(trained.holdout), "datasets": len(datasets)},
+            extra={
+                "rows": trained.train_rows,
+                "holdout": len(trained.holdout),
+                "datasets": len(datasets),
+                "serving_flavor": flavor.value,
+                "flavor_reason": package.reason,
+            },
         )
         candidate = Candidate(
             artifact=model,
@@ -316,6 +342,10 @@ def train_step(state: RunState, svc: Services) -> RunState:
             params=trained.params,
             classes=trained.classes,
             fit_seconds=trained.fit_seconds,
+            serving_flavor=flavor,
+            onnx=onnx,
+            flavor_reason=package.reason,
+            parity=package.parity,
         )
         return state.model_copy(update={"candidate": candidate})
 
@@ -403,7 +433,9 @@ def register_step(state: RunState, svc: Services) -> RunState:
             NewModelVersion(
                 artifact=candidate.artifact,
                 description=f"trained by run {state.run_id} ({state.reason.value})",
-                flavor_reason="ONNX conversion is not part of this pipeline yet",
+                serving_flavor=candidate.serving_flavor,
+                onnx_artifact=candidate.onnx,
+                flavor_reason=candidate.flavor_reason,
                 signature=signature(contract, candidate.classes),
                 training_datasets=[
                     TrainingDataset(
@@ -423,7 +455,11 @@ def register_step(state: RunState, svc: Services) -> RunState:
                 library_versions=library_versions(),
                 code_version=svc.settings.code_version,
                 reference_profile_uri=candidate.profile_uri,
-                tags={"reason": state.reason.value, "holdout_rows": str(candidate.holdout_rows)},
+                tags={
+                    "reason": state.reason.value,
+                    "holdout_rows": str(candidate.holdout_rows),
+                    **parity_tags(candidate.parity),
+                },
             ),
             run_id=state.run_id,
             registered_by=PIPELINE_ACTOR,
@@ -435,6 +471,14 @@ def register_step(state: RunState, svc: Services) -> RunState:
         svc.metadata.link(
             NodeType.ARTIFACT, f"{state.run_id}/model.pkl", NodeType.MODEL_VERSION, node, Relation.DERIVED
         )
+        if candidate.onnx is not None:
+            svc.metadata.link(
+                NodeType.ARTIFACT,
+                f"{state.run_id}/{ONNX_ARTIFACT}",
+                NodeType.MODEL_VERSION,
+                node,
+                Relation.DERIVED,
+            )
         metrics.add_metric(
             name="ModelRegistered" if evaluation.passed else "CandidateRejected",
             unit=MetricUnit.Count,
@@ -446,16 +490,25 @@ def register_step(state: RunState, svc: Services) -> RunState:
 
 def signature(contract: DataContract, classes: list[str] | None) -> dict[str, Any]:
     """What a request must carry, from the contract: served with the model and checked on every request."""
-    return {
-        "task": contract.task.value,
-        "target": contract.target,
-        "id_column": contract.id_column,
-        "features": {
-            name: feature.model_dump(mode="json", exclude_none=True)
-            for name, feature in contract.features.items()
-        },
-        "classes": classes,
-    }
+    return serving_signature(contract, classes)
+
+
+def parity_tags(parity: dict[str, Any]) -> dict[str, str]:
+    """The ONNX parity figures as registry tags (``parity_rows``, ``parity_label_mismatches``, ...)."""
+    tags = {}
+    for key in (
+        "rows",
+        "label_mismatches",
+        "value_mismatches",
+        "max_probability_difference",
+        "max_value_difference",
+        "tolerance",
+        "opsets",
+    ):
+        if key in parity:
+            value = parity[key]
+            tags[f"parity_{key}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return tags
 
 
 def promote_step(state: RunState, svc: Services) -> RunState:

@@ -43,8 +43,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils._param_validation import InvalidParameterError
 
+from shared import features
 from shared.contract import ESTIMATORS, DataContract, FeatureType, Task
 from shared.errors import ContractError, DataValidationError, IntegrityError
+from shared.features import MISSING
 from shared.hashing import sha256_hex
 
 __all__ = [
@@ -67,10 +69,6 @@ __all__ = [
     "split_holdout",
     "train",
 ]
-
-# Missing categorical values become this category before the pipeline: skl2onnx cannot convert an imputer
-# of NaN on strings, and the serving path (no pandas) applies the same rule with :func:`prepare_row`.
-MISSING = "__missing__"
 
 # Column prefix of class probabilities in :func:`predict_frame`'s output.
 PROBABILITY_PREFIX = "proba_"
@@ -129,12 +127,6 @@ def _numeric_features(contract: DataContract) -> list[str]:
     return [name for name, f in contract.features.items() if f.type is not FeatureType.CATEGORICAL]
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def prepare_features(frame: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
     """The contract's feature columns, ready for the pipeline: numeric and boolean as float64, categorical
     as text with every missing value replaced by :data:`MISSING`."""
@@ -145,8 +137,8 @@ def prepare_features(frame: pd.DataFrame, contract: DataContract) -> pd.DataFram
     for name, feature in contract.features.items():
         column = frame[name]
         if feature.type is FeatureType.CATEGORICAL:
-            text = column.astype(object)
-            prepared[name] = text.where(column.notna(), MISSING).map(str).astype(object)
+            # astype("str") keeps missing values missing, and writes any other value as str() would.
+            prepared[name] = column.astype("str").fillna(MISSING).astype(object)
         else:
             try:
                 prepared[name] = column.astype("float64")
@@ -161,34 +153,10 @@ def prepare_row(row: Mapping[str, Any], contract: DataContract) -> dict[str, Any
     """:func:`prepare_features` for one request row, in pure Python (the serving path has no pandas).
 
     Returns the contract's features in order: numeric and boolean as ``float`` (NaN when missing or absent;
-    booleans 1.0/0.0), categorical as ``str`` with :data:`MISSING` for a missing value.
+    booleans 1.0/0.0), categorical as ``str`` with :data:`MISSING` for a missing value. The rule lives in
+    :func:`shared.features.prepare_row`, which serving calls without importing this module.
     """
-    prepared: dict[str, Any] = {}
-    for name, feature in contract.features.items():
-        value: Any = row.get(name)
-        if feature.type is FeatureType.CATEGORICAL:
-            prepared[name] = MISSING if _is_missing(value) else str(value)
-        elif _is_missing(value):
-            prepared[name] = math.nan
-        elif feature.type is FeatureType.BOOLEAN and isinstance(value, str):
-            prepared[name] = _boolean_text(name, value)
-        else:
-            try:
-                prepared[name] = float(value)
-            except (TypeError, ValueError) as exc:
-                raise DataValidationError(
-                    f"feature {name!r} must be {feature.type.value}, got {value!r}", problems=[name]
-                ) from exc
-    return prepared
-
-
-def _boolean_text(name: str, value: str) -> float:
-    lowered = value.strip().lower()
-    if lowered in {"true", "1", "yes"}:
-        return 1.0
-    if lowered in {"false", "0", "no"}:
-        return 0.0
-    raise DataValidationError(f"feature {name!r} must be boolean, got {value!r}", problems=[name])
+    return features.prepare_row(row, {name: f.type.value for name, f in contract.features.items()})
 
 
 # --- the pipeline ---------------------------------------------------------------------------------------
@@ -291,7 +259,7 @@ def _target(frame: pd.DataFrame, contract: DataContract) -> pd.Series:
             problems=[f"{contract.target}: {missing} missing value(s)"],
         )
     if contract.task is Task.CLASSIFICATION:
-        return column.astype(object).map(str).astype(object)
+        return column.astype("str").astype(object)
     return column.astype("float64")
 
 

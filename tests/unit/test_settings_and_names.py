@@ -8,6 +8,7 @@ from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.names import StackNames
 from infra.policies import function_policy, state_machine_policy
+from shared.env_names import EnvVar
 from shared.settings import Settings
 from tests.fixtures.stack import platform_stack
 
@@ -79,3 +80,38 @@ def test_stack_files_load_and_prod_is_protected() -> None:
         StackConfig.from_values("dev", {"flywheel:apiAuth": "jwt"})
     with pytest.raises(ValueError, match="extra"):
         StackConfig.from_values("dev", {"flywheel:protekt": True})
+
+
+def test_serving_limits_have_defaults_and_read_their_variables() -> None:
+    """The predict function's knobs need not be set by infra; when they are, they are read."""
+    required = {
+        "FLYWHEEL_ENVIRONMENT": "dev",
+        "AWS_REGION": "eu-west-1",
+        "FLYWHEEL_DATA_BUCKET": "d",
+        "FLYWHEEL_ARTIFACTS_BUCKET": "a",
+        "FLYWHEEL_REGISTRY_TABLE": "r",
+        "FLYWHEEL_METADATA_TABLE": "m",
+        "FLYWHEEL_IDEMPOTENCY_TABLE": "i",
+        "FLYWHEEL_CAPTURE_STREAM": "c",
+        "FLYWHEEL_STATE_MACHINE_ARN": "s",
+        "FLYWHEEL_TRIGGER_FUNCTION": "t",
+    }
+    defaults = Settings.model_validate(required)
+    assert (defaults.alias_refresh_seconds, defaults.max_rows_per_request, defaults.max_request_bytes) == (
+        5.0,
+        1000,
+        6_000_000,
+    )
+    tuned = Settings.model_validate(
+        {
+            **required,
+            EnvVar.ALIAS_REFRESH_SECONDS.value: "1.5",
+            EnvVar.MAX_PREDICT_ROWS.value: "50",
+            EnvVar.MAX_REQUEST_BYTES.value: "1000",
+        }
+    )
+    assert (tuned.alias_refresh_seconds, tuned.max_rows_per_request, tuned.max_request_bytes) == (
+        1.5,
+        50,
+        1000,
+    )

@@ -21,6 +21,7 @@ from shared.errors import ConflictError, ContractError, DataValidationError, Not
 from shared.evaluation import score
 from shared.hashing import sha256_hex
 from shared.metadata import (
+    ArtifactKind,
     Dataset,
     Direction,
     NodeType,
@@ -30,8 +31,9 @@ from shared.metadata import (
     TimeRange,
     file_id,
 )
-from shared.registry import Stage
+from shared.registry import ServingFlavor, Stage
 from shared.services import Services
+from shared.serving import load_served_model
 from shared.steps import (
     RunState,
     SourceFile,
@@ -45,7 +47,7 @@ from shared.steps import (
     validate_step,
 )
 from shared.storage import ObjectRef
-from shared.training import library_versions
+from shared.training import library_versions, prepare_features, prepare_row
 from shared.trigger import RunRequest, on_new_object, on_request
 from tests.fixtures.services import (
     churn_contract,
@@ -554,3 +556,59 @@ def test_combine_with_a_files_window_keeps_every_row() -> None:
     frames = [rows(("C1", 0, "basic")), rows(("C2", 300, "pro"))]
 
     assert list(combine(frames, windowed(files=2), "customer_id")["customer_id"]) == ["C1", "C2"]
+
+
+# --- the serving flavour ------------------------------------------------------------------------------------
+
+
+def test_train_stores_the_onnx_model_and_register_records_the_flavour_and_its_parity(svc: Services) -> None:
+    """Given a model that converts, when its run goes through the pipeline, then the version is served as
+    ONNX from an artifact whose sha256 the registry holds, with the parity figures as tags, and it answers
+    as the pickled pipeline does."""
+    state = new_file(svc, "incoming/churn/jan.csv", churn_csv(600, seed=1))
+
+    done = run_pipeline(svc, state)
+
+    candidate = done.require("candidate")
+    version = svc.registry.get_model_version("churn", 1)
+    assert version.serving_flavor is ServingFlavor.ONNX
+    assert version.onnx_artifact == candidate.onnx
+    assert version.onnx_artifact is not None and version.onnx_artifact.uri.endswith("/model.onnx")
+    stored = svc.objects.get(ObjectRef.parse(version.onnx_artifact.uri)).body
+    assert sha256_hex(stored) == version.onnx_artifact.sha256
+    assert version.flavor_reason.startswith(
+        f"ONNX matches scikit-learn on all {candidate.holdout_rows} holdout"
+    )
+    assert version.tags["parity_rows"] == str(candidate.holdout_rows)
+    assert version.tags["parity_label_mismatches"] == "0"
+    assert float(version.tags["parity_max_probability_difference"]) <= 1e-4
+    assert json.loads(version.tags["parity_tolerance"]) == {"probability_abs": 1e-4}
+    assert svc.metadata.get_artifact(f"{state.run_id}/model.onnx").kind is ArtifactKind.ONNX
+    holdout = read_parquet(svc.objects, candidate.holdout_uri, candidate.holdout_sha256)
+    served = load_served_model(version, svc.objects)
+    rows = holdout[list(version.signature["features"])].astype(object)
+    prepared = [prepare_row(r, fast_contract()) for r in rows.to_dict("records")]
+    expected = load_model(svc, version.artifact).predict(prepare_features(holdout, fast_contract()))
+    assert served.predict(prepared).predictions == [str(label) for label in expected]
+
+
+def test_a_model_that_does_not_convert_is_registered_for_sklearn_with_the_reason(
+    svc: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_converter(*_: Any) -> bytes:
+        raise NotImplementedError("no converter for this estimator")
+
+    monkeypatch.setattr("shared.packaging._convert", no_converter)
+    state = new_file(svc, "incoming/churn/jan.csv", churn_csv(600, seed=1))
+
+    run_pipeline(svc, state)
+
+    version = svc.registry.get_model_version("churn", 1)
+    assert version.serving_flavor is ServingFlavor.SKLEARN
+    assert version.onnx_artifact is None
+    assert (
+        version.flavor_reason
+        == "ONNX conversion failed (NotImplementedError: no converter for this estimator)"
+    )
+    assert version.tags["parity_rows"] == "0"
+    assert load_served_model(version, svc.objects).flavor == "sklearn"
