@@ -17,10 +17,12 @@ from infra.spec import (
     LifecycleRule,
     Notification,
     Permission,
+    RouteSpec,
     ScheduleSpec,
     StackSpec,
     StateMachineRef,
     StateMachineSpec,
+    StreamRef,
     TableRef,
     TableSpec,
     list_bucket,
@@ -167,6 +169,34 @@ def _functions() -> tuple[FunctionSpec, ...]:
     )
 
 
+def _serving_functions() -> tuple[FunctionSpec, ...]:
+    return (
+        FunctionSpec(
+            name="predict",
+            handler=HANDLERS.format("predict"),
+            description="Answers prediction requests with the production version; captures what it saw",
+            memory_mb=1024,
+            timeout_s=15,
+            permissions=(
+                read_table("registry"),
+                read_objects("artifacts", f"{ArtifactPrefix.MODELS}*"),
+                Permission(
+                    actions=("firehose:PutRecord", "firehose:PutRecordBatch"),
+                    resource=StreamRef(stream="captures"),
+                ),
+            ),
+        ),
+    )
+
+
+PREDICT_ROUTES = (
+    RouteSpec(method="POST", path="/models/{model}/predict", function="predict"),
+    RouteSpec(method="GET", path="/models/{model}", function="predict"),
+    RouteSpec(method="GET", path="/health", function="predict", authorized=False),
+    RouteSpec(method="GET", path="/openapi.json", function="predict", authorized=False),
+)
+
+
 def flywheel_stack(config: StackConfig) -> StackSpec:
     """The stack for one environment; ``config`` carries its sizes, schedules and retention."""
     spec = StackSpec(
@@ -202,7 +232,8 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                 env_var=EnvVar.IDEMPOTENCY_TABLE,
             ),
         ),
-        functions=_functions(),
+        functions=(*_functions(), *_serving_functions()),
+        routes=PREDICT_ROUTES,
         schedules=(ScheduleSpec(name="retrain", expression=DEFAULT_RETRAIN_SCHEDULE, function="trigger"),),
         state_machine=StateMachineSpec(
             name="pipeline", definition=pipeline_definition, env_var=EnvVar.STATE_MACHINE_ARN

@@ -1,0 +1,382 @@
+"""The prediction API: routes, request and response models and every error's status, on Powertools' HTTP
+resolver with pydantic validation and its generated OpenAPI document.
+
+- ``POST /models/{model}/predict`` — ``{"instances": [...]}``, or MLflow's ``dataframe_split`` /
+  ``dataframe_records``; ``?version=N`` or ``?alias=NAME`` (default: the production alias, re-read every
+  few seconds so a promotion is served without a redeploy). Answers predictions, class probabilities for a
+  classifier, the model and version, and one ``request_id`` per row (to attach labels later).
+- ``GET /models/{model}`` — the production version, its signature and metrics.
+- ``GET /health``, ``GET /openapi.json``.
+
+Errors, never a 500 for a bad request: body not JSON → 400; fields missing, of the wrong type, out of range,
+outside the allowed categories or unknown → 422 listing every problem by row and field; too many rows or a
+body over the limit → 413; unknown model or version, or no production version yet → 404; an artifact whose
+sha256 does not match the registry → 503 (never loaded). Every answered row is sent to the capture stream;
+a capture failure is counted (``CaptureFailed``), never returned to the caller.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.capture import CaptureRecord, CaptureSink, FirehoseCaptureSink
+from shared.errors import IntegrityError, NotFoundError, TransientError
+from shared.observability import logger, metrics
+from shared.registry import PRODUCTION_ALIAS, DynamoRegistryStore, ModelRegistry
+from shared.serving import ModelCache
+from shared.settings import Settings, get_settings
+from shared.storage import S3ObjectStore
+
+API_TITLE = "Flywheel prediction API"
+
+
+# --- request and response models ---------------------------------------------------------------------------
+
+
+class DataframeSplit(BaseModel):
+    """MLflow's ``dataframe_split``: column names once, then rows as lists."""
+
+    model_config = ConfigDict(extra="forbid")
+    columns: list[str]
+    data: list[list[Any]]
+
+
+class PredictRequest(BaseModel):
+    """Exactly one of ``instances``, ``dataframe_split`` or ``dataframe_records``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"instances": [{"feature": "value"}]}]},
+    )
+    instances: list[dict[str, Any]] | None = None
+    dataframe_split: DataframeSplit | None = None
+    dataframe_records: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        given = [
+            name for name in ("instances", "dataframe_split", "dataframe_records") if getattr(self, name)
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "send exactly one non-empty of 'instances', 'dataframe_split' or 'dataframe_records'"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self.dataframe_split is not None:
+            split = self.dataframe_split
+            return [dict(zip(split.columns, row, strict=False)) for row in split.data]
+        return list(self.instances or self.dataframe_records or [])
+
+
+class Problem(BaseModel):
+    row: int | None = Field(
+        default=None, description="0-based row of the request, when the problem is in one"
+    )
+    field: str | None = None
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    message: str
+    problems: list[Problem] = Field(default_factory=list)
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    flavor: str
+    predictions: list[str | float]
+    probabilities: list[dict[str, float]] | None = None
+    request_ids: list[str]
+
+
+class ModelInfo(BaseModel):
+    model: str
+    alias: str
+    version: int
+    flavor: str
+    stage: str
+    registered_at: str
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str
+
+
+def _errors(*statuses: HTTPStatus) -> dict[int, Any]:
+    return {
+        status.value: {
+            "description": status.phrase,
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+        for status in statuses
+    }
+
+
+# --- what a warm function keeps ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Serving:
+    settings: Settings
+    registry: ModelRegistry
+    models: ModelCache
+    captures: CaptureSink
+
+
+@lru_cache(maxsize=1)
+def _serving_for(settings: Settings) -> _Serving:
+    import boto3  # noqa: PLC0415  (clients are made on the first request, after any mock)
+
+    objects = S3ObjectStore(boto3.client("s3", region_name=settings.region))
+    registry = ModelRegistry(
+        DynamoRegistryStore(
+            settings.registry_table, client=boto3.client("dynamodb", region_name=settings.region)
+        )
+    )
+    models = ModelCache(registry, objects, refresh_seconds=settings.alias_refresh_seconds)
+    return _Serving(settings, registry, models, FirehoseCaptureSink(settings.capture_stream))
+
+
+def serving() -> _Serving:
+    return _serving_for(get_settings())
+
+
+# --- routes -------------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: HTTPStatus, message: str, problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorBody(message=message, problems=problems or [])
+
+
+app = APIGatewayHttpResolver(enable_validation=True)
+
+
+@app.post(
+    "/models/<model>/predict",
+    summary="Predict with a model's production version (or a pinned version or alias)",
+    responses=_errors(
+        HTTPStatus.BAD_REQUEST,
+        HTTPStatus.NOT_FOUND,
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        HTTPStatus.SERVICE_UNAVAILABLE,
+    ),
+)
+def predict(
+    model: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")],
+    request: PredictRequest,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    alias: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9-]{0,63}$")] = None,
+) -> PredictResponse:
+    started = time.perf_counter()
+    if version is not None and alias is not None:
+        raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "give either ?version or ?alias, not both")
+    state = serving()
+    rows = request.rows()
+    limit = state.settings.max_rows_per_request
+    if len(rows) > limit:
+        raise ApiError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{len(rows)} rows in one request; at most {limit}"
+        )
+    served = state.models.resolve(model, alias or PRODUCTION_ALIAS, version=version)
+    predictions, problems = served.validate_and_predict(rows)
+    if problems or predictions is None:
+        raise ApiError(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            f"{len(problems)} problem(s) in the request for {model} v{served.version}",
+            [Problem(**p.as_dict()) for p in problems],
+        )
+    base = uuid.uuid4().hex[:20]
+    request_ids = [f"{base}-{i:04d}" for i in range(len(rows))]
+    _capture(state, served.name, served.version, rows, predictions, request_ids)
+    metrics.add_metric(
+        name="PredictLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
+    )
+    metrics.add_metric(name="PredictRows", unit=MetricUnit.Count, value=len(rows))
+    metrics.add_metric(name="ServedVersion", unit=MetricUnit.NoUnit, value=served.version)
+    return PredictResponse(
+        model=served.name,
+        version=served.version,
+        flavor=served.flavor,
+        predictions=predictions.predictions,
+        probabilities=predictions.probabilities,
+        request_ids=request_ids,
+    )
+
+
+def _capture(
+    state: _Serving,
+    model: str,
+    version: int,
+    rows: list[dict[str, Any]],
+    predictions: Any,
+    request_ids: list[str],
+) -> None:
+    probabilities = predictions.probabilities or [None] * len(rows)
+    records = [
+        CaptureRecord.of_prediction(
+            request_id=request_id,
+            model=model,
+            version=version,
+            inputs=row,
+            prediction=prediction,
+            probabilities=probability,
+        )
+        for request_id, row, prediction, probability in zip(
+            request_ids, rows, predictions.predictions, probabilities, strict=True
+        )
+    ]
+    accepted = state.captures.send(records)
+    if accepted < len(records):
+        metrics.add_metric(name="CaptureFailed", unit=MetricUnit.Count, value=len(records) - accepted)
+
+
+@app.get(
+    "/models/<model>",
+    summary="A model's production version: signature and metrics",
+    responses=_errors(HTTPStatus.NOT_FOUND, HTTPStatus.SERVICE_UNAVAILABLE),
+)
+def describe(
+    model: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")],
+    alias: Annotated[str, Query(pattern=r"^[a-z][a-z0-9-]{0,63}$")] = PRODUCTION_ALIAS,
+) -> ModelInfo:
+    state = serving()
+    number = state.models.alias_version(model, alias)
+    version = state.registry.get_model_version(model, number)
+    return ModelInfo(
+        model=model,
+        alias=alias,
+        version=number,
+        flavor=str(version.serving_flavor),
+        stage=str(version.stage),
+        registered_at=version.created_at.isoformat(),
+        signature=version.signature,
+        metrics=version.metrics,
+    )
+
+
+@app.get("/health", summary="Liveness")
+def health() -> Health:
+    return Health(status="ok")
+
+
+@app.get("/openapi.json", summary="This API's OpenAPI document", include_in_schema=False)
+def openapi() -> Response[str]:
+    return Response(
+        status_code=HTTPStatus.OK,
+        content_type=content_types.APPLICATION_JSON,
+        body=app.get_openapi_json_schema(title=API_TITLE, version="1"),
+    )
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+
+
+def _error(status: HTTPStatus, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[str]:
+    metrics.add_metric(name=f"PredictErrors{status.value}", unit=MetricUnit.Count, value=1)
+    return Response(
+        status_code=status.value,
+        content_type=content_types.APPLICATION_JSON,
+        body=body.model_dump_json(),
+        headers=headers,
+    )
+
+
+def _api_error(error: ApiError) -> Response[str]:
+    return _error(error.status, error.body)
+
+
+def _invalid_request(error: RequestValidationError) -> Response[str]:
+    errors = error.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return _error(HTTPStatus.BAD_REQUEST, ErrorBody(message="the request body is not valid JSON"))
+    problems = [_problem(e) for e in errors]
+    return _error(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        ErrorBody(message=f"{len(problems)} problem(s) in the request", problems=problems),
+    )
+
+
+def _problem(error: dict[str, Any]) -> Problem:
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "request")]
+    row = next((int(p) for p in location if p.isdigit()), None)
+    field = ".".join(p for p in location if not p.isdigit()) or None
+    return Problem(
+        row=row,
+        field=field,
+        problem=str(error.get("msg", error.get("type", "invalid"))).removeprefix("Value error, "),
+    )
+
+
+def _not_found(error: NotFoundError) -> Response[str]:
+    return _error(HTTPStatus.NOT_FOUND, ErrorBody(message=str(error)))
+
+
+def _tampered(error: IntegrityError) -> Response[str]:
+    logger.error("model artifact failed its integrity check", extra={"detail": str(error)})
+    metrics.add_metric(name="ModelIntegrityFailure", unit=MetricUnit.Count, value=1)
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        ErrorBody(message=f"the model cannot be served: its artifact failed the integrity check ({error})"),
+    )
+
+
+def _busy(error: TransientError) -> Response[str]:
+    logger.warning("registry or storage unavailable", extra={"detail": str(error)})
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        ErrorBody(message="temporarily unavailable, retry shortly"),
+        {"Retry-After": "1"},
+    )
+
+
+# Registered by call: Powertools' decorator is untyped, and the handlers stay typed this way.
+for _kind, _handle in (
+    (ApiError, _api_error),
+    (RequestValidationError, _invalid_request),
+    (NotFoundError, _not_found),
+    (IntegrityError, _tampered),
+    (TransientError, _busy),
+):
+    app.exception_handler(_kind)(_handle)
+
+
+def answer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Resolve an HTTP API (payload v2) or function URL event; bodies over the limit are refused unread."""
+    body = event.get("body") or ""
+    limit = get_settings().max_request_bytes
+    if len(body) > limit:
+        response = _error(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            ErrorBody(message=f"the request body is {len(body)} bytes; at most {limit}"),
+        )
+        return {
+            "statusCode": response.status_code,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": response.body,
+            "isBase64Encoded": False,
+        }
+    return app.resolve(event, context)
+
+
+__all__ = ["answer", "app"]
