@@ -22,6 +22,7 @@ warnings.filterwarnings("ignore", module="aws_lambda_powertools")
 import click  # noqa: E402
 
 from cli import actions, render  # noqa: E402
+from cli.api import RequestRefusedError, post_json, predict_url  # noqa: E402
 from examples.churn import generate, write  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
@@ -123,6 +124,45 @@ def main() -> None:
         chapter(7, f"Where v{latest} came from", f"flywheel lineage {MODEL}:{latest}")
         view = actions.lineage(svc, f"{MODEL}:{latest}")
         click.echo("\n".join("   " + line for line in render.lineage_text(view).splitlines()))
+
+        api_url = cloud.start_gateway()
+        customers = [
+            {
+                "customer_id": "C-new-1",
+                "tenure_months": 3,
+                "monthly_charges": 89.0,
+                "plan": "basic",
+                "region": "south",
+                "autopay": False,
+                "support_calls": 6,
+            },
+            {
+                "customer_id": "C-new-2",
+                "tenure_months": 60,
+                "monthly_charges": 45.5,
+                "plan": "pro",
+                "region": "north",
+                "autopay": True,
+                "support_calls": 0,
+            },
+        ]
+        chapter(
+            8,
+            "The production model answers over HTTP (the HTTP API, served locally as API Gateway would)",
+            f"POST {api_url}/models/{MODEL}/predict",
+            "flywheel predict churn '{\"tenure_months\": 3, ...}'   # the same, from the command line",
+        )
+        answer = post_json(predict_url(api_url, MODEL), {"instances": customers})
+        click.echo(f"   answered by {answer['model']} v{answer['version']} ({answer['flavor']} flavour)")
+        click.echo("\n".join("   " + line for line in render.predictions_table(answer).splitlines()))
+        click.echo("   Each row's request_id is how its true outcome is attached later, as a label.")
+        bad = dict(customers[0], plan="platinum", tenure_months="three")
+        try:
+            post_json(predict_url(api_url, MODEL), {"instances": [bad]})
+        except RequestRefusedError as refused:
+            click.echo(f"   a malformed request is refused with {refused.status} and every problem:")
+            for problem in refused.problems:
+                click.echo(f"     row {problem.get('row')} {problem.get('field')}: {problem.get('problem')}")
 
         click.echo()
         click.secho(
