@@ -13,7 +13,15 @@ from enum import StrEnum
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import ContractError
 
@@ -129,6 +137,53 @@ class Gates(_Block):
         return value
 
 
+# What the monitor watches when the contract names no metric and gates none: the task's headline metric.
+DEFAULT_MONITORING_METRIC: dict[Task, str] = {Task.CLASSIFICATION: "roc_auc", Task.REGRESSION: "rmse"}
+
+
+class MonitoringPolicy(_Block):
+    """When the monitor asks for a retraining (the contract's optional ``monitoring:`` block).
+
+    A feature has drifted when its PSI is at least ``psi``, when its test's p-value (KS for numeric
+    features, chi-square for categorical and boolean ones) is below ``ks_p_value`` divided by the number of
+    profiled features (Bonferroni: ``ks_p_value`` bounds the chance that any feature of a window with no
+    drift is flagged by its test), or when its missing rate moved by more than ``max_missing_rate_change``.
+    The model has drifted when at least ``drift_share`` of its features have. It has degraded when
+    ``metric`` on labelled captures is worse than on the holdout by more than ``max_metric_drop`` (in the
+    metric's own direction). A window needs ``min_rows`` captures to judge drift and ``min_labelled_rows``
+    labels to judge performance; after a trigger, another waits ``cooldown_hours``. ``metric`` left out is
+    the first gate metric, else roc_auc (classification) or rmse (regression):
+    :attr:`DataContract.monitoring_policy` fills it in.
+    """
+
+    psi: float = Field(default=0.2, gt=0)
+    ks_p_value: float = Field(default=0.01, gt=0, lt=1)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    max_missing_rate_change: float = Field(default=0.2, ge=0, le=1)
+    metric: str | None = None
+    max_metric_drop: float = Field(default=0.05, ge=0)
+    min_rows: int = Field(default=200, ge=1)
+    min_labelled_rows: int = Field(default=100, ge=1)
+    cooldown_hours: float = Field(default=24.0, ge=0)
+    window_hours: float = Field(default=24.0, gt=0)
+    max_window_rows: int = Field(default=200_000, ge=1)
+
+    @model_validator(mode="after")
+    def _window_holds_enough(self) -> MonitoringPolicy:
+        if self.max_window_rows < self.min_rows:
+            raise ValueError(
+                f"max_window_rows ({self.max_window_rows}) is below min_rows ({self.min_rows}): "
+                "no window could ever be judged"
+            )
+        return self
+
+
+def default_monitoring_metric(task: Task, gates: Gates | None) -> str:
+    """The task's first gate metric (floors first, then allowed regressions), else its headline metric."""
+    names = [*gates.min, *gates.max_regression] if gates is not None else []
+    return next((name for name in names if name in METRICS[task]), DEFAULT_MONITORING_METRIC[task])
+
+
 class DataContract(_Block):
     model: str
     task: Task
@@ -141,6 +196,8 @@ class DataContract(_Block):
     max_file_mb: float = Field(default=512.0, gt=0)
     training: Training = Field(default_factory=Training)
     gates: Gates = Field(default_factory=Gates)
+    # Declared after task: its validator checks the metric against it.
+    monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
     description: str = ""
 
     @field_validator("model")
@@ -148,6 +205,15 @@ class DataContract(_Block):
     def _registry_name(cls, value: str) -> str:
         if not re.match(MODEL_NAME, value):
             raise ValueError(f"use lowercase letters, digits and '-' (at most 64), got {value!r}")
+        return value
+
+    @field_validator("monitoring")
+    @classmethod
+    def _monitoring_metric(cls, value: MonitoringPolicy, info: ValidationInfo) -> MonitoringPolicy:
+        task = info.data.get("task")
+        problem = _monitoring_metric_problem(value.metric, task) if value.metric and task else ""
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("target_values", mode="before")
@@ -168,6 +234,15 @@ class DataContract(_Block):
     def features_of(self, kind: FeatureType) -> list[str]:
         return [name for name, f in self.features.items() if f.type is kind]
 
+    @property
+    def monitoring_policy(self) -> MonitoringPolicy:
+        """The ``monitoring`` block with its metric filled in (:func:`default_monitoring_metric` when the
+        contract names none). Filled here rather than stored, so a contract's document keeps only what its
+        author wrote, and stays valid when its task or gates change."""
+        if self.monitoring.metric is not None:
+            return self.monitoring
+        return self.monitoring.model_copy(update={"metric": default_monitoring_metric(self.task, self.gates)})
+
     def higher_is_better(self, metric: str) -> bool:
         return METRICS[self.task][metric]
 
@@ -182,7 +257,12 @@ def contract_problems(document: dict[str, Any]) -> list[str]:
         task: Task | None = Task(str(document.get("task")))
     except ValueError:
         task = None
-    return [*_column_problems(document), *_training_problems(document, task), *_gate_problems(document, task)]
+    return [
+        *_column_problems(document),
+        *_training_problems(document, task),
+        *_gate_problems(document, task),
+        *_monitoring_problems(document, task),
+    ]
 
 
 def _column_problems(document: dict[str, Any]) -> list[str]:
@@ -235,6 +315,21 @@ def _gate_problems(document: dict[str, Any], task: Task | None) -> list[str]:
             elif isinstance(value, int | float) and not math.isfinite(value):
                 problems.append(f"gates.{block}.{metric}: must be a finite number")
     return problems
+
+
+def _monitoring_metric_problem(metric: str, task: Task) -> str:
+    if metric in METRICS[task]:
+        return ""
+    return f"metric {metric!r} is not a {task.value} metric; use one of {sorted(METRICS[task])}"
+
+
+def _monitoring_problems(document: dict[str, Any], task: Task | None) -> list[str]:
+    # Worded as the field validator words it, so parse_contract lists the problem once when both find it.
+    metric = _mapping(document, "monitoring").get("metric")
+    if task is None or not isinstance(metric, str):
+        return []
+    problem = _monitoring_metric_problem(metric, task)
+    return [f"monitoring: {problem}"] if problem else []
 
 
 def _mapping(document: dict[str, Any], key: str) -> dict[str, Any]:

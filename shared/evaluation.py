@@ -2,6 +2,8 @@
 
 :func:`score` computes the task's metrics (``shared.contract.METRICS``); a metric that cannot be computed
 on this holdout is left out and explained in ``notes`` rather than reported as a misleading number.
+:func:`score_predictions` computes the same metrics, with the same code, on predictions already made (the
+monitor's labelled captures).
 :func:`decide_gate` compares a candidate's scores with the contract's floors and with the production
 model's scores, and says why in sentences a person can act on.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -73,7 +75,13 @@ class GateDecision(BaseModel):
 
 
 def _computed(
-    name: str, compute: Callable[[], Any], metrics: dict[str, float], notes: list[str], why: str = ""
+    name: str,
+    compute: Callable[[], Any],
+    metrics: dict[str, float],
+    notes: list[str],
+    why: str = "",
+    *,
+    scope: str = "holdout",
 ) -> None:
     """Run one metric; keep it when it is a finite number, else note why it was left out."""
     if why:
@@ -84,12 +92,12 @@ def _computed(
             warnings.simplefilter("ignore")
             value = float(compute())
     except ValueError as exc:
-        notes.append(f"{name}: not computable on this holdout ({exc})")
+        notes.append(f"{name}: not computable on this {scope} ({exc})")
         return
     if math.isfinite(value):
         metrics[name] = value
     else:
-        notes.append(f"{name}: not defined on this holdout (got {value})")
+        notes.append(f"{name}: not defined on this {scope} (got {value})")
 
 
 def _score_classification(
@@ -98,24 +106,49 @@ def _score_classification(
     classes = [str(c) for c in pipeline.classes_]
     probabilities = pipeline.predict_proba(features)
     predicted = np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]
+    _classification_metrics(classes, predicted, probabilities, truth, metrics, notes, scope="holdout")
+
+
+def _classification_metrics(
+    classes: list[str],
+    predicted: np.ndarray,
+    probabilities: np.ndarray | None,
+    truth: np.ndarray,
+    metrics: dict[str, float],
+    notes: list[str],
+    *,
+    scope: str,
+    no_probabilities: str = "",
+) -> None:
     present = sorted({str(v) for v in truth})
     unseen = [c for c in present if c not in classes]
 
-    _computed("accuracy", lambda: accuracy_score(truth, predicted), metrics, notes)
-    _computed("f1", lambda: f1_score(truth, predicted, average="macro"), metrics, notes)
+    _computed("accuracy", lambda: accuracy_score(truth, predicted), metrics, notes, scope=scope)
+    _computed("f1", lambda: f1_score(truth, predicted, average="macro"), metrics, notes, scope=scope)
 
+    if probabilities is None:
+        why = no_probabilities or f"no class probabilities were given for the {scope}"
+        notes.extend(f"{name}: {why}" for name in ("roc_auc", "log_loss"))
+        return
     auc_problem = ""
     if len(present) < 2:
-        auc_problem = f"the holdout has a single class ({present}), so ROC AUC is undefined"
+        auc_problem = f"the {scope} has a single class ({present}), so ROC AUC is undefined"
     elif unseen:
-        auc_problem = f"the holdout has class(es) {unseen} the model never saw"
+        auc_problem = f"the {scope} has class(es) {unseen} the model never saw"
     elif len(classes) > 2 and len(present) < len(classes):
         missing = [c for c in classes if c not in present]
-        auc_problem = f"class(es) {missing} do not appear in the holdout, so one-vs-rest AUC is undefined"
+        auc_problem = f"class(es) {missing} do not appear in the {scope}, so one-vs-rest AUC is undefined"
     if len(classes) == 2:
         positive = sorted(classes)[1]
         column = probabilities[:, classes.index(positive)]
-        _computed("roc_auc", lambda: roc_auc_score(truth == positive, column), metrics, notes, auc_problem)
+        _computed(
+            "roc_auc",
+            lambda: roc_auc_score(truth == positive, column),
+            metrics,
+            notes,
+            auc_problem,
+            scope=scope,
+        )
     else:
         _computed(
             "roc_auc",
@@ -123,10 +156,16 @@ def _score_classification(
             metrics,
             notes,
             auc_problem,
+            scope=scope,
         )
-    loss_problem = f"the holdout has class(es) {unseen} the model never saw" if unseen else ""
+    loss_problem = f"the {scope} has class(es) {unseen} the model never saw" if unseen else ""
     _computed(
-        "log_loss", lambda: log_loss(truth, probabilities, labels=classes), metrics, notes, loss_problem
+        "log_loss",
+        lambda: log_loss(truth, probabilities, labels=classes),
+        metrics,
+        notes,
+        loss_problem,
+        scope=scope,
     )
 
 
@@ -134,10 +173,16 @@ def _score_regression(
     pipeline: Any, features: pd.DataFrame, truth: np.ndarray, metrics: dict[str, float], notes: list[str]
 ) -> None:
     predicted = np.asarray(pipeline.predict(features), dtype="float64")
-    _computed("rmse", lambda: root_mean_squared_error(truth, predicted), metrics, notes)
-    _computed("mae", lambda: mean_absolute_error(truth, predicted), metrics, notes)
+    _regression_metrics(predicted, truth, metrics, notes, scope="holdout")
+
+
+def _regression_metrics(
+    predicted: np.ndarray, truth: np.ndarray, metrics: dict[str, float], notes: list[str], *, scope: str
+) -> None:
+    _computed("rmse", lambda: root_mean_squared_error(truth, predicted), metrics, notes, scope=scope)
+    _computed("mae", lambda: mean_absolute_error(truth, predicted), metrics, notes, scope=scope)
     r2_problem = "R² needs at least two rows" if len(truth) < 2 else ""
-    _computed("r2", lambda: r2_score(truth, predicted), metrics, notes, r2_problem)
+    _computed("r2", lambda: r2_score(truth, predicted), metrics, notes, r2_problem, scope=scope)
 
 
 def score(pipeline: Any, holdout: pd.DataFrame, contract: DataContract) -> Evaluation:
@@ -161,6 +206,51 @@ def score(pipeline: Any, holdout: pd.DataFrame, contract: DataContract) -> Evalu
         _score_classification(pipeline, features, truth, metrics, notes)
     else:
         _score_regression(pipeline, features, target.to_numpy(dtype="float64"), metrics, notes)
+    return Evaluation(metrics=metrics, notes=notes, rows=rows)
+
+
+def score_predictions(
+    truth: Sequence[Any] | np.ndarray,
+    predicted: Sequence[Any] | np.ndarray,
+    task: Task,
+    *,
+    probabilities: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
+    scope: str = "labelled window",
+) -> Evaluation:
+    """:func:`score`'s metrics for predictions already made (captured ones, joined with their labels).
+
+    ``truth`` and ``predicted`` hold one value per row (classification: labels, compared as text;
+    regression: numbers). For classification, ``probabilities`` has one column per class in ``classes``
+    order (the model's order); without them roc_auc and log_loss are left out, with a note. The same
+    metric code as :func:`score`, so a live metric and a holdout metric are the same quantity.
+    """
+    rows = len(truth)
+    if rows != len(predicted):
+        raise ValueError(f"{rows} true value(s) but {len(predicted)} prediction(s)")
+    if rows == 0:
+        return Evaluation(metrics={}, notes=[f"the {scope} is empty: no metric computed"], rows=0)
+    metrics: dict[str, float] = {}
+    notes: list[str] = []
+    if task is Task.CLASSIFICATION:
+        truth_text = np.asarray([str(v) for v in truth], dtype=object)
+        predicted_text = np.asarray([str(v) for v in predicted], dtype=object)
+        labels = [str(c) for c in classes] if classes is not None else sorted({*truth_text, *predicted_text})
+        matrix = None if probabilities is None else np.asarray(probabilities, dtype="float64")
+        if matrix is not None and matrix.shape != (rows, len(labels)):
+            raise ValueError(f"probabilities have shape {matrix.shape}; expected {(rows, len(labels))}")
+        why = ""
+        if matrix is not None and not np.isfinite(matrix).all(axis=1).all():
+            lacking = int((~np.isfinite(matrix).all(axis=1)).sum())
+            why = f"{lacking} of {rows} row(s) have no class probabilities"
+            matrix = None
+        _classification_metrics(
+            labels, predicted_text, matrix, truth_text, metrics, notes, scope=scope, no_probabilities=why
+        )
+    else:
+        truth_values = np.asarray(truth, dtype="float64")
+        predicted_values = np.asarray(predicted, dtype="float64")
+        _regression_metrics(predicted_values, truth_values, metrics, notes, scope=scope)
     return Evaluation(metrics=metrics, notes=notes, rows=rows)
 
 
