@@ -54,6 +54,12 @@ Problems
     data rows count from 1, the header is not a row; ``"line 4"`` for malformed CSV counts file lines). Once
     the file is known to be unreadable, or read as a single column, only that is reported: the rest would be
     noise.
+
+Building blocks
+    The feature store checks feature files against a feature view with the same reader and rules: a
+    :class:`Rulebook` names what a file is checked against in messages and caps its size;
+    :func:`read_upload`, :func:`presence_problems`, :class:`ColumnChecks` (typing and rules per column),
+    :func:`clean`, :func:`canonical_text` and :func:`rejection` are what :func:`validate_file` is made of.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ import io
 import re
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +121,25 @@ class ValidatedData:
     profile: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Rulebook:
+    """What a file is checked against, as messages name it, and the largest file it accepts."""
+
+    owner: str  # "the contract for 'churn'": it requires columns and caps the size
+    document: str  # "contract": a column is "not in the contract", or added to "the contract's features"
+    title: str  # "the data contract for 'churn'": a rejected file "does not meet" it
+    max_file_mb: float
+
+    @classmethod
+    def of_contract(cls, contract: DataContract) -> Rulebook:
+        return cls(
+            owner=f"the contract for '{contract.model}'",
+            document="contract",
+            title=f"the data contract for '{contract.model}'",
+            max_file_mb=contract.max_file_mb,
+        )
+
+
 class _RefusalError(Exception):
     """Raised inside the reader when the file cannot be read as a table at all."""
 
@@ -131,10 +156,15 @@ def read_table(body: bytes, filename: str, contract: DataContract) -> pd.DataFra
 
     Raises :class:`DataValidationError` with one problem when the file is empty, too large, not a table,
     not UTF-8, malformed CSV, or unreadable Parquet."""
+    return read_upload(body, filename, Rulebook.of_contract(contract))
+
+
+def read_upload(body: bytes, filename: str, rulebook: Rulebook) -> pd.DataFrame:
+    """:func:`read_table` for any :class:`Rulebook`: the same formats, limits and refusals."""
     try:
-        return _read(body, filename, contract)
+        return _read(body, filename, rulebook)
     except _RefusalError as refused:
-        raise _rejection(filename, contract, [refused.problem]) from None
+        raise rejection(filename, rulebook, [refused.problem]) from None
 
 
 def validate_frame(
@@ -145,7 +175,7 @@ def validate_frame(
     ``source_id`` prefixes generated row ids when the contract has no id column (see the module docstring);
     without it, a digest of the frame's content is used."""
     names = [str(c).strip() for c in frame.columns]
-    single = _single_column_problem(names)
+    single = single_column_problem(names)
     if single is not None:
         return None, [single]
     frame = frame.set_axis(names, axis=1).reset_index(drop=True)
@@ -153,28 +183,20 @@ def validate_frame(
     frame = frame.loc[:, ~frame.columns.duplicated()]
     rows = len(frame)
     if rows == 0:
-        problems.append(
-            Problem(
-                column=None,
-                rule="header_only",
-                count=1,
-                examples=[],
-                message="The file has a header but no data rows; add rows below the header.",
-            )
-        )
+        problems.append(header_only_problem())
         return None, problems
 
-    checks = _Checks(problems)
+    checks = ColumnChecks(problems)
     typed: dict[str, pd.Series] = {}
     if contract.id_column is None:
         if ROW_ID_COLUMN in frame.columns:
-            typed[ROW_ID_COLUMN] = checks.ids(ROW_ID_COLUMN, _clean(frame[ROW_ID_COLUMN]))
+            typed[ROW_ID_COLUMN] = checks.ids(ROW_ID_COLUMN, clean(frame[ROW_ID_COLUMN]))
         else:
             prefix = source_id or _frame_digest(frame)
             typed[ROW_ID_COLUMN] = pd.Series([f"{prefix}-{i}" for i in range(rows)], dtype="str")
     present = [c for c in contract.columns if c in frame.columns]
     for name in present:
-        values = _clean(frame[name])
+        values = clean(frame[name])
         if name == contract.id_column:
             typed[name] = checks.ids(name, values)
         elif name == contract.timestamp_column:
@@ -205,7 +227,7 @@ def validate_file(body: bytes, filename: str, contract: DataContract) -> Validat
     frame = read_table(body, filename, contract)
     data, problems = validate_frame(frame, contract, source_id=source_id_of(body))
     if problems or data is None:
-        raise _rejection(filename, contract, problems)
+        raise rejection(filename, Rulebook.of_contract(contract), problems)
     return data
 
 
@@ -217,8 +239,8 @@ def source_id_of(body: bytes) -> str:
 # --- reading ----------------------------------------------------------------------------------------------
 
 
-def _read(body: bytes, filename: str, contract: DataContract) -> pd.DataFrame:
-    limit = int(contract.max_file_mb * _MIB)
+def _read(body: bytes, filename: str, rulebook: Rulebook) -> pd.DataFrame:
+    limit = int(rulebook.max_file_mb * _MIB)
     if not body or (len(body) <= 4096 and not body.strip()):
         what = "is empty (0 bytes)" if not body else "holds only blank space"
         raise _RefusalError(
@@ -227,7 +249,7 @@ def _read(body: bytes, filename: str, contract: DataContract) -> pd.DataFrame:
             )
         )
     if len(body) > limit:
-        raise _RefusalError(_too_large(len(body), contract, "is"))
+        raise _RefusalError(_too_large(len(body), rulebook, "is"))
     name = filename.lower()
     if body[:4] == b"PAR1":
         return _read_parquet(body)
@@ -238,7 +260,7 @@ def _read(body: bytes, filename: str, contract: DataContract) -> pd.DataFrame:
             )
         )
     if body[:2] == b"\x1f\x8b":
-        body = _gunzip(body, limit, contract)
+        body = _gunzip(body, limit, rulebook)
         name = name.removesuffix(".gz")
     elif name.endswith(".gz"):
         raise _RefusalError(
@@ -273,14 +295,14 @@ def _foreign_format(body: bytes) -> str | None:
     return None
 
 
-def _gunzip(body: bytes, limit: int, contract: DataContract) -> bytes:
+def _gunzip(body: bytes, limit: int, rulebook: Rulebook) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         text = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
         raise _RefusalError(_not_a_table(f"The gzip data is corrupt ({exc}).")) from None
     if len(text) > limit:
-        raise _RefusalError(_too_large(len(text), contract, "decompresses to more than"))
+        raise _RefusalError(_too_large(len(text), rulebook, "decompresses to more than"))
     if not inflater.eof:
         raise _RefusalError(_not_a_table("The gzip data is truncated: the file ends before the stream does."))
     if not text.strip():
@@ -317,10 +339,10 @@ def _read_csv(body: bytes) -> pd.DataFrame:
             _file_problem("empty_file", "The file holds no rows, not even a header.")
         ) from None
     except pd.errors.ParserError as exc:
-        single = _single_column_problem(_header_fields(body))
+        single = single_column_problem(_header_fields(body))
         raise _RefusalError(single or _malformed(str(exc))) from None
     columns = [str(v).strip() for v in raw.iloc[0]]
-    cells = {i: _clean(raw.iloc[1:, i].reset_index(drop=True)) for i in range(len(columns))}
+    cells = {i: clean(raw.iloc[1:, i].reset_index(drop=True)) for i in range(len(columns))}
     # A trailing comma on every line (common in spreadsheet exports) makes an unnamed, empty column: it
     # carries nothing, so it is dropped; an unnamed column that holds values is reported as unexpected.
     keep = [i for i in cells if columns[i] or cells[i].notna().any()]
@@ -369,6 +391,27 @@ def _read_parquet(body: bytes) -> pd.DataFrame:
 
 
 def _column_problems(names: list[str], contract: DataContract) -> list[Problem]:
+    return presence_problems(
+        names,
+        contract.columns,
+        Rulebook.of_contract(contract),
+        role_of=lambda name: _role(name, contract),
+        target=contract.target,
+        tolerated=frozenset({ROW_ID_COLUMN}) if contract.id_column is None else frozenset(),
+    )
+
+
+def presence_problems(
+    names: list[str],
+    expected: list[str],
+    rulebook: Rulebook,
+    *,
+    role_of: Callable[[str], str],
+    target: str | None = None,
+    tolerated: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """Columns named twice, missing (``missing_target`` for ``target``) or not expected (``tolerated`` ones
+    aside). ``role_of(column)`` says what a missing column is for, e.g. "the id column"."""
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for name in names:
@@ -385,10 +428,9 @@ def _column_problems(names: list[str], contract: DataContract) -> list[Problem]:
                     "once (only the first is checked).",
                 )
             )
-    expected = contract.columns
     missing = [c for c in expected if c not in seen]
     for name in missing:
-        if name == contract.target:
+        if name == target:
             problems.append(
                 Problem(
                     column=name,
@@ -406,11 +448,9 @@ def _column_problems(names: list[str], contract: DataContract) -> list[Problem]:
                     rule="missing_column",
                     count=1,
                     examples=[],
-                    message=f"Column '{name}' is missing; the contract for '{contract.model}' requires it as "
-                    f"{_role(name, contract)}.",
+                    message=f"Column '{name}' is missing; {rulebook.owner} requires it as {role_of(name)}.",
                 )
             )
-    tolerated = {ROW_ID_COLUMN} if contract.id_column is None else set()
     for name in seen:
         if name in expected or name in tolerated:
             continue
@@ -425,8 +465,8 @@ def _column_problems(names: list[str], contract: DataContract) -> list[Problem]:
                 rule="unexpected_column",
                 count=1,
                 examples=[name],
-                message=f"{what} not in the contract{hint}; remove it from the file or add it to the "
-                "contract's features.",
+                message=f"{what} not in the {rulebook.document}{hint}; remove it from the file or add it to "
+                f"the {rulebook.document}'s features.",
             )
         )
     return problems
@@ -440,7 +480,18 @@ def _role(name: str, contract: DataContract) -> str:
     return f"a {contract.features[name].type.value} feature"
 
 
-def _single_column_problem(names: list[str]) -> Problem | None:
+def header_only_problem() -> Problem:
+    return Problem(
+        column=None,
+        rule="header_only",
+        count=1,
+        examples=[],
+        message="The file has a header but no data rows; add rows below the header.",
+    )
+
+
+def single_column_problem(names: list[str]) -> Problem | None:
+    """``single_column`` when the header was read as one column that holds another delimiter."""
     if len(names) != 1:
         return None
     found = [d for d in _DELIMITERS if d in names[0]]
@@ -456,11 +507,19 @@ def _single_column_problem(names: list[str]) -> Problem | None:
     )
 
 
-class _Checks:
-    """Typing and rule checks per column; each method returns the canonical column and records problems."""
+class ColumnChecks:
+    """Typing and rule checks per column; each method returns the canonical column and records problems.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    ``document`` is what the rules come from, as messages name it. ``all_missing_allowed`` accepts a
+    nullable feature that is empty in every row (a feature file may update only some features); a training
+    file may not have one."""
+
+    def __init__(
+        self, problems: list[Problem], *, document: str = "contract", all_missing_allowed: bool = False
+    ) -> None:
         self.problems = problems
+        self.document = document
+        self.all_missing_allowed = all_missing_allowed
 
     def add(self, column: str, rule: str, mask: pd.Series, examples: list[str], message: str) -> None:
         self.problems.append(
@@ -468,7 +527,7 @@ class _Checks:
         )
 
     def ids(self, name: str, values: pd.Series) -> pd.Series:
-        text = _canonical_text(values)
+        text = canonical_text(values)
         missing = text.isna()
         if missing.any():
             self.add(
@@ -490,6 +549,21 @@ class _Checks:
                 ids,
                 f"Column '{name}' repeats {distinct} id(s) across {_n(repeated)} rows (e.g. {_list(ids)}); "
                 "each row needs a unique id.",
+            )
+        return text
+
+    def keys(self, name: str, values: pd.Series, role: str) -> pd.Series:
+        """A key column that may repeat (an entity key): canonical text, present in every row."""
+        text = canonical_text(values)
+        missing = text.isna()
+        if missing.any():
+            self.add(
+                name,
+                "null_not_allowed",
+                missing,
+                _rows(missing),
+                f"Column '{name}' ({role}) is empty in {_n(missing)} row(s) ({_where(missing)}); every row "
+                "needs one.",
             )
         return text
 
@@ -542,10 +616,10 @@ class _Checks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' is empty in {_n(missing)} row(s) ({_where(missing)}); the contract does "
-                "not allow missing values in it (mark it nullable: true to allow them).",
+                f"Column '{name}' is empty in {_n(missing)} row(s) ({_where(missing)}); the {self.document} "
+                "does not allow missing values in it (mark it nullable: true to allow them).",
             )
-        elif feature.nullable and missing.all():
+        elif feature.nullable and missing.all() and not self.all_missing_allowed:
             self.add(
                 name,
                 "all_missing",
@@ -597,7 +671,7 @@ class _Checks:
         return numbers
 
     def _booleans(self, name: str, values: pd.Series, missing: pd.Series) -> pd.Series:
-        flags = _canonical_text(values).str.lower().map(BOOLEAN_TOKENS).astype("float64")
+        flags = canonical_text(values).str.lower().map(BOOLEAN_TOKENS).astype("float64")
         bad = ~missing & flags.isna()
         if bad.any():
             examples = _values(values[bad])
@@ -612,7 +686,7 @@ class _Checks:
         return flags
 
     def _categories(self, name: str, feature: Feature, values: pd.Series, missing: pd.Series) -> pd.Series:
-        text = _canonical_text(values)
+        text = canonical_text(values)
         if feature.allowed is not None:
             allowed = _canonical_set(feature.allowed)
             bad = ~missing & ~text.isin(allowed)
@@ -653,7 +727,7 @@ class _Checks:
                     f"{_list(examples)}); a regression target must be a finite number.",
                 )
             return numbers.mask(bad)
-        labels = _canonical_text(values)
+        labels = canonical_text(values)
         if contract.target_values is not None:
             bad = ~missing & ~labels.isin(_canonical_set(contract.target_values))
             if bad.any():
@@ -683,7 +757,7 @@ class _Checks:
 # --- values -----------------------------------------------------------------------------------------------
 
 
-def _clean(values: pd.Series) -> pd.Series:
+def clean(values: pd.Series) -> pd.Series:
     """Strip text and turn the missing tokens into NaN. Typed NumPy columns pass through; any other column
     (categorical, nullable or Arrow-backed) becomes ``str`` or ``object`` with NaN for missing, so the
     checks see one representation whatever produced the frame."""
@@ -714,7 +788,7 @@ def _as_float(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce").astype("float64")
 
 
-def _canonical_text(values: pd.Series) -> pd.Series:
+def canonical_text(values: pd.Series) -> pd.Series:
     """Values as text: booleans and true/false in any case → "true"/"false", integral numbers → "1"."""
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.map({True: "true", False: "false"}).astype("str")
@@ -731,7 +805,7 @@ def _canonical_text(values: pd.Series) -> pd.Series:
 
 
 def _canonical_set(values: Iterable[str]) -> set[str]:
-    return {str(v) for v in _canonical_text(pd.Series(list(values), dtype="str"))}
+    return {str(v) for v in canonical_text(pd.Series(list(values), dtype="str"))}
 
 
 def _value_text(value: Any) -> str:
@@ -842,23 +916,21 @@ def _not_a_table(message: str) -> Problem:
     return _file_problem("not_a_table", message)
 
 
-def _too_large(size: int, contract: DataContract, verb: str) -> Problem:
+def _too_large(size: int, rulebook: Rulebook, verb: str) -> Problem:
     return Problem(
         column=None,
         rule="too_large",
         count=1,
         examples=[f"{size / _MIB:.1f} MiB"],
-        message=f"The file {verb} {size / _MIB:.1f} MiB; the contract for '{contract.model}' accepts at most "
-        f"{contract.max_file_mb:g} MiB (split it into several files).",
+        message=f"The file {verb} {size / _MIB:.1f} MiB; {rulebook.owner} accepts at most "
+        f"{rulebook.max_file_mb:g} MiB (split it into several files).",
     )
 
 
-def _rejection(filename: str, contract: DataContract, problems: list[Problem]) -> DataValidationError:
+def rejection(filename: str, rulebook: Rulebook, problems: list[Problem]) -> DataValidationError:
+    """The error that refuses a file: every problem in the message and, as dicts, in ``problems``."""
     lines = "\n".join(f"  - {p.message}" for p in problems)
-    message = (
-        f"'{filename}' does not meet the data contract for '{contract.model}' "
-        f"({len(problems)} problem(s)):\n{lines}"
-    )
+    message = f"'{filename}' does not meet {rulebook.title} ({len(problems)} problem(s)):\n{lines}"
     return DataValidationError(message, problems=[p.model_dump() for p in problems])
 
 
