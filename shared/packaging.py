@@ -35,7 +35,14 @@ import pandas as pd
 
 from shared.contract import DataContract, FeatureType, Task
 from shared.registry import ServingFlavor
-from shared.serving import ONNX_CLASSES_KEY, ONNX_FEATURES_KEY, OnnxRunner, Signature, onnx_session
+from shared.serving import (
+    ONNX_CLASSES_KEY,
+    ONNX_FEATURES_KEY,
+    OnnxRunner,
+    Signature,
+    onnx_session,
+    pick_labels,
+)
 from shared.training import PROBABILITY_PREFIX, predict_frame, prepare_features
 
 __all__ = [
@@ -143,7 +150,7 @@ def _judge_classifier(
             f"scikit-learn {expected.shape}",
             parity,
         )
-    labels = np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]
+    labels = np.asarray(classes, dtype=object)[pick_labels(probabilities)]
     # predict_frame's labels are scikit-learn's: the first maximum of predict_proba, as predict's.
     mismatches = int((labels != reference["prediction"].astype(str).to_numpy(dtype=object)).sum())
     difference = _max_difference(probabilities, expected)

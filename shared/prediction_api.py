@@ -8,15 +8,20 @@ resolver with pydantic validation and its generated OpenAPI document.
 - ``GET /models/{model}`` — the production version, its signature and metrics.
 - ``GET /health``, ``GET /openapi.json``.
 
-Errors, never a 500 for a bad request: body not JSON → 400; fields missing, of the wrong type, out of range,
-outside the allowed categories or unknown → 422 listing every problem by row and field; too many rows or a
-body over the limit → 413; unknown model or version, or no production version yet → 404; an artifact whose
-sha256 does not match the registry → 503 (never loaded). Every answered row is sent to the capture stream;
-a capture failure is counted (``CaptureFailed``), never returned to the caller.
+Errors, never a 500 for a bad request: body not JSON (or not UTF-8) → 400; a body sent as another media type
+than JSON → 415; a body that is not one JSON object, fields missing, of the wrong type, out of range, outside
+the allowed categories or unknown → 422 listing every problem by row and field; too many rows or a body over
+the limit → 413; unknown model or version, or no production version yet → 404; an artifact whose sha256 does
+not match the registry → 503 (never loaded). Every status and body is declared in the OpenAPI document. Every
+answered row is sent to the capture stream; a capture failure is counted (``CaptureFailed``), never returned
+to the caller.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,6 +44,8 @@ from shared.settings import Settings, get_settings
 from shared.storage import S3ObjectStore
 
 API_TITLE = "Flywheel prediction API"
+# What the registry accepts as an alias name (shared.registry), so every alias it holds can be asked for.
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
 
 # --- request and response models ---------------------------------------------------------------------------
@@ -119,13 +126,13 @@ class Health(BaseModel):
     status: str
 
 
-def _errors(*statuses: HTTPStatus) -> dict[int, Any]:
+def _responses(answer: type[BaseModel], *errors: HTTPStatus) -> dict[int, Any]:
+    """The route's 200 and error answers for the OpenAPI document (given responses replace Powertools' own,
+    its 200 and its 422 included)."""
+    described = {HTTPStatus.OK: answer, **dict.fromkeys(errors, ErrorBody)}
     return {
-        status.value: {
-            "description": status.phrase,
-            "content": {"application/json": {"model": ErrorBody}},
-        }
-        for status in statuses
+        status.value: {"description": status.phrase, "content": {"application/json": {"model": model}}}
+        for status, model in described.items()
     }
 
 
@@ -168,16 +175,32 @@ class ApiError(Exception):
         self.body = ErrorBody(message=message, problems=problems or [])
 
 
-app = APIGatewayHttpResolver(enable_validation=True)
+def _json_object(text: str) -> Any:
+    """The body as the predict route validates it: one JSON object. Powertools reads a JSON array as the
+    values of a repeated form field and validates its first element only, which would answer
+    ``[{"instances": [...]}, "anything"]``; any JSON value but an object is refused here instead (422)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+        kind = kinds.get(type(value), "null")
+        raise RequestValidationError(
+            [{"type": "model_type", "loc": ("body",), "msg": f"the body must be a JSON object, got {kind}"}]
+        )
+    return value
+
+
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=_json_object)
 
 
 @app.post(
     "/models/<model>/predict",
     summary="Predict with a model's production version (or a pinned version or alias)",
-    responses=_errors(
+    responses=_responses(
+        PredictResponse,
         HTTPStatus.BAD_REQUEST,
         HTTPStatus.NOT_FOUND,
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
         HTTPStatus.UNPROCESSABLE_ENTITY,
         HTTPStatus.SERVICE_UNAVAILABLE,
     ),
@@ -186,7 +209,7 @@ def predict(
     model: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")],
     request: PredictRequest,
     version: Annotated[int | None, Query(ge=1)] = None,
-    alias: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9-]{0,63}$")] = None,
+    alias: Annotated[str | None, Query(pattern=ALIAS_PATTERN)] = None,
 ) -> PredictResponse:
     started = time.perf_counter()
     if version is not None and alias is not None:
@@ -254,11 +277,13 @@ def _capture(
 @app.get(
     "/models/<model>",
     summary="A model's production version: signature and metrics",
-    responses=_errors(HTTPStatus.NOT_FOUND, HTTPStatus.SERVICE_UNAVAILABLE),
+    responses=_responses(
+        ModelInfo, HTTPStatus.NOT_FOUND, HTTPStatus.UNPROCESSABLE_ENTITY, HTTPStatus.SERVICE_UNAVAILABLE
+    ),
 )
 def describe(
     model: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")],
-    alias: Annotated[str, Query(pattern=r"^[a-z][a-z0-9-]{0,63}$")] = PRODUCTION_ALIAS,
+    alias: Annotated[str, Query(pattern=ALIAS_PATTERN)] = PRODUCTION_ALIAS,
 ) -> ModelInfo:
     state = serving()
     number = state.models.alias_version(model, alias)
@@ -318,9 +343,10 @@ def _invalid_request(error: RequestValidationError) -> Response[str]:
 
 
 def _problem(error: dict[str, Any]) -> Problem:
-    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "request")]
-    row = next((int(p) for p in location if p.isdigit()), None)
-    field = ".".join(p for p in location if not p.isdigit()) or None
+    # A list index is an int in the location; a key the client sent stays a string, even "7" or "¹".
+    location = [part for part in error.get("loc", ()) if part not in ("body", "request")]
+    row = next((part for part in location if isinstance(part, int)), None)
+    field = ".".join(str(part) for part in location if not isinstance(part, int)) or None
     return Problem(
         row=row,
         field=field,
@@ -362,21 +388,62 @@ for _kind, _handle in (
 
 
 def answer(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Resolve an HTTP API (payload v2) or function URL event; bodies over the limit are refused unread."""
+    """Resolve an HTTP API (payload v2) or function URL event.
+
+    The body is checked before Powertools reads it: over ``max_request_bytes`` it is refused unread (413);
+    for a POST, a media type other than JSON is a 415 (Powertools would parse a form, or answer in its own
+    shape), and a base64 body (function URLs send JSON that way) is decoded here once, a 400 if it is not
+    UTF-8 text (Powertools' decoding would raise, a 500).
+    """
     body = event.get("body") or ""
+    encoded = bool(event.get("isBase64Encoded")) and bool(body)
+    size = _decoded_size(body) if encoded else (len(body) if body.isascii() else len(body.encode()))
     limit = get_settings().max_request_bytes
-    if len(body) > limit:
-        response = _error(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            ErrorBody(message=f"the request body is {len(body)} bytes; at most {limit}"),
+    if size > limit:
+        return _proxy(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the request body is {size} bytes; at most {limit}"
         )
-        return {
-            "statusCode": response.status_code,
-            "headers": {"Content-Type": content_types.APPLICATION_JSON},
-            "body": response.body,
-            "isBase64Encoded": False,
-        }
+    if not body or ((event.get("requestContext") or {}).get("http") or {}).get("method") != "POST":
+        return app.resolve(event, context)
+    media_type = _content_type(event)
+    if media_type and not _is_json(media_type):
+        return _proxy(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            f"send the body as JSON with Content-Type: application/json (not {media_type[:60]})",
+        )
+    if encoded:
+        try:
+            text = base64.b64decode(body, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return _proxy(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON (not UTF-8 text)")
+        event = {**event, "body": text, "isBase64Encoded": False}
     return app.resolve(event, context)
+
+
+def _proxy(status: HTTPStatus, message: str) -> dict[str, Any]:
+    response = _error(status, ErrorBody(message=message))
+    return {
+        "statusCode": response.status_code,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": response.body,
+        "isBase64Encoded": False,
+    }
+
+
+def _decoded_size(encoded: str) -> int:
+    return len(encoded) // 4 * 3 - encoded[-2:].count("=")
+
+
+def _content_type(event: dict[str, Any]) -> str:
+    for name, value in (event.get("headers") or {}).items():
+        if name.lower() == "content-type":
+            return str(value).strip()
+    return ""
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == content_types.APPLICATION_JSON or media_type.endswith("+json")
 
 
 __all__ = ["answer", "app"]

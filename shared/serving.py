@@ -14,7 +14,8 @@ Four parts, used in this order on every request:
 
 What a request may send (checked by :meth:`Signature.validate_rows`; a request is all or nothing):
 
-- numeric features: JSON numbers (not booleans), finite, within the contract's ``min``/``max``. Numeric
+- numeric features: JSON numbers (not booleans), finite and within float32's range (about ±3.4e38, what
+  the models compute in), within the contract's ``min``/``max``. Numeric
   *strings* such as ``"12"`` are refused, with a hint to send the number: JSON has numbers, and a string
   that looks like one (``"1,234"``, ``"12 "``) is more often a client bug than an intent;
 - boolean features: ``true``/``false``, the numbers ``1``/``0``, or the words a data file may hold
@@ -80,6 +81,9 @@ ONNX_CLASSES_KEY: Final = "flywheel.classes"
 ONNX_FEATURES_KEY: Final = "flywheel.features"
 
 _PROBABILITIES_OUTPUT: Final = "probabilities"
+# Models compute in float32 (ONNX always, scikit-learn's trees too): a larger number would become infinite
+# there, which scikit-learn refuses with an error and ONNX may turn into NaN probabilities.
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 _KINDS: Final = (NUMERIC, CATEGORICAL, BOOLEAN)
 
 
@@ -257,6 +261,8 @@ def _numeric(spec: FeatureSpec, value: Any) -> tuple[Any, str | None]:
         return None, f"is too large ({str(value)[:20]}...)"
     if not math.isfinite(number):
         return None, f"must be a finite number, got {number}"
+    if abs(number) > _FLOAT32_MAX:
+        return None, f"is {number:g}, beyond the range a model computes in (about ±3.4e38)"
     if spec.min is not None and number < spec.min:
         return None, f"is {_number(number)}, below the minimum {_number(spec.min)}"
     if spec.max is not None and number > spec.max:
@@ -433,10 +439,21 @@ class SklearnRunner:
         return _classified(np.asarray(self._pipeline.predict_proba(frame)), self.classes)
 
 
+# Probabilities this close count as a tie when picking the label: ONNX computes in float32, so a forest's
+# exact 0.5/0.5 can arrive as 0.5000004/0.4999996 and would otherwise flip the label scikit-learn gives.
+TIE_DECIMALS = 6
+
+
+def pick_labels(probabilities: np.ndarray) -> np.ndarray:
+    """scikit-learn's rule, robust to float32: the first class of highest probability, ties within 1e-6
+    going to the first (argmax returns the first maximum)."""
+    picked: np.ndarray = np.round(probabilities, TIE_DECIMALS).argmax(axis=1)
+    return picked
+
+
 def _classified(probabilities: np.ndarray, classes: Sequence[str]) -> Predictions:
-    # scikit-learn's rule: the first class of highest probability (argmax returns the first maximum).
     # ONNX's own label output may pick another on an exact tie, so labels always come from probabilities.
-    picked = probabilities.argmax(axis=1).tolist()
+    picked = pick_labels(probabilities).tolist()
     rows = probabilities.tolist()
     return Predictions(
         predictions=[classes[i] for i in picked],

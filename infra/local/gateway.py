@@ -91,6 +91,9 @@ class LocalGateway:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The head and the body of a reply are two writes: with Nagle's algorithm on, the body waits for
+            # the client's delayed ACK of the head, 40 ms on Linux, on every keep-alive request.
+            disable_nagle_algorithm = True
 
             def do_request(self) -> None:
                 gateway._handle(self)

@@ -1,5 +1,7 @@
-"""Flywheel's own stack under the mocks: its eight functions, their least-privilege roles, what invokes the
-trigger (the data bucket's incoming/ uploads and the retrain schedule), and the pipeline state machine.
+"""Flywheel's own stack under the mocks: its functions (the pipeline's, ``predict`` for serving, ``labels``
+and ``monitor`` for monitoring), their least-privilege roles, what invokes the trigger (the data bucket's
+incoming/ uploads, the retrain schedule, the monitor) and the monitoring functions (labels/ uploads, the
+monitor schedule), the HTTP API's routes to ``predict``, and the pipeline state machine.
 
 The platform tests prove the program maps any spec faithfully; these prove Flywheel's spec says what a
 reviewer expects of it. Expected values are written out here, not read back from the spec under test.
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from infra.config import StackConfig
-from infra.flywheel import DEFAULT_RETRAIN_SCHEDULE, flywheel_stack
+from infra.flywheel import DEFAULT_MONITOR_SCHEDULE, DEFAULT_RETRAIN_SCHEDULE, flywheel_stack
 from infra.policies import function_policy
 from infra.spec import SpecError
 from tests.infra.harness import ACCOUNT, Deployment, T, document, run_program
@@ -33,6 +35,19 @@ FUNCTIONS: dict[str, tuple[str, int, int]] = {
     "promote": ("promote", 256, 60),
     "finish": ("finish", 256, 30),
     "record-failure": ("record_failure", 256, 30),
+    "predict": ("predict", 1024, 15),
+    "labels": ("labels", 1024, 120),
+    "monitor": ("monitor", 2048, 900),
+}
+SERVING = {"predict"}
+# Outside the pipeline: label files in, the monitor's reports, feedback data and retraining requests out.
+MONITORING = {"labels", "monitor"}
+# The API's routes, as infra/flywheel.py declares them: route key -> authorised (IAM on dev and prod).
+ROUTES = {
+    "POST /models/{model}/predict": True,
+    "GET /models/{model}": True,
+    "GET /health": False,
+    "GET /openapi.json": False,
 }
 
 S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:RestoreObject"}
@@ -132,7 +147,7 @@ def flywheel_daily() -> Deployment:
 # --- functions -------------------------------------------------------------------------------------------
 
 
-def test_the_stack_declares_exactly_the_eight_pipeline_functions(flywheel_dev: Deployment) -> None:
+def test_the_stack_declares_exactly_the_pipeline_functions_and_predict(flywheel_dev: Deployment) -> None:
     assert {f.name for f in flywheel_dev.all(T.FUNCTION)} == set(FUNCTIONS)
     assert {r.name for r in flywheel_dev.all(T.ROLE, T.FUNCTIONS)} == set(FUNCTIONS)
 
@@ -270,9 +285,43 @@ def test_only_register_and_promote_write_the_registry_and_evaluate_only_reads_it
     }
     writers = {name for name, actions in on_registry.items() if actions & TABLE_WRITES}
     assert writers == {"register", "promote"}
-    assert on_registry["evaluate"]
-    assert on_registry["evaluate"] <= TABLE_READS
-    assert {name for name, actions in on_registry.items() if actions} == {"register", "promote", "evaluate"}
+    for reader in ("evaluate", "predict", "monitor"):
+        assert on_registry[reader]
+        assert on_registry[reader] <= TABLE_READS
+    assert {name for name, actions in on_registry.items() if actions} == {
+        "register",
+        "promote",
+        "evaluate",
+        "predict",
+        "monitor",
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_predict_reads_the_registry_and_models_and_sends_only_captures(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given predict serves the production version and captures what it answered
+    When the program runs for dev or prod
+    Then, besides its own logs and X-Ray, its role may read the registry table (GetItem, Query,
+    BatchGetItem: no write), read objects under artifacts' models/ (nothing else of either bucket),
+    and put records on exactly the capture stream; no other function may put records on it."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    registry = table_arn(deployed, "registry")
+    models = f"{bucket_arn(deployed, 'artifacts')}/models/*"
+    stream = deployed.one(T.STREAM, "captures").outputs["arn"]
+    granted = {g for g in grants(deployed, "predict") if not g[0].startswith(("logs:", "xray:"))}
+    assert granted == {
+        ("dynamodb:GetItem", registry),
+        ("dynamodb:Query", registry),
+        ("dynamodb:BatchGetItem", registry),
+        ("s3:GetObject", models),
+        ("s3:GetObjectVersion", models),
+        ("firehose:PutRecord", stream),
+        ("firehose:PutRecordBatch", stream),
+    }
+    for name in set(FUNCTIONS) - SERVING:
+        assert not [g for g in grants(deployed, name) if g[0].startswith("firehose:")], name
 
 
 # --- what invokes the trigger ----------------------------------------------------------------------------
@@ -297,7 +346,12 @@ def test_uploads_under_incoming_invoke_the_trigger_and_nothing_else_is_notified(
             "lambdaFunctionArn": function_arn(deployed, "trigger"),
             "events": ["s3:ObjectCreated:*"],
             "filterPrefix": "incoming/",
-        }
+        },
+        {
+            "lambdaFunctionArn": function_arn(deployed, "labels"),
+            "events": ["s3:ObjectCreated:*"],
+            "filterPrefix": "labels/",
+        },
     ]
     assert not notification.inputs.get("queues") and not notification.inputs.get("topics")
 
@@ -310,13 +364,20 @@ def test_uploads_under_incoming_invoke_the_trigger_and_nothing_else_is_notified(
         "sourceAccount": ACCOUNT,
     }
     assert permission.urn in notification.dependencies
+    labels = deployed.one(T.PERMISSION, "data-invokes-labels", T.NOTIFICATIONS)
+    assert labels.inputs["function"] == f"flywheel-{deployed.stack}-labels"
+    assert (labels.inputs["principal"], labels.inputs["sourceArn"]) == (
+        "s3.amazonaws.com",
+        data.outputs["arn"],
+    )
+    assert labels.urn in notification.dependencies
 
 
-def test_only_the_bucket_and_the_schedule_may_invoke_a_function_and_only_the_trigger(
-    flywheel_dev: Deployment,
-) -> None:
+def test_only_the_bucket_the_schedule_and_the_api_may_invoke_functions(flywheel_dev: Deployment) -> None:
     """The stack's resource-based invoke permissions: S3 from the data bucket and EventBridge from the
-    retrain rule, both on the trigger; no route, no other function."""
+    retrain rule, both on the trigger; API Gateway from this API's four routes, on predict only; no
+    other principal, no other function."""
+    execution_arn = flywheel_dev.one(T.API, "api").outputs["executionArn"]
     permissions = {
         (p.inputs["principal"], p.inputs["function"], p.inputs["sourceArn"])
         for p in flywheel_dev.all(T.PERMISSION)
@@ -328,7 +389,158 @@ def test_only_the_bucket_and_the_schedule_may_invoke_a_function_and_only_the_tri
             "flywheel-dev-trigger",
             flywheel_dev.one(T.RULE, "retrain").outputs["arn"],
         ),
+        ("apigateway.amazonaws.com", "flywheel-dev-predict", f"{execution_arn}/*/POST/models/*/predict"),
+        ("apigateway.amazonaws.com", "flywheel-dev-predict", f"{execution_arn}/*/GET/models/*"),
+        ("apigateway.amazonaws.com", "flywheel-dev-predict", f"{execution_arn}/*/GET/health"),
+        ("apigateway.amazonaws.com", "flywheel-dev-predict", f"{execution_arn}/*/GET/openapi.json"),
+        ("s3.amazonaws.com", "flywheel-dev-labels", bucket_arn(flywheel_dev, "data")),
+        (
+            "events.amazonaws.com",
+            "flywheel-dev-monitor",
+            flywheel_dev.one(T.RULE, "monitor").outputs["arn"],
+        ),
     }
+
+
+# --- labels and the monitor ------------------------------------------------------------------------------
+
+
+def s3_and_tables(deployed: Deployment, function: str) -> set[tuple[str, str]]:
+    """A function's grants besides its own logs and X-Ray."""
+    return {g for g in grants(deployed, function) if not g[0].startswith(("logs:", "xray:"))}
+
+
+def test_labels_moves_label_files_and_writes_only_accepted_labels_and_their_quarantine(
+    flywheel_dev: Deployment,
+) -> None:
+    """Given the labels function checks files under labels/ and stores what it accepts
+    When the program runs
+    Then it reads contracts, lists the data bucket, moves files out of labels/ (read and delete there
+    only), reads and puts accepted label sets under labels-accepted/, reads and puts quarantined label
+    files under quarantine/*/labels/, and has nothing on the artifacts bucket, any table or function."""
+    data = bucket_arn(flywheel_dev, "data")
+    assert s3_and_tables(flywheel_dev, "labels") == {
+        ("s3:GetObject", f"{data}/contracts/*"),
+        ("s3:GetObjectVersion", f"{data}/contracts/*"),
+        ("s3:ListBucket", data),
+        ("s3:ListBucketVersions", data),
+        ("s3:GetObject", f"{data}/labels/*"),
+        ("s3:GetObjectVersion", f"{data}/labels/*"),
+        ("s3:DeleteObject", f"{data}/labels/*"),
+        ("s3:GetObject", f"{data}/labels-accepted/*"),
+        ("s3:GetObjectVersion", f"{data}/labels-accepted/*"),
+        ("s3:PutObject", f"{data}/labels-accepted/*"),
+        ("s3:GetObject", f"{data}/quarantine/*/labels/*"),
+        ("s3:GetObjectVersion", f"{data}/quarantine/*/labels/*"),
+        ("s3:PutObject", f"{data}/quarantine/*/labels/*"),
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_monitor_reads_traffic_labels_models_and_the_registry_and_invokes_only_the_trigger(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given the monitor judges captures and labels against the production version
+    When the program runs for dev or prod
+    Then it may read contracts, captures and accepted labels and list the data bucket; put feedback
+    datasets under datasets/ (nothing else of the data bucket); read models and put reports (nothing else
+    of the artifacts bucket); read the registry (no write); record its runs, lineage and datasets in the
+    metadata table; and invoke exactly the trigger function — no state machine, no stream."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    data, artifacts = bucket_arn(deployed, "data"), bucket_arn(deployed, "artifacts")
+    registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
+    reads = ("s3:GetObject", "s3:GetObjectVersion")
+    metadata_writes = {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:ConditionCheckItem",
+    }
+    assert s3_and_tables(deployed, "monitor") == {
+        *(
+            (a, f"{data}/{prefix}/*")
+            for a in reads
+            for prefix in ("contracts", "captures", "labels-accepted")
+        ),
+        ("s3:ListBucket", data),
+        ("s3:ListBucketVersions", data),
+        ("s3:PutObject", f"{data}/datasets/*"),
+        *((a, f"{artifacts}/models/*") for a in reads),
+        ("s3:PutObject", f"{artifacts}/reports/*"),
+        *((a, registry) for a in TABLE_READS),
+        ("dynamodb:Query", f"{registry}/index/gsi1"),
+        *((a, metadata) for a in metadata_writes),
+        ("dynamodb:Query", f"{metadata}/index/gsi1"),
+        ("lambda:InvokeFunction", function_arn(deployed, "trigger")),
+    }
+
+
+def test_only_the_monitor_may_invoke_the_trigger_function(flywheel_dev: Deployment) -> None:
+    trigger = function_arn(flywheel_dev, "trigger")
+    invokers = {
+        name
+        for name in FUNCTIONS
+        if [g for g in grants(flywheel_dev, name) if g[0] == "lambda:InvokeFunction" and g[1] == trigger]
+    }
+    assert invokers == {"monitor"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_monitor_schedule_invokes_the_monitor_hourly_with_the_scheduled_event(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given no schedule override
+    When the program runs
+    Then an enabled monitor rule fires every hour, targets the monitor with EventBridge's event (which
+    it reads as 'every model in production'), and EventBridge may invoke the monitor from that rule only."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    rule = deployed.one(T.RULE, "monitor")
+    assert rule.inputs["name"] == f"flywheel-{deployed.stack}-monitor"
+    assert rule.inputs["scheduleExpression"] == DEFAULT_MONITOR_SCHEDULE == "rate(1 hour)"
+    assert rule.inputs["state"] == "ENABLED"
+    target = deployed.one(T.TARGET, "monitor").inputs
+    assert target["arn"] == function_arn(deployed, "monitor") and "input" not in target
+    permission = deployed.one(T.PERMISSION, "monitor", T.SCHEDULES).inputs
+    assert (permission["principal"], permission["function"], permission["sourceArn"]) == (
+        "events.amazonaws.com",
+        f"flywheel-{deployed.stack}-monitor",
+        rule.outputs["arn"],
+    )
+
+
+def test_the_stack_config_overrides_the_monitor_schedule() -> None:
+    deployed = run_program(flywheel_stack, "dev", {"flywheel:schedules": {"monitor": "rate(15 minutes)"}})
+    assert deployed.one(T.RULE, "monitor").inputs["scheduleExpression"] == "rate(15 minutes)"
+    assert deployed.one(T.RULE, "retrain").inputs["scheduleExpression"] == DEFAULT_RETRAIN_SCHEDULE
+    assert deployed.one(T.TARGET, "monitor").inputs["arn"] == function_arn(deployed, "monitor")
+
+
+# --- the HTTP API ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_predict_routes_are_iam_authorised_except_health_and_the_document(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given apiAuth iam on dev and prod
+    When the program runs
+    Then the API has exactly predict's four routes, each a payload-v2 proxy to predict; predicting and
+    describing a model require IAM, /health and /openapi.json are open, and there is no JWT authorizer."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    [integration] = deployed.all(T.INTEGRATION)
+    assert integration.inputs["integrationType"] == "AWS_PROXY"
+    assert integration.inputs["payloadFormatVersion"] == "2.0"
+    assert integration.inputs["integrationUri"] == function_arn(deployed, "predict")
+    routes = {r.inputs["routeKey"]: r.inputs for r in deployed.all(T.ROUTE)}
+    assert set(routes) == set(ROUTES)
+    for key, authorised in ROUTES.items():
+        assert routes[key]["authorizationType"] == ("AWS_IAM" if authorised else "NONE"), key
+        assert routes[key]["target"] == f"integrations/{integration.id}", key
+    assert deployed.all(T.AUTHORIZER) == []
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -341,7 +553,7 @@ def test_the_retrain_schedule_invokes_the_trigger_with_the_scheduled_event(
     scheduled event (no constant input: the trigger names the run from rule and time), and EventBridge
     may invoke the trigger from that rule only."""
     deployed: Deployment = request.getfixturevalue(stack)
-    assert [r.name for r in deployed.all(T.RULE)] == ["retrain"]
+    assert sorted(r.name for r in deployed.all(T.RULE)) == ["monitor", "retrain"]
     rule = deployed.one(T.RULE, "retrain")
     assert rule.inputs["name"] == f"flywheel-{deployed.stack}-retrain"
     assert rule.inputs["scheduleExpression"] == DEFAULT_RETRAIN_SCHEDULE == "cron(0 3 * * ? *)"
@@ -468,13 +680,13 @@ def test_record_failure_is_not_caught_so_its_own_failure_fails_the_execution(
 def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
     request: pytest.FixtureRequest, stack: str
 ) -> None:
-    """Given the definition invokes every function but the trigger
+    """Given the definition invokes every pipeline function but the trigger
     When the program runs
     Then the state machine's role, trusted by Step Functions, may invoke exactly those seven (any
-    version), never the trigger, and the machine runs as that role."""
+    version), never the trigger or predict, and the machine runs as that role."""
     deployed: Deployment = request.getfixturevalue(stack)
     invoked = {s["Resource"] for s in definition(deployed)["States"].values() if s["Type"] == "Task"}
-    expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - {"trigger"}}
+    expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - {"trigger"} - SERVING - MONITORING}
     assert invoked == expected
 
     role = deployed.one(T.ROLE, "pipeline", T.PIPELINE)
@@ -486,4 +698,5 @@ def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
     [invoke] = [s for s in statements if "lambda:InvokeFunction" in s["Action"]]
     assert invoke["Action"] == ["lambda:InvokeFunction"]
     assert set(invoke["Resource"]) == expected | {f"{arn}:*" for arn in expected}
-    assert not [r for r in invoke["Resource"] if r.startswith(function_arn(deployed, "trigger"))]
+    for outside in ("trigger", *SERVING, *MONITORING):
+        assert not [r for r in invoke["Resource"] if r.startswith(function_arn(deployed, outside))]

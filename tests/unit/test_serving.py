@@ -245,6 +245,20 @@ def test_each_kind_of_problem_is_named_by_row_and_field(
         assert prepared == []  # a request is answered whole or refused whole
 
 
+def test_a_number_beyond_float32_is_refused_even_without_bounds() -> None:
+    """Models compute in float32: 1e39 would be infinite there (scikit-learn's trees raise on it)."""
+    unbounded = Signature(task="regression", features=(serving.FeatureSpec("amount", "numeric"),))
+
+    prepared, _ = unbounded.validate_rows([{"amount": 3.4e38}, {"amount": -1e20}])
+    _, problems = unbounded.validate_rows([{"amount": 1e39}, {"amount": -(10**300)}])
+
+    assert [row["amount"] for row in prepared] == [3.4e38, -1e20]
+    assert problems == [
+        RowProblem(0, "amount", "is 1e+39, beyond the range a model computes in (about ±3.4e38)"),
+        RowProblem(1, "amount", "is -1e+300, beyond the range a model computes in (about ±3.4e38)"),
+    ]
+
+
 def test_every_problem_of_every_row_is_reported_at_once() -> None:
     rows = [
         {"amount": -5, "flag": "perhaps", "colour": "pink", "size": "m", "extra": 1},
