@@ -7,67 +7,18 @@ is the local cloud that ``make local`` serves; any other name is a deployed Pulu
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from cli import actions, render
-from cli.stack import LOCAL, settings_for
-from shared.errors import ContractError, DataValidationError, FlywheelError
+from cli import actions, delivery, monitoring, render
+from cli.common import Context, json_option, pass_context, reported, wait_option
+from cli.stack import LOCAL
 from shared.metadata import RunStatus
-from shared.services import Services
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Context:
-    def __init__(self, stack: str) -> None:
-        self.stack = stack
-        self._services: Services | None = None
-
-    @property
-    def services(self) -> Services:
-        if self._services is None:
-            self._services = Services.from_settings(settings_for(self.stack))
-        return self._services
-
-    def invoke_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
-        import boto3
-
-        settings = self.services.settings
-        response = boto3.client("lambda", region_name=settings.region).invoke(
-            FunctionName=settings.trigger_function, Payload=json.dumps(payload).encode()
-        )
-        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
-        return answer
-
-
-def reported(command: F) -> F:
-    """Turn Flywheel's errors into a clear message and a non-zero exit, never a traceback."""
-
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (ContractError, DataValidationError) as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
-        except (FlywheelError, TimeoutError) as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
-
-    return run  # type: ignore[return-value]
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-wait_option = click.option("--wait", is_flag=True, help="Follow the run; exit non-zero if it fails.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,9 +33,6 @@ wait_option = click.option("--wait", is_flag=True, help="Follow the run; exit no
 def main(ctx: click.Context, stack: str) -> None:
     """Flywheel: continuous training for tabular models, on AWS or on this machine."""
     ctx.obj = Context(stack)
-
-
-pass_context = click.make_pass_decorator(Context)
 
 
 # --- the local cloud ----------------------------------------------------------------------------------------
@@ -308,6 +256,13 @@ def lineage(ctx: Context, reference: str, as_json: bool) -> None:
     """What made a version: datasets (versions, sha256), source files, run, trigger, params, code, metrics."""
     view = actions.lineage(ctx.services, reference)
     click.echo(render.as_json(view) if as_json else render.lineage_text(view))
+
+
+for _command in delivery.COMMANDS:
+    main.add_command(_command)
+
+for _command in monitoring.COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

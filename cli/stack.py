@@ -47,7 +47,8 @@ def _local_settings() -> Settings:
     spec = flywheel_stack(config)
     region = os.environ.get("AWS_DEFAULT_REGION", config.region)
     names = StackNames.for_spec(spec, LOCAL, region, ACCOUNT)
-    return Settings.model_validate({**names.environment(spec, config.environment), "AWS_REGION": region})
+    environment = names.environment(spec, config.environment, extra=config.function_environment())
+    return Settings.model_validate({**environment, "AWS_REGION": region})
 
 
 def _pulumi_settings(stack: str) -> Settings:

@@ -15,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from shared.contract import EnvironmentPolicy
+from shared.env_names import EnvVar
+
 NAMESPACE = "flywheel"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +37,13 @@ class StackConfig(BaseModel):
     capture_retention_days: int = Field(default=400, ge=1)
     log_retention_days: int = Field(default=30, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The environment's default promotion policy ({policy, min_staging_successes, approval_timeout_hours});
+    # a contract's promotion: block overrides it for its model.
+    promotion: EnvironmentPolicy = Field(default_factory=EnvironmentPolicy)
+
+    def function_environment(self) -> dict[str, str]:
+        """Settings of this environment that every function reads (beside the resource names)."""
+        return {EnvVar.PROMOTION_POLICY.value: self.promotion.model_dump_json()}
 
     @model_validator(mode="after")
     def _jwt_needs_issuer(self) -> StackConfig:

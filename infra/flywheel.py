@@ -11,6 +11,7 @@ from infra.spec import (
     BucketRef,
     BucketSpec,
     CaptureStreamSpec,
+    FunctionRef,
     FunctionSpec,
     IndexSpec,
     Key,
@@ -47,6 +48,7 @@ _SINGLE_TABLE = {
 
 HANDLERS = "functions.{}.handler.handler"
 DEFAULT_RETRAIN_SCHEDULE = "cron(0 3 * * ? *)"
+DEFAULT_MONITOR_SCHEDULE = "rate(1 hour)"
 
 
 def _metadata() -> tuple[Permission, ...]:
@@ -145,11 +147,12 @@ def _functions() -> tuple[FunctionSpec, ...]:
         FunctionSpec(
             name="promote",
             handler=HANDLERS.format("promote"),
-            description="Moves the production alias under the environment's policy",
+            description="Moves a verified version to staging or production under the environment's policy",
             memory_mb=256,
             timeout_s=60,
             permissions=(*_registry(write=True), *_metadata(), _idempotency()),
         ),
+        *_delivery_functions(),
         FunctionSpec(
             name="finish",
             handler=HANDLERS.format("finish"),
@@ -169,6 +172,40 @@ def _functions() -> tuple[FunctionSpec, ...]:
     )
 
 
+def _delivery_functions() -> tuple[FunctionSpec, ...]:
+    """Verify, approval and the post-deploy check: each may call the predict function, nothing else."""
+    invoke_predict = Permission(actions=("lambda:InvokeFunction",), resource=FunctionRef(function="predict"))
+    models = read_objects("artifacts", f"{ArtifactPrefix.MODELS}*")
+    contracts = read_objects("data", f"{DataPrefix.CONTRACTS}*")
+    return (
+        FunctionSpec(
+            name="verify",
+            handler=HANDLERS.format("verify"),
+            description="Proves a version on the serving path: load, smoke and a bounded load test",
+            memory_mb=2048,
+            timeout_s=300,
+            env_var=EnvVar.VERIFY_FUNCTION,
+            permissions=(contracts, models, *_registry(write=True), *_metadata(), invoke_predict),
+        ),
+        FunctionSpec(
+            name="approval",
+            handler=HANDLERS.format("approval"),
+            description="Keeps a waiting promotion's task token; records rejections and expired waits",
+            memory_mb=256,
+            timeout_s=30,
+            permissions=(*_registry(write=True), *_metadata()),
+        ),
+        FunctionSpec(
+            name="post-deploy-check",
+            handler=HANDLERS.format("post_deploy_check"),
+            description="Smoke request through the live route after a promotion; rolls back on failure",
+            memory_mb=512,
+            timeout_s=120,
+            permissions=(models, *_registry(write=True), *_metadata(), invoke_predict),
+        ),
+    )
+
+
 def _serving_functions() -> tuple[FunctionSpec, ...]:
     return (
         FunctionSpec(
@@ -177,6 +214,7 @@ def _serving_functions() -> tuple[FunctionSpec, ...]:
             description="Answers prediction requests with the production version; captures what it saw",
             memory_mb=1024,
             timeout_s=15,
+            env_var=EnvVar.PREDICT_FUNCTION,
             permissions=(
                 read_table("registry"),
                 read_objects("artifacts", f"{ArtifactPrefix.MODELS}*"),
@@ -187,6 +225,58 @@ def _serving_functions() -> tuple[FunctionSpec, ...]:
             ),
         ),
     )
+
+
+def _monitoring_functions() -> tuple[FunctionSpec, ...]:
+    """Labels (checks label files) and the monitor (judges traffic, writes reports and feedback, asks the
+    trigger for a retraining): neither touches the registry's writes, the pipeline or the capture stream."""
+    contracts = read_objects("data", f"{DataPrefix.CONTRACTS}*")
+    accepted = f"{DataPrefix.LABELS_ACCEPTED}*"
+    return (
+        FunctionSpec(
+            name="labels",
+            handler=HANDLERS.format("labels"),
+            description="Checks a label file; stores its usable rows for the monitor, or quarantines it",
+            memory_mb=1024,
+            timeout_s=120,
+            permissions=(
+                contracts,
+                # Without ListBucket, S3 answers 403 rather than 404 for a label set not written yet.
+                list_bucket("data"),
+                _move_objects("data", f"{DataPrefix.LABELS}*"),
+                read_objects("data", accepted),
+                write_objects("data", accepted),
+                read_objects("data", f"{DataPrefix.QUARANTINE}*/labels/*"),
+                write_objects("data", f"{DataPrefix.QUARANTINE}*/labels/*"),
+            ),
+        ),
+        FunctionSpec(
+            name="monitor",
+            handler=HANDLERS.format("monitor"),
+            description="Drift and live performance of production models; reports, feedback data, retraining",
+            memory_mb=2048,
+            timeout_s=900,
+            env_var=EnvVar.MONITOR_FUNCTION,
+            permissions=(
+                contracts,
+                list_bucket("data"),
+                read_objects("data", f"{DataPrefix.CAPTURES}*"),
+                read_objects("data", accepted),
+                write_objects("data", f"{DataPrefix.DATASETS}*"),
+                read_objects("artifacts", f"{ArtifactPrefix.MODELS}*"),
+                write_objects("artifacts", f"{ArtifactPrefix.REPORTS}*"),
+                *_registry(write=False),
+                *_metadata(),
+                Permission(actions=("lambda:InvokeFunction",), resource=FunctionRef(function="trigger")),
+            ),
+        ),
+    )
+
+
+MONITORING_NOTIFICATIONS = (Notification(prefix=DataPrefix.LABELS.value, function="labels"),)
+MONITORING_SCHEDULES = (
+    ScheduleSpec(name="monitor", expression=DEFAULT_MONITOR_SCHEDULE, function="monitor"),
+)
 
 
 PREDICT_ROUTES = (
@@ -212,7 +302,10 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                         expire_days=config.capture_retention_days,
                     ),
                 ),
-                notifications=(Notification(prefix=DataPrefix.INCOMING.value, function="trigger"),),
+                notifications=(
+                    Notification(prefix=DataPrefix.INCOMING.value, function="trigger"),
+                    *MONITORING_NOTIFICATIONS,
+                ),
                 env_var=EnvVar.DATA_BUCKET,
             ),
             BucketSpec(
@@ -232,9 +325,12 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                 env_var=EnvVar.IDEMPOTENCY_TABLE,
             ),
         ),
-        functions=(*_functions(), *_serving_functions()),
+        functions=(*_functions(), *_serving_functions(), *_monitoring_functions()),
         routes=PREDICT_ROUTES,
-        schedules=(ScheduleSpec(name="retrain", expression=DEFAULT_RETRAIN_SCHEDULE, function="trigger"),),
+        schedules=(
+            ScheduleSpec(name="retrain", expression=DEFAULT_RETRAIN_SCHEDULE, function="trigger"),
+            *MONITORING_SCHEDULES,
+        ),
         state_machine=StateMachineSpec(
             name="pipeline", definition=pipeline_definition, env_var=EnvVar.STATE_MACHINE_ARN
         ),

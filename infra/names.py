@@ -121,7 +121,12 @@ class StackNames:
         raise AssertionError(f"unknown resource reference {ref!r}")
 
     def environment(
-        self, spec: StackSpec, environment: str, log_level: str = "INFO", code_version: str = "unknown"
+        self,
+        spec: StackSpec,
+        environment: str,
+        log_level: str = "INFO",
+        code_version: str = "unknown",
+        extra: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
         """The variables every function receives (``shared.settings`` reads them).
 
@@ -148,4 +153,5 @@ class StackNames:
         if spec.state_machine and spec.state_machine.env_var:
             env[spec.state_machine.env_var.value] = self.state_machine_arn()
         env.update(self.extra_environment)
+        env.update(extra or {})
         return env

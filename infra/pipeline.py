@@ -1,7 +1,9 @@
 """The training pipeline as an Amazon States Language document, built from Python dicts.
 
-``Validate → Train → Evaluate → Gate → Register → Promote → Finish``; a failed gate registers the candidate as
-rejected and finishes without promoting. Every task retries transient errors with backoff and never retries
+``Validate → Train → Evaluate → Gate → Register → Verify → Promote → PostDeployCheck → Finish``; a failed
+gate registers the candidate as rejected, and a failed verification rejects it, both without promoting. Under
+the approval policy, Promote first moves the version to staging and ``AwaitApproval`` waits on a task token
+for a person (a timeout rejects). Every task retries transient errors with backoff and never retries
 a :class:`DataValidationError` or :class:`ContractError` (the same input fails the same way). Any failure is
 caught into a per-step Pass state that names the step, then ``RecordFailure`` marks the run failed and the
 execution ends in ``Fail``. Payloads between states are references (ids, URIs), never data.
@@ -33,28 +35,69 @@ STEPS: tuple[tuple[str, str, str | None], ...] = (
     ("Validate", "validate", "Train"),
     ("Train", "train", "Evaluate"),
     ("Evaluate", "evaluate", "Gate"),
-    ("Register", "register", "Promote"),
+    ("Register", "register", "Verify"),
     ("RegisterRejected", "register", "Finish"),
-    ("Promote", "promote", "Finish"),
+    ("Verify", "verify", "Verified"),
+    ("StageCandidate", "promote", "AwaitApproval"),
+    ("Declined", "approval", "Finish"),
+    ("Promote", "promote", "Promoted"),
+    ("PostDeployCheck", "post-deploy-check", "Finish"),
     ("Finish", "finish", None),
 )
+# A person's "no" (flywheel reject sends it) and an expired wait both decline the promotion.
+APPROVAL_DECLINED = "ApprovalRejected"
 
 
 def pipeline_definition(arns: FunctionArns) -> dict[str, Any]:
     """The pipeline for these function ARNs (the spec passes declared functions only)."""
     states: dict[str, Any] = {
-        "HasNewFile": {
-            "Type": "Choice",
-            "Comment": "a run for a new file validates it; other runs train on the datasets there are",
-            "Choices": [{"Variable": "$.source", "IsPresent": True, "Next": "Validate"}],
-            "Default": "Train",
+        "HasNewFile": _choice(
+            "a run for a new file validates it; other runs train on the datasets there are",
+            [{"Variable": "$.source", "IsPresent": True, "Next": "Validate"}],
+            default="Train",
+        ),
+        "Gate": _choice(
+            "Evaluate's gate decision; Register records a rejected candidate with the reasons",
+            [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register"}],
+            default="RegisterRejected",
+        ),
+        "Verified": _choice(
+            "a candidate that failed on the serving path is rejected (Verify recorded why)",
+            [{"Variable": "$.verification.passed", "BooleanEquals": True, "Next": "Policy"}],
+            default="Finish",
+        ),
+        "Policy": _choice(
+            "the environment's promotion policy",
+            [{"Variable": "$.policy.policy", "StringEquals": "approval", "Next": "StageCandidate"}],
+            default="Promote",
+        ),
+        "AwaitApproval": {
+            "Type": "Task",
+            "Comment": "waits for flywheel approve/reject (SendTaskSuccess/Failure); the timeout rejects",
+            "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+            "Parameters": {
+                "FunctionName": arns["approval"],
+                "Payload": {"state.$": "$", "task_token.$": "$$.Task.Token"},
+            },
+            "TimeoutSecondsPath": "$.policy.approval_timeout_seconds",
+            "ResultPath": "$.approval",
+            "Retry": [RETRY_TRANSIENT],
+            "Catch": [
+                {
+                    "ErrorEquals": [APPROVAL_DECLINED, "States.Timeout"],
+                    "ResultPath": "$.declined",
+                    "Next": "Declined",
+                },
+                {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "AwaitApprovalFailed"},
+            ],
+            "Next": "Promote",
         },
-        "Gate": {
-            "Type": "Choice",
-            "Comment": "Evaluate's gate decision; Register records a rejected candidate with the reasons",
-            "Choices": [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register"}],
-            "Default": "RegisterRejected",
-        },
+        "AwaitApprovalFailed": _failed("approval"),
+        "Promoted": _choice(
+            "a promotion the policy refused leaves production as it was: nothing to check",
+            [{"Variable": "$.promoted", "BooleanEquals": True, "Next": "PostDeployCheck"}],
+            default="Finish",
+        ),
         "RecordFailure": {
             "Type": "Task",
             "Resource": arns["record-failure"],
@@ -77,18 +120,21 @@ def pipeline_definition(arns: FunctionArns) -> dict[str, Any]:
         }
         task.update({"Next": following} if following else {"End": True})
         states[state] = task
-        # Catch cannot add a constant, so a Pass state names the failed step for RecordFailure.
-        states[f"{state}Failed"] = {
-            "Type": "Pass",
-            "Result": function,
-            "ResultPath": "$.failed_step",
-            "Next": "RecordFailure",
-        }
+        states[f"{state}Failed"] = _failed(function)
     return {
-        "Comment": "Flywheel: validate, train, evaluate, gate, register, promote",
+        "Comment": "Flywheel: validate, train, evaluate, gate, register, verify, promote, check",
         "StartAt": "HasNewFile",
         "States": states,
     }
+
+
+def _choice(comment: str, choices: list[dict[str, Any]], default: str) -> dict[str, Any]:
+    return {"Type": "Choice", "Comment": comment, "Choices": choices, "Default": default}
+
+
+def _failed(step: str) -> dict[str, Any]:
+    # Catch cannot add a constant, so a Pass state names the failed step for RecordFailure.
+    return {"Type": "Pass", "Result": step, "ResultPath": "$.failed_step", "Next": "RecordFailure"}
 
 
 assert not set(NEVER_RETRIED) & set(RETRY_TRANSIENT["ErrorEquals"]), "validation errors must never be retried"

@@ -141,6 +141,33 @@ class Gates(_Block):
 DEFAULT_MONITORING_METRIC: dict[Task, str] = {Task.CLASSIFICATION: "roc_auc", Task.REGRESSION: "rmse"}
 
 
+class PolicyKind(StrEnum):
+    AUTO = "auto"
+    APPROVAL = "approval"
+
+
+class EnvironmentPolicy(_Block):
+    """How a verified version is promoted in one environment (see ``shared.delivery``)."""
+
+    policy: PolicyKind = PolicyKind.AUTO
+    min_staging_successes: int = Field(default=0, ge=0, le=100)
+    approval_timeout_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+
+    @property
+    def approval_timeout_seconds(self) -> int:
+        return max(1, round(self.approval_timeout_hours * 3600))
+
+
+class ServingGates(_Block):
+    """What a candidate must show on the serving path before it may be promoted (``serving:``)."""
+
+    max_p99_ms: float = Field(default=500.0, gt=0)
+    max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    smoke_rows: int = Field(default=32, ge=1, le=1000)
+    load_requests: int = Field(default=100, ge=1, le=10_000)
+    load_concurrency: int = Field(default=4, ge=1, le=64)
+
+
 class MonitoringPolicy(_Block):
     """When the monitor asks for a retraining (the contract's optional ``monitoring:`` block).
 
@@ -198,6 +225,9 @@ class DataContract(_Block):
     gates: Gates = Field(default_factory=Gates)
     # Declared after task: its validator checks the metric against it.
     monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
+    # Per environment name (dev, staging, prod, ...); environments not listed use the stack's default.
+    promotion: dict[str, EnvironmentPolicy] = Field(default_factory=dict)
+    serving: ServingGates = Field(default_factory=ServingGates)
     description: str = ""
 
     @field_validator("model")

@@ -28,11 +28,15 @@ GuardedStep = Callable[[RunState, Services, LambdaContext], RunState]
 RETAIN_SECONDS = 7 * 24 * 3600
 
 
-def once_per_run(step: Step) -> GuardedStep:
-    """``step``, answered from the idempotency table when the same run already went through it."""
+def once_per_run(step: Step, key: str = "run_id") -> GuardedStep:
+    """``step``, answered from the idempotency table when the same run already went through it.
+
+    ``key`` is the JMESPath of what makes two calls the same: the run id, or more when a step runs twice
+    in one run for different reasons (Promote: to staging before an approval, to production after it).
+    """
 
     def run(state: RunState, svc: Services, context: LambdaContext) -> RunState:
-        guarded, config = _guarded(step, svc.settings.idempotency_table, svc.settings.region)
+        guarded, config = _guarded(step, key, svc.settings.idempotency_table, svc.settings.region)
         # With the context, an in-progress record expires with the invocation instead of blocking retries.
         config.register_lambda_context(context)
         result: RunState = guarded(state=state, svc=svc)
@@ -44,14 +48,16 @@ def once_per_run(step: Step) -> GuardedStep:
 
 
 @lru_cache(maxsize=16)
-def _guarded(step: Step, table: str, region: str) -> tuple[Callable[..., RunState], IdempotencyConfig]:
+def _guarded(
+    step: Step, key: str, table: str, region: str
+) -> tuple[Callable[..., RunState], IdempotencyConfig]:
     import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
 
     persistence = DynamoDBPersistenceLayer(
         table_name=table, boto3_client=boto3.client("dynamodb", region_name=region)
     )
     config = IdempotencyConfig(
-        event_key_jmespath="run_id", raise_on_no_idempotency_key=True, expires_after_seconds=RETAIN_SECONDS
+        event_key_jmespath=key, raise_on_no_idempotency_key=True, expires_after_seconds=RETAIN_SECONDS
     )
 
     def keyed(state: RunState, svc: Services) -> RunState:

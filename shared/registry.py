@@ -112,6 +112,16 @@ class Approval(_Record):
     run_id: str | None = None
 
 
+class PendingApproval(_Record):
+    """A promotion waiting for a person: the state machine task token, until approved, rejected or expired."""
+
+    run_id: str
+    token: str
+    environment: str
+    requested_at: UtcDatetime
+    expires_at: UtcDatetime
+
+
 class NewModelVersion(_Record):
     """What a caller supplies to register a version; the registry adds name, number, stage and provenance."""
 
@@ -143,6 +153,7 @@ class ModelVersion(NewModelVersion):
     run_id: str
     registered_by: str
     approvals: list[Approval] = Field(default_factory=list)
+    pending_approval: PendingApproval | None = None
 
     @property
     def ref(self) -> str:
@@ -154,6 +165,8 @@ class TransitionKind(StrEnum):
     STAGE = "stage"  # the version's stage changed (from_stage None: it was registered)
     ALIAS = "alias"  # an alias moved to the version
     ALIAS_REMOVED = "alias_removed"
+    APPROVED = "approved"  # a person approved a promotion
+    REJECTED = "rejected"  # a person rejected it, or the wait for one expired
 
 
 class Transition(_Record):
@@ -289,6 +302,8 @@ class PatchVersion:
     tags: dict[str, str] = field(default_factory=dict)
     remove_tags: tuple[str, ...] = ()
     approvals: tuple[Approval, ...] = ()
+    pending: PendingApproval | None = None
+    clear_pending: bool = False
 
 
 RegistryWrite = (
@@ -762,11 +777,70 @@ class ModelRegistry:
         self._patch(PatchVersion(name, version, approvals=(approval,)))
         return self._require_version(name, version)
 
+    def record_decision(
+        self,
+        name: str,
+        version: int,
+        *,
+        approved: bool,
+        actor: str,
+        reason: str,
+        run_id: str | None = None,
+    ) -> Transition:
+        """Append an approval or a rejection to the audit trail; an approval is also kept on the version."""
+
+        def attempt() -> Transition:
+            current = self._require_version(name, version)
+            model = self._require_model(name)
+            now = self._clock()
+            entry = Transition(
+                model=name,
+                version=version,
+                seq=model.audit_seq + 1,
+                kind=TransitionKind.APPROVED if approved else TransitionKind.REJECTED,
+                from_stage=current.stage,
+                to_stage=current.stage,
+                actor=actor,
+                reason=reason,
+                at=now,
+                run_id=run_id,
+            )
+            writes: list[RegistryWrite] = [*self._bump_audit(model, 1, now), AppendTransition(entry)]
+            if approved:
+                writes.append(
+                    PatchVersion(
+                        name,
+                        version,
+                        approvals=(Approval(actor=actor, at=now, comment=reason, run_id=run_id),),
+                    )
+                )
+            self.store.commit(writes)
+            return entry
+
+        return self._retrying(attempt, f"record a decision on {name} v{version}")
+
+    def request_approval(self, name: str, version: int, pending: PendingApproval) -> ModelVersion:
+        """Keep the promotion that waits for a person (the state machine's task token) on the version."""
+        self._patch(PatchVersion(name, version, pending=pending))
+        return self._require_version(name, version)
+
+    def clear_pending_approval(self, name: str, version: int) -> ModelVersion:
+        """The wait is over (approved, rejected or expired): forget the token."""
+        self._patch(PatchVersion(name, version, clear_pending=True))
+        return self._require_version(name, version)
+
     # helpers
 
     def _patch(self, patch: PatchVersion) -> None:
         self._require_version(patch.name, patch.version)
-        if not (patch.runtime_metrics or patch.tags or patch.remove_tags or patch.approvals):
+        if not (
+            patch.runtime_metrics
+            or patch.tags
+            or patch.remove_tags
+            or patch.approvals
+            or patch.pending
+            or patch.clear_pending
+        ):
             return
         try:
             self.store.commit([patch])
@@ -952,6 +1026,9 @@ class InMemoryRegistryStore:
                             "runtime_metrics": {**current.runtime_metrics, **write.runtime_metrics},
                             "tags": tags,
                             "approvals": [*current.approvals, *write.approvals],
+                            "pending_approval": None
+                            if write.clear_pending
+                            else (write.pending or current.pending_approval),
                         }
                     )
                 )
@@ -964,7 +1041,7 @@ def _copy(version: ModelVersion) -> ModelVersion:
 
 # --- DynamoDB --------------------------------------------------------------------------------------------
 
-_MUTABLE = {"stage", "runtime_metrics", "tags", "approvals"}
+_MUTABLE = {"stage", "runtime_metrics", "tags", "approvals", "pending_approval"}
 
 
 def _model_pk(name: str) -> str:
@@ -1210,7 +1287,11 @@ def _version_item(version: ModelVersion) -> dict[str, Any]:
         "runtime_metrics": {"M": {k: _s(json.dumps(v)) for k, v in version.runtime_metrics.items()}},
         "tags": {"M": {k: _s(v) for k, v in version.tags.items()}},
         "approvals": {"L": [_s(a.model_dump_json()) for a in version.approvals]},
-    }
+    } | (
+        {"pending_approval": _s(version.pending_approval.model_dump_json())}
+        if version.pending_approval
+        else {}
+    )
 
 
 def _version_from_item(item: dict[str, Any]) -> ModelVersion:
@@ -1219,6 +1300,8 @@ def _version_from_item(item: dict[str, Any]) -> ModelVersion:
     fields["runtime_metrics"] = {k: json.loads(v["S"]) for k, v in item["runtime_metrics"]["M"].items()}
     fields["tags"] = {k: v["S"] for k, v in item["tags"]["M"].items()}
     fields["approvals"] = [json.loads(a["S"]) for a in item["approvals"]["L"]]
+    if "pending_approval" in item:
+        fields["pending_approval"] = json.loads(item["pending_approval"]["S"])
     return ModelVersion.model_validate(fields)
 
 
@@ -1241,6 +1324,11 @@ def _patch_update(table: str, patch: PatchVersion) -> dict[str, Any]:
     if patch.approvals:
         values[":a"] = {"L": [_s(a.model_dump_json()) for a in patch.approvals]}
         sets.append("approvals = list_append(approvals, :a)")
+    if patch.clear_pending:
+        removes.append("pending_approval")
+    elif patch.pending is not None:
+        values[":p"] = _s(patch.pending.model_dump_json())
+        sets.append("pending_approval = :p")
     clauses = [f"SET {', '.join(sets)}"] if sets else []
     clauses += [f"REMOVE {', '.join(removes)}"] if removes else []
     params: dict[str, Any] = {

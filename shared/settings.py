@@ -10,6 +10,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.contract import EnvironmentPolicy
 from shared.env_names import EnvVar
 
 
@@ -27,6 +28,14 @@ class Settings(BaseSettings):
     state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
     trigger_function: str = Field(validation_alias=EnvVar.TRIGGER_FUNCTION.value)
     code_version: str = Field(default="unknown", validation_alias=EnvVar.CODE_VERSION.value)
+    predict_function: str | None = Field(default=None, validation_alias=EnvVar.PREDICT_FUNCTION.value)
+    verify_function: str | None = Field(default=None, validation_alias=EnvVar.VERIFY_FUNCTION.value)
+    monitor_function: str | None = Field(default=None, validation_alias=EnvVar.MONITOR_FUNCTION.value)
+    # The environment's default promotion policy (JSON in the variable); a contract's promotion: block
+    # overrides it for its model.
+    promotion_policy: EnvironmentPolicy = Field(
+        default_factory=EnvironmentPolicy, validation_alias=EnvVar.PROMOTION_POLICY.value
+    )
     # Serving. How stale the production alias may be in a warm predict function (a promotion or rollback
     # is served within this many seconds, without a redeploy); and what one request may carry (API
     # Gateway and Lambda cap a synchronous payload at 6 MB).

@@ -133,7 +133,17 @@ class RunState(_State):
     candidate: Candidate | None = None
     evaluation: EvaluationSummary | None = None
     version: int | None = None
+    # Continuous delivery (shared.delivery_steps): the verification verdict, the environment's policy,
+    # the approval (SendTaskSuccess output) or the decline (the Catch's error), what promotion did.
+    verification: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    declined: dict[str, Any] | None = None
+    staged: bool | None = None
     promoted: bool | None = None
+    previous_version: int | None = None
+    promotion_refusals: list[str] | None = None
+    post_deploy: dict[str, Any] | None = None
     failed_step: str | None = None
     error: dict[str, Any] | None = None
 
@@ -511,37 +521,9 @@ def parity_tags(parity: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
-def promote_step(state: RunState, svc: Services) -> RunState:
-    """Move the production alias to the new version (automatic policy), archiving the one it replaces.
-
-    The promotion is conditional on production still being the version the candidate was compared with:
-    if another run promoted meanwhile, this one fails rather than replace a model it never beat.
-    """
-    version: int = state.require("version")
-    evaluation: EvaluationSummary = state.require("evaluation")
-    with recorded_step(svc, state, "promote"):
-        result = svc.registry.promote(
-            state.model,
-            version,
-            actor=PIPELINE_ACTOR,
-            reason=f"automatic policy: passed the gates ({'; '.join(evaluation.reasons)})",
-            run_id=state.run_id,
-            expected_version=evaluation.champion_version,
-        )
-        svc.metadata.link(
-            NodeType.RUN,
-            state.run_id,
-            NodeType.MODEL_VERSION,
-            model_version_id(state.model, version),
-            "promoted",
-        )
-        metrics.add_metric(name="ModelPromoted", unit=MetricUnit.Count, value=1)
-        logger.info("model promoted", extra={"version": version, "previous": result.previous_version})
-        return state.model_copy(update={"promoted": True})
-
-
 def finish_step(state: RunState, svc: Services) -> RunState:
-    """Close the run: succeeded (promoted) or rejected (the candidate did not pass), with the outcome."""
+    """Close the run: succeeded (promoted) or rejected — by the gate, by verification, by a person or the
+    approval timeout, or held in staging by the policy — with the outcome and every reason."""
     with recorded_step(svc, state, "finish"):
         evaluation = state.evaluation
         status = RunStatus.SUCCEEDED if state.promoted else RunStatus.REJECTED
@@ -552,6 +534,11 @@ def finish_step(state: RunState, svc: Services) -> RunState:
             "gate_reasons": evaluation.reasons if evaluation else [],
             "metrics": evaluation.metrics if evaluation else {},
             "champion_version": evaluation.champion_version if evaluation else None,
+            "verification": state.verification,
+            "policy": (state.policy or {}).get("policy"),
+            "approval": state.approval,
+            "promotion_refusals": state.promotion_refusals or [],
+            "previous_version": state.previous_version,
         }
         svc.metadata.update_run(state.run_id, status=status, ended_at=datetime.now(UTC), outcome=outcome)
         metrics.add_metric(

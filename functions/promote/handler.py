@@ -1,17 +1,19 @@
-"""promote: the production alias moves to the new version under the automatic policy, archiving the one it
-replaces; at most once per run."""
+"""promote: under the environment's policy, the verified version moves to staging (to wait for approval) or
+to production, archiving the one it replaces; each move at most once per run."""
 
 from typing import Any
 
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.delivery_steps import promote_step
 from shared.idempotency import once_per_run
 from shared.observability import logger, metrics, tracer
 from shared.services import services
-from shared.steps import RunState, promote_step
+from shared.steps import RunState
 
-promote = once_per_run(promote_step)
+# The same run promotes twice under the approval policy: before the approval (staging) and after it.
+promote = once_per_run(promote_step, key="[run_id, version, approval]")
 
 
 @logger.inject_lambda_context

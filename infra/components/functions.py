@@ -51,7 +51,9 @@ class Functions(pulumi.ComponentResource):
         super().__init__("flywheel:functions:Functions", name, None, opts)
         self._project, self._stack, self._config = spec.project, stack, config
         self.environment: Output[dict[str, str]] = names.apply(
-            lambda n: n.environment(spec, config.environment, config.log_level, code_version())
+            lambda n: n.environment(
+                spec, config.environment, config.log_level, code_version(), config.function_environment()
+            )
         )
         self.functions: dict[str, aws.lambda_.Function] = {}
         # No function, no image to build.

@@ -72,7 +72,11 @@ class LocalCloud:
         self.region = self.config.region
         self.names = StackNames.for_spec(spec, stack, self.region, ACCOUNT)
         self.environment = self.names.environment(
-            spec, self.config.environment, self.config.log_level, code_version()
+            spec,
+            self.config.environment,
+            self.config.log_level,
+            code_version(),
+            self.config.function_environment(),
         )
         self.runtime = LocalRuntime(s3_versions=self._object_version)
         self.scheduler = LocalScheduler(ACCOUNT, self.region, invoke=self.invoke_async)

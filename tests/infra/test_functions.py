@@ -128,7 +128,13 @@ def test_every_function_receives_the_stack_environment(platform_dev: Deployment)
     When the program runs for dev (log level DEBUG in Pulumi.dev.yaml)
     Then every function gets the same variables, naming the deployed resources, and the stack exports
     that same environment."""
-    expected = platform_dev.names().environment(platform_dev.spec, "dev", "DEBUG", code_version())
+    expected = platform_dev.names().environment(
+        platform_dev.spec,
+        "dev",
+        "DEBUG",
+        code_version(),
+        StackConfig.from_stack_file("dev").function_environment(),
+    )
     assert expected["FLYWHEEL_DATA_BUCKET"] == platform_dev.one(T.BUCKET, "data").outputs["bucket"]
     for function in platform_dev.all(T.FUNCTION):
         assert function.inputs["environment"] == {"variables": expected}, function.name

@@ -34,13 +34,13 @@ from shared.metadata import (
 from shared.registry import ServingFlavor, Stage
 from shared.services import Services
 from shared.serving import load_served_model
+from shared.delivery_steps import post_deploy_check_step, promote_step, verify_step
 from shared.steps import (
     RunState,
     SourceFile,
     evaluate_step,
     finish_step,
     load_model,
-    promote_step,
     record_failure,
     register_step,
     train_step,
@@ -54,6 +54,7 @@ from tests.fixtures.services import (
     churn_csv,
     in_memory_services,
     put_churn_contract,
+    serving_invoker,
     upload,
 )
 
@@ -87,15 +88,20 @@ def new_file(svc: Services, key: str, body: bytes) -> RunState:
 
 
 def run_pipeline(svc: Services, state: RunState) -> RunState:
-    """The state machine's path: Validate when there is a file, Train, Evaluate, Register, Promote when the
-    gate passed, Finish."""
+    """The state machine's path under the automatic policy: Validate when there is a file, Train, Evaluate,
+    Register; when the gate passed, Verify, and Promote and PostDeployCheck when verification passed; Finish."""
     if state.source is not None:
         state = through_json(validate_step(state, svc))
     state = through_json(train_step(state, svc))
     state = through_json(evaluate_step(state, svc))
     state = through_json(register_step(state, svc))
     if state.require("evaluation").passed:
-        state = through_json(promote_step(state, svc))
+        state = through_json(verify_step(state, svc, serving_invoker(svc)))
+        if state.require("verification")["passed"]:
+            state = through_json(promote_step(state, svc))
+            state = through_json(
+                post_deploy_check_step(state, svc, serving_invoker(svc), sleep=lambda _: None)
+            )
     return through_json(finish_step(state, svc))
 
 
@@ -233,7 +239,16 @@ def test_a_new_file_is_validated_trained_evaluated_registered_and_promoted(svc: 
     assert run.status is RunStatus.SUCCEEDED
     assert [(s.name, s.status) for s in svc.metadata.list_steps(state.run_id)] == [
         (name, StepStatus.SUCCEEDED)
-        for name in ("validate", "train", "evaluate", "register", "promote", "finish")
+        for name in (
+            "validate",
+            "train",
+            "evaluate",
+            "register",
+            "verify",
+            "promote",
+            "post-deploy-check",
+            "finish",
+        )
     ]
     assert production_version(svc) == 1
     version = svc.registry.get_model_version_by_alias("churn", "production")
@@ -370,6 +385,7 @@ def test_promote_refuses_to_replace_a_production_model_the_candidate_was_never_c
     )
     slow = new_file(svc, "incoming/churn/feb.csv", churn_csv(600, seed=2))
     slow = register_step(evaluate_step(train_step(validate_step(slow, svc), svc), svc), svc)
+    slow = verify_step(slow, svc, serving_invoker(svc))
     run_pipeline(svc, new_file(svc, "incoming/churn/mar.csv", churn_csv(600, seed=3)))
     assert production_version(svc) == 3
 

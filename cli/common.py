@@ -1,0 +1,63 @@
+"""What every ``flywheel`` command shares: the stack it talks to, error reporting, common options."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from cli.stack import settings_for
+from shared.errors import ContractError, DataValidationError, FlywheelError
+from shared.services import Services
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, stack: str) -> None:
+        self.stack = stack
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            self._services = Services.from_settings(settings_for(self.stack))
+        return self._services
+
+    def invoke_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import boto3
+
+        settings = self.services.settings
+        response = boto3.client("lambda", region_name=settings.region).invoke(
+            FunctionName=settings.trigger_function, Payload=json.dumps(payload).encode()
+        )
+        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
+        return answer
+
+
+def reported(command: F) -> F:
+    """Turn Flywheel's errors into a clear message and a non-zero exit, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ContractError, DataValidationError) as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        except (FlywheelError, TimeoutError) as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+    return run  # type: ignore[return-value]
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+wait_option = click.option("--wait", is_flag=True, help="Follow the run; exit non-zero if it fails.")
+
+
+pass_context = click.make_pass_decorator(Context)
