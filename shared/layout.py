@@ -10,6 +10,8 @@ class DataPrefix(StrEnum):
     DATASETS = "datasets/"
     QUARANTINE = "quarantine/"
     LABELS = "labels/"
+    # Label files the labels function accepted, as Parquet (shared.labels); the monitor reads them.
+    LABELS_ACCEPTED = "labels-accepted/"
     CAPTURES = "captures/"
     CAPTURE_ERRORS = "captures-errors/"
     CONTRACTS = "contracts/"
