@@ -174,7 +174,11 @@ def lineage_text(view: dict[str, Any]) -> str:
         lines.append(f"      {dataset['uri']}  (version {dataset.get('version_id') or '-'})")
     if view["source_files"]:
         lines.append("  source files")
-        lines += [f"    {uri}" for uri in view["source_files"]]
+        captures = [uri for uri in view["source_files"] if "/captures/" in uri]
+        lines += [f"    {uri}" for uri in view["source_files"] if uri not in captures]
+        if captures:
+            folder = captures[0].split("#")[0].rsplit("/", 1)[0]
+            lines.append(f"    {len(captures)} capture object(s) of served predictions, e.g. under {folder}/")
     lines.append(f"  artifact       {view['artifact']['uri']}  sha256 {view['artifact']['sha256'][:12]}…")
     return "\n".join(lines)
 

@@ -6,12 +6,15 @@ handlers that ``pulumi up`` deploys. The demo calls the same functions as the ``
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
 import time
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 # The functions log and emit metrics as they would in Lambda; the story is easier to read without them.
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -20,8 +23,9 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 warnings.filterwarnings("ignore", module="aws_lambda_powertools")
 
 import click  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from cli import actions, render  # noqa: E402
+from cli import actions, monitoring, render  # noqa: E402
 from cli.api import RequestRefusedError, post_json, predict_url  # noqa: E402
 from examples.churn import generate, write  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
@@ -31,6 +35,7 @@ from shared.metadata import RunStatus  # noqa: E402
 from shared.services import Services, services  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 MODEL = "churn"
 
 
@@ -47,10 +52,148 @@ def follow(svc: Services, path: Path, expect: RunStatus | None = None) -> action
     click.echo(f"   run {pushed.run_id}")
     view = actions.wait_for_run(svc, pushed.run_id, lambda line: click.echo("   " + line))
     click.echo()
-    click.echo("\n".join("   " + line for line in render.run_details(view).splitlines()))
+    echo_block(render.run_details(view))
     if expect is not None and view.run.status is not expect:
         raise SystemExit(f"demo: expected the run to end {expect.value}, it ended {view.run.status.value}")
     return view
+
+
+def monitoring_chapters(cloud: LocalCloud, svc: Services, api_url: str, workdir: Path) -> str | None:
+    """The closed loop: shifted traffic, late labels, the monitor, a retrained model."""
+    march = generate(
+        1200, seed=9, start=TODAY - timedelta(days=7), days=7, covariate_shift=0.6, concept_drift=1.0
+    )
+    chapter(
+        9,
+        "This week: the customers change, and so does what makes them leave",
+        "1,200 requests arrive with shifted features (covariate shift) and, unknown to v2, a new rule",
+        "linking features to churn (concept drift). Each answer carries a request id.",
+    )
+    request_ids: list[str] = []
+    features = [c for c in march.columns if c not in ("event_time", "churned")]
+    for start in range(0, len(march), 100):
+        batch = march.iloc[start : start + 100][features]
+        rows = batch.astype(object).where(batch.notna(), None).to_dict("records")
+        request_ids += post_json(predict_url(api_url, MODEL), {"instances": rows})["request_ids"]
+    click.echo(f"   {len(request_ids)} predictions served and captured (captures/{MODEL}/...)")
+
+    labels = workdir / "labels-this-week.csv"
+    pd.DataFrame({"request_id": request_ids, "churned": march["churned"].tolist()}).to_csv(
+        labels, index=False
+    )
+    chapter(
+        10,
+        "Weeks later the true outcomes arrive as labels, joined to the predictions by request id",
+        f"flywheel labels push {labels.name} --model {MODEL}",
+    )
+    outcome = monitoring.wait_for_labels(svc, monitoring.push_labels(svc, labels, MODEL))
+    echo_block(monitoring.labels_text(outcome))
+
+    chapter(
+        11,
+        "The monitor compares the window with v2's training profile and its live accuracy with the holdout",
+        f"flywheel monitor {MODEL} --wait",
+    )
+    found = monitoring.run_monitor(svc.settings, monitoring.invoker(svc.settings), MODEL, "demo")
+    echo_block(monitoring.outcome_text(found))
+    if not found.run_id:
+        return None
+    view = actions.wait_for_run(svc, found.run_id, lambda line: click.echo("   " + line))
+    click.echo()
+    echo_block(render.run_details(view))
+
+    latest = max(v.version for v in svc.registry.search_model_versions(name=MODEL))
+    chapter(
+        12,
+        f"v{latest} came from the monitor's evidence and the feedback data production saw",
+        f"flywheel lineage {MODEL}:{latest}    flywheel report {MODEL} --out ./report",
+    )
+    click.echo(
+        "\n".join(
+            "   " + line
+            for line in render.lineage_text(actions.lineage(svc, f"{MODEL}:{latest}")).splitlines()
+        )
+    )
+    report_dir = workdir / "report"
+    written = monitoring.download_report(svc, monitoring.reports(svc, MODEL).latest, report_dir)
+    click.echo(
+        f"   the drift report, to open in a browser: {report_dir / 'report.html'} ({len(written)} files)"
+    )
+    return found.run_id
+
+
+def history_chapters(svc: Services, workdir: Path) -> None:
+    """Three months of history, ending a month ago: this week's traffic is what production sees now."""
+    first_start, second_start = TODAY - timedelta(days=91), TODAY - timedelta(days=60)
+    first = workdir / f"churn-{first_start:%Y-%m}.csv"
+    write(generate(4000, seed=1, start=first_start, days=31), first)
+    chapter(
+        3,
+        f"{first_start:%B}'s data arrives: the first model goes to production",
+        "An S3 event starts the pipeline: Validate → Train → Evaluate → Gate → Register → Verify on the",
+        "serving path → Promote (this stack's policy: auto) → PostDeployCheck.",
+    )
+    follow(svc, first, RunStatus.SUCCEEDED)
+
+    second = workdir / f"churn-{second_start:%Y-%m}.csv"
+    write(generate(4000, seed=2, start=second_start, days=28), second)
+    chapter(
+        4,
+        f"{second_start:%B}'s data arrives: v2 trains on the last four weeks and is judged against v1",
+        "on the same holdout. The gate promotes it only if it clears the floors and does not fall behind.",
+    )
+    follow(svc, second)
+
+    broken = workdir / "churn-broken.csv"
+    frame = generate(400, seed=3, start=TODAY - timedelta(days=20), days=5)
+    frame.loc[frame.index[:7], "plan"] = "platinum"
+    frame["tenure_months"] = frame["tenure_months"].astype(object)
+    frame.loc[frame.index[7:12], "tenure_months"] = "unknown"
+    write(frame.drop(columns=["churned"]), broken)
+    chapter(
+        5,
+        "A malformed file arrives: a plan that does not exist, text in a number, the target missing",
+        "It is quarantined beside a report of every problem; production is untouched.",
+    )
+    follow(svc, broken, RunStatus.FAILED)
+
+    chapter(6, "The model's versions", f"flywheel models {MODEL}")
+    echo_block(render.models_table(actions.models(svc, MODEL)))
+    latest = max(v.version for v in svc.registry.search_model_versions(name=MODEL))
+    chapter(7, f"Where v{latest} came from", f"flywheel lineage {MODEL}:{latest}")
+    echo_block(render.lineage_text(actions.lineage(svc, f"{MODEL}:{latest}")))
+
+
+CUSTOMERS = [
+    {"customer_id": "C-new-1", "tenure_months": 3, "monthly_charges": 89.0, "plan": "basic",
+     "region": "south", "autopay": False, "support_calls": 6},
+    {"customer_id": "C-new-2", "tenure_months": 60, "monthly_charges": 45.5, "plan": "pro",
+     "region": "north", "autopay": True, "support_calls": 0},
+]  # fmt: skip
+
+
+def serving_chapter(api_url: str) -> None:
+    chapter(
+        8,
+        "The production model answers over HTTP (the HTTP API, served locally as API Gateway would)",
+        f"POST {api_url}/models/{MODEL}/predict",
+        "flywheel predict churn '{\"tenure_months\": 3, ...}'   # the same, from the command line",
+    )
+    answer = post_json(predict_url(api_url, MODEL), {"instances": CUSTOMERS})
+    click.echo(f"   answered by {answer['model']} v{answer['version']} ({answer['flavor']} flavour)")
+    echo_block(render.predictions_table(answer))
+    click.echo("   Each row's request_id is how its true outcome is attached later, as a label.")
+    bad = dict(CUSTOMERS[0], plan="platinum", tenure_months="three")
+    try:
+        post_json(predict_url(api_url, MODEL), {"instances": [bad]})
+    except RequestRefusedError as refused:
+        click.echo(f"   a malformed request is refused with {refused.status} and every problem:")
+        for problem in refused.problems:
+            click.echo(f"     row {problem.get('row')} {problem.get('field')}: {problem.get('problem')}")
+
+
+def echo_block(text: str) -> None:
+    click.echo("\n".join("   " + line for line in text.splitlines()))
 
 
 def main() -> None:
@@ -69,7 +212,6 @@ def main() -> None:
             f"functions {', '.join(cloud.names.functions.values())}",
             f"pipeline  {cloud.names.state_machine}",
         )
-
         chapter(
             2,
             "A data contract says what the churn data must look like and how to judge a model",
@@ -81,98 +223,38 @@ def main() -> None:
             f"from {len(contract.features)} features, {contract.training.estimator};\n"
             f"   gates {contract.gates.model_dump()}"
         )
-
-        january = workdir / "churn-2026-01.csv"
-        write(generate(4000, seed=1, start="2026-01-01", days=31), january)
-        chapter(
-            3,
-            "January's data arrives: the first model goes to production",
-            "An S3 event starts the pipeline: Validate → Train → Evaluate → Gate → Register → Promote.",
-        )
-        follow(svc, january, RunStatus.SUCCEEDED)
-
-        february = workdir / "churn-2026-02.csv"
-        write(generate(4000, seed=2, start="2026-02-01", days=28), february)
-        chapter(
-            4,
-            "February's data arrives: v2 is trained on both months and judged against v1 on the same holdout",
-            "The gate promotes it only if it clears the floors and does not fall behind production.",
-        )
-        follow(svc, february)
-
-        broken = workdir / "churn-2026-03-broken.csv"
-        frame = generate(400, seed=3, start="2026-03-01", days=5)
-        frame.loc[frame.index[:7], "plan"] = "platinum"
-        frame["tenure_months"] = frame["tenure_months"].astype(object)
-        frame.loc[frame.index[7:12], "tenure_months"] = "unknown"
-        frame = frame.drop(columns=["churned"])
-        write(frame, broken)
-        chapter(
-            5,
-            "A malformed file arrives: a plan that does not exist, text in a number, the target missing",
-            "It is quarantined beside a report of every problem; production is untouched.",
-        )
-        follow(svc, broken, RunStatus.FAILED)
-
-        chapter(6, "The model's versions", f"flywheel models {MODEL}")
-        click.echo(
-            "\n".join("   " + line for line in render.models_table(actions.models(svc, MODEL)).splitlines())
-        )
-
-        production = svc.registry.get_model_version_by_alias(MODEL, "production")
-        latest = max(v.version for v in svc.registry.search_model_versions(name=MODEL))
-        chapter(7, f"Where v{latest} came from", f"flywheel lineage {MODEL}:{latest}")
-        view = actions.lineage(svc, f"{MODEL}:{latest}")
-        click.echo("\n".join("   " + line for line in render.lineage_text(view).splitlines()))
-
+        history_chapters(svc, workdir)
         api_url = cloud.start_gateway()
-        customers = [
-            {
-                "customer_id": "C-new-1",
-                "tenure_months": 3,
-                "monthly_charges": 89.0,
-                "plan": "basic",
-                "region": "south",
-                "autopay": False,
-                "support_calls": 6,
-            },
-            {
-                "customer_id": "C-new-2",
-                "tenure_months": 60,
-                "monthly_charges": 45.5,
-                "plan": "pro",
-                "region": "north",
-                "autopay": True,
-                "support_calls": 0,
-            },
-        ]
-        chapter(
-            8,
-            "The production model answers over HTTP (the HTTP API, served locally as API Gateway would)",
-            f"POST {api_url}/models/{MODEL}/predict",
-            "flywheel predict churn '{\"tenure_months\": 3, ...}'   # the same, from the command line",
-        )
-        answer = post_json(predict_url(api_url, MODEL), {"instances": customers})
-        click.echo(f"   answered by {answer['model']} v{answer['version']} ({answer['flavor']} flavour)")
-        click.echo("\n".join("   " + line for line in render.predictions_table(answer).splitlines()))
-        click.echo("   Each row's request_id is how its true outcome is attached later, as a label.")
-        bad = dict(customers[0], plan="platinum", tenure_months="three")
-        try:
-            post_json(predict_url(api_url, MODEL), {"instances": [bad]})
-        except RequestRefusedError as refused:
-            click.echo(f"   a malformed request is refused with {refused.status} and every problem:")
-            for problem in refused.problems:
-                click.echo(f"     row {problem.get('row')} {problem.get('field')}: {problem.get('problem')}")
-
+        serving_chapter(api_url)
+        retrained = monitoring_chapters(cloud, svc, api_url, workdir)
+        production = svc.registry.get_model_version_by_alias(MODEL, "production")
         click.echo()
         click.secho(
-            f"Done in {time.monotonic() - started:.0f}s: v{production.version} serves production. "
-            "Run `make local` to keep a local cloud up and drive it with the flywheel command.",
+            f"Done in {time.monotonic() - started:.0f}s: v{production.version} serves production"
+            + (f" (retrained by run {retrained})" if retrained else "")
+            + ". Run `make local` to keep a local cloud up and drive it with the flywheel command.",
             bold=True,
         )
 
 
+class _WithoutMetrics(io.TextIOBase):
+    """Powertools prints an EMF metric set when it reaches 100 values even with metrics disabled (the
+    in-process cloud shares one Metrics object between functions): keep those lines out of the story."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if not text.startswith('{"_aws"'):
+            self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 if __name__ == "__main__":
+    sys.stdout = _WithoutMetrics(sys.stdout)
     try:
         main()
     except KeyboardInterrupt:

@@ -43,6 +43,7 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.catalog import contract_models, load_contract
@@ -704,6 +705,8 @@ def emit_metrics(model: str, report: MonitorReport) -> None:
     model_only = {"model": model}
 
     def emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str] = model_only) -> None:
+        if is_metrics_disabled():  # single_metric prints even when metrics are disabled; Metrics does not
+            return
         with single_metric(
             name=name, unit=unit, value=value, namespace=metrics.namespace, default_dimensions=dimensions
         ):

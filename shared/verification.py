@@ -66,7 +66,11 @@ class Verification(BaseModel):
 
 
 def http_event(
-    model: str, version: int, rows: Sequence[Mapping[str, Any]], stage_host: str = "verify.local"
+    model: str,
+    version: int,
+    rows: Sequence[Mapping[str, Any]],
+    stage_host: str = "verify.local",
+    source: str = "verify",
 ) -> dict[str, Any]:
     """``POST /models/{model}/predict?version=N`` as API Gateway's HTTP API delivers it (payload v2)."""
     now = datetime.now(UTC)
@@ -75,7 +79,13 @@ def http_event(
         "routeKey": "POST /models/{model}/predict",
         "rawPath": f"/models/{model}/predict",
         "rawQueryString": f"version={version}",
-        "headers": {"content-type": "application/json", "host": stage_host, "user-agent": "flywheel-verify"},
+        # x-flywheel-source: captures of Flywheel's own requests are kept apart from clients'.
+        "headers": {
+            "content-type": "application/json",
+            "host": stage_host,
+            "user-agent": "flywheel-verify",
+            "x-flywheel-source": source,
+        },
         "queryStringParameters": {"version": str(version)},
         "pathParameters": {"model": model},
         "requestContext": {
