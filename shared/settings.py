@@ -5,9 +5,11 @@ Code asks :func:`get_settings` instead of reading ``os.environ``; tests and the 
 ``get_settings.cache_clear()`` when they change the environment.
 """
 
+import json
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contract import EnvironmentPolicy
@@ -24,6 +26,8 @@ class Settings(BaseSettings):
     registry_table: str = Field(validation_alias=EnvVar.REGISTRY_TABLE.value)
     metadata_table: str = Field(validation_alias=EnvVar.METADATA_TABLE.value)
     idempotency_table: str = Field(validation_alias=EnvVar.IDEMPOTENCY_TABLE.value)
+    # The feature store's online table: the features function writes it, predict reads it.
+    features_table: str | None = Field(default=None, validation_alias=EnvVar.FEATURES_TABLE.value)
     capture_stream: str = Field(validation_alias=EnvVar.CAPTURE_STREAM.value)
     state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
     trigger_function: str = Field(validation_alias=EnvVar.TRIGGER_FUNCTION.value)
@@ -44,6 +48,13 @@ class Settings(BaseSettings):
     )
     max_rows_per_request: int = Field(default=1000, ge=1, validation_alias=EnvVar.MAX_PREDICT_ROWS.value)
     max_request_bytes: int = Field(default=6_000_000, ge=1, validation_alias=EnvVar.MAX_REQUEST_BYTES.value)
+
+    @field_validator("promotion_policy", mode="before")
+    @classmethod
+    def _policy_from_json(cls, value: Any) -> Any:
+        # The environment source decodes the JSON itself; a mapping of the variables (the CLI's settings of a
+        # deployed or served stack, read from its `environment` output) hands over the string.
+        return json.loads(value) if isinstance(value, str) else value
 
 
 @lru_cache(maxsize=1)

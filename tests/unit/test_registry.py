@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -21,6 +22,7 @@ from shared.registry import (
     InMemoryRegistryStore,
     ModelRegistry,
     NewModelVersion,
+    PendingApproval,
     RegistryStore,
     Stage,
     TrainingDataset,
@@ -441,6 +443,118 @@ class RegistryContract:
         assert version.stage is Stage.PRODUCTION
         with pytest.raises(NotFoundError):
             registry.set_tag("churn", 5, "k", "v")
+
+    # --- approvals (continuous delivery) ---
+
+    def pending(self, run_id: str = "run-9", token: str = "token-1") -> PendingApproval:
+        requested = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+        return PendingApproval(
+            run_id=run_id,
+            token=token,
+            environment="staging",
+            requested_at=requested,
+            expires_at=requested + timedelta(hours=24),
+        )
+
+    def test_a_pending_approval_stays_on_the_version_until_it_is_cleared(
+        self, registry: ModelRegistry
+    ) -> None:
+        # Given a version moved to staging, waiting for a person
+        self.register(registry, "r1")
+        registry.transition_stage("churn", 1, Stage.STAGING, actor="pipeline", reason="verified")
+        trail_before = registry.audit_trail("churn")
+
+        # When the approval step keeps the task token on it
+        returned = registry.request_approval("churn", 1, self.pending())
+
+        # Then it reads back exactly, survives other annotations, and writes no audit entry
+        assert returned.pending_approval == self.pending()
+        registry.update_runtime_metrics("churn", 1, {"p99_ms": 3.0})
+        registry.set_tag("churn", 1, "owner", "alice")
+        stored = registry.get_model_version("churn", 1)
+        assert stored.pending_approval == self.pending()
+        assert stored.pending_approval is not None and stored.pending_approval.expires_at.tzinfo is not None
+        assert (stored.stage, stored.runtime_metrics, stored.tags) == (
+            Stage.STAGING,
+            {"p99_ms": 3.0},
+            {"owner": "alice"},
+        )
+        assert registry.audit_trail("churn") == trail_before
+        # A newer request (a re-run of the step) replaces the token; clearing forgets it, twice is harmless
+        registry.request_approval("churn", 1, self.pending(token="token-2"))
+        assert registry.get_model_version("churn", 1).pending_approval == self.pending(token="token-2")
+        assert registry.clear_pending_approval("churn", 1).pending_approval is None
+        assert registry.clear_pending_approval("churn", 1).pending_approval is None
+        assert registry.get_model_version("churn", 1).runtime_metrics == {"p99_ms": 3.0}
+        with pytest.raises(NotFoundError):
+            registry.request_approval("churn", 2, self.pending())
+
+    def test_decisions_are_audit_entries_and_an_approval_is_kept_on_the_version(
+        self, registry: ModelRegistry
+    ) -> None:
+        self.register(registry, "r1")
+        self.register(registry, "r2")
+        registry.transition_stage("churn", 1, Stage.STAGING, actor="pipeline", reason="verified")
+
+        approved = registry.record_decision(
+            "churn", 1, approved=True, actor="alice", reason="numbers look right", run_id="run-1"
+        )
+        rejected = registry.record_decision(
+            "churn", 2, approved=False, actor="bob", reason="not this quarter", run_id="run-2"
+        )
+
+        # Each is an entry of its kind, on the version's current stage (a decision moves nothing itself)
+        assert (approved.kind, approved.version, approved.from_stage, approved.to_stage) == (
+            TransitionKind.APPROVED,
+            1,
+            Stage.STAGING,
+            Stage.STAGING,
+        )
+        assert (approved.actor, approved.reason, approved.run_id, approved.alias) == (
+            "alice",
+            "numbers look right",
+            "run-1",
+            None,
+        )
+        assert (rejected.kind, rejected.version, rejected.from_stage, rejected.to_stage) == (
+            TransitionKind.REJECTED,
+            2,
+            Stage.DEVELOPMENT,
+            Stage.DEVELOPMENT,
+        )
+        trail = registry.audit_trail("churn")
+        assert trail[:2] == [rejected, approved]
+        assert [t.seq for t in trail] == list(range(len(trail), 0, -1))
+        # The approval is kept on the version too; a rejection is not an approval
+        [kept] = registry.get_model_version("churn", 1).approvals
+        assert (kept.actor, kept.comment, kept.run_id, kept.at) == (
+            "alice",
+            "numbers look right",
+            "run-1",
+            approved.at,
+        )
+        assert registry.get_model_version("churn", 2).approvals == []
+        assert registry.get_model_version("churn", 1).stage is Stage.STAGING
+        with pytest.raises(NotFoundError):
+            registry.record_decision("churn", 9, approved=True, actor="a", reason="r")
+
+    def test_concurrent_decisions_keep_the_trail_gapless(self, registry: ModelRegistry) -> None:
+        self.register(registry, "r1")
+
+        results, errors = in_threads(
+            8,
+            lambda i: registry.record_decision(
+                "churn", 1, approved=i % 2 == 0, actor=f"person-{i}", reason="r", run_id="run-1"
+            ),
+        )
+
+        assert errors == []
+        trail = registry.audit_trail("churn")
+        assert [t.seq for t in trail] == list(range(9, 0, -1))
+        assert sorted(t.seq for t in results) == list(range(2, 10))
+        assert sorted(a.actor for a in registry.get_model_version("churn", 1).approvals) == [
+            f"person-{i}" for i in (0, 2, 4, 6)
+        ]
 
 
 class TestInMemoryRegistry(RegistryContract):

@@ -17,6 +17,7 @@ import pytest
 
 from shared.catalog import combine, read_parquet, training_window
 from shared.contract import DataContract
+from shared.delivery_steps import post_deploy_check_step, promote_step, verify_step
 from shared.errors import ConflictError, ContractError, DataValidationError, NotFoundError
 from shared.evaluation import score
 from shared.hashing import sha256_hex
@@ -34,7 +35,6 @@ from shared.metadata import (
 from shared.registry import ServingFlavor, Stage
 from shared.services import Services
 from shared.serving import load_served_model
-from shared.delivery_steps import post_deploy_check_step, promote_step, verify_step
 from shared.steps import (
     RunState,
     SourceFile,
@@ -89,7 +89,8 @@ def new_file(svc: Services, key: str, body: bytes) -> RunState:
 
 def run_pipeline(svc: Services, state: RunState) -> RunState:
     """The state machine's path under the automatic policy: Validate when there is a file, Train, Evaluate,
-    Register; when the gate passed, Verify, and Promote and PostDeployCheck when verification passed; Finish."""
+    Register; when the gate passed, Verify, and Promote and PostDeployCheck when verification passed;
+    Finish."""
     if state.source is not None:
         state = through_json(validate_step(state, svc))
     state = through_json(train_step(state, svc))
