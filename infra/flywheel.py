@@ -34,6 +34,7 @@ from infra.spec import (
     write_table,
 )
 from shared.env_names import EnvVar
+from shared.featurestore.online import ONLINE_TABLE_KEYS
 from shared.layout import ArtifactPrefix, DataPrefix
 
 PROJECT = "flywheel"
@@ -66,6 +67,11 @@ def _move_objects(bucket: str, pattern: str) -> Permission:
         actions=("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject"),
         resource=BucketRef(bucket=bucket, objects=pattern),
     )
+
+
+def _feature_views() -> Permission:
+    """Reading the stored feature views: what the steps that build a contract's effective contract need."""
+    return read_objects("data", f"{DataPrefix.FEATURE_VIEWS}*")
 
 
 def _idempotency() -> Permission:
@@ -118,6 +124,10 @@ def _functions() -> tuple[FunctionSpec, ...]:
             permissions=(
                 contracts,
                 read_objects("data", f"{DataPrefix.DATASETS}*"),
+                # Feature views: the views, and their offline store, listed by date and read for the join.
+                _feature_views(),
+                list_bucket("data"),
+                read_objects("data", f"{DataPrefix.FEATURES}*"),
                 write_objects("artifacts", models),
                 *_metadata(),
             ),
@@ -130,6 +140,7 @@ def _functions() -> tuple[FunctionSpec, ...]:
             timeout_s=300,
             permissions=(
                 contracts,
+                _feature_views(),
                 read_objects("artifacts", models),
                 write_objects("artifacts", models),
                 *_registry(write=False),
@@ -142,7 +153,7 @@ def _functions() -> tuple[FunctionSpec, ...]:
             description="Registers the candidate (or the rejected candidate) with its lineage",
             memory_mb=512,
             timeout_s=60,
-            permissions=(contracts, *_registry(write=True), *_metadata(), _idempotency()),
+            permissions=(contracts, _feature_views(), *_registry(write=True), *_metadata(), _idempotency()),
         ),
         FunctionSpec(
             name="promote",
@@ -185,7 +196,14 @@ def _delivery_functions() -> tuple[FunctionSpec, ...]:
             memory_mb=2048,
             timeout_s=300,
             env_var=EnvVar.VERIFY_FUNCTION,
-            permissions=(contracts, models, *_registry(write=True), *_metadata(), invoke_predict),
+            permissions=(
+                contracts,
+                _feature_views(),
+                models,
+                *_registry(write=True),
+                *_metadata(),
+                invoke_predict,
+            ),
         ),
         FunctionSpec(
             name="approval",
@@ -222,6 +240,8 @@ def _serving_functions() -> tuple[FunctionSpec, ...]:
                     actions=("firehose:PutRecord", "firehose:PutRecordBatch"),
                     resource=StreamRef(stream="captures"),
                 ),
+                # A view's features by entity key: one BatchGetItem per view and request, nothing else.
+                Permission(actions=("dynamodb:BatchGetItem",), resource=TableRef(table="features")),
             ),
         ),
     )
@@ -273,6 +293,38 @@ def _monitoring_functions() -> tuple[FunctionSpec, ...]:
     )
 
 
+# Where refused feature-source files go (shared.featurestore.ingest.QUARANTINE_PREFIX, under quarantine/).
+FEATURE_QUARANTINE = "_feature-sources/"
+
+
+def _feature_store_functions() -> tuple[FunctionSpec, ...]:
+    """The features function: feature-source files in, the offline store and the online table out. It moves
+    only feature-source files (into quarantine), and touches no model, registry, contract or pipeline."""
+    return (
+        FunctionSpec(
+            name="features",
+            handler=HANDLERS.format("features"),
+            description="Ingests a feature file: validated against its view, offline Parquet, online latest",
+            memory_mb=2048,
+            timeout_s=300,
+            permissions=(
+                _feature_views(),
+                # Without ListBucket, S3 answers 403 rather than 404 for an offline object not written yet.
+                list_bucket("data"),
+                _move_objects("data", f"{DataPrefix.FEATURE_SOURCES}*"),
+                read_objects("data", f"{DataPrefix.FEATURES}*"),
+                write_objects("data", f"{DataPrefix.FEATURES}*"),
+                write_objects("data", f"{DataPrefix.QUARANTINE}{FEATURE_QUARANTINE}*"),
+                # The conditional write that keeps the newest row per entity; nothing reads the table here.
+                Permission(actions=("dynamodb:PutItem",), resource=TableRef(table="features")),
+                # Lineage: each source file version to the offline objects it became.
+                write_table("metadata"),
+            ),
+        ),
+    )
+
+
+FEATURE_NOTIFICATIONS = (Notification(prefix=DataPrefix.FEATURE_SOURCES.value, function="features"),)
 MONITORING_NOTIFICATIONS = (Notification(prefix=DataPrefix.LABELS.value, function="labels"),)
 MONITORING_SCHEDULES = (
     ScheduleSpec(name="monitor", expression=DEFAULT_MONITOR_SCHEDULE, function="monitor"),
@@ -305,6 +357,7 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                 notifications=(
                     Notification(prefix=DataPrefix.INCOMING.value, function="trigger"),
                     *MONITORING_NOTIFICATIONS,
+                    *FEATURE_NOTIFICATIONS,
                 ),
                 env_var=EnvVar.DATA_BUCKET,
             ),
@@ -324,8 +377,19 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                 ttl_attribute="expiration",
                 env_var=EnvVar.IDEMPOTENCY_TABLE,
             ),
+            # The feature store's online table: one item per (view, entity), the latest values.
+            TableSpec(
+                name="features",
+                partition_key=Key(**ONLINE_TABLE_KEYS["partition_key"]),
+                env_var=EnvVar.FEATURES_TABLE,
+            ),
         ),
-        functions=(*_functions(), *_serving_functions(), *_monitoring_functions()),
+        functions=(
+            *_functions(),
+            *_serving_functions(),
+            *_monitoring_functions(),
+            *_feature_store_functions(),
+        ),
         routes=PREDICT_ROUTES,
         schedules=(
             ScheduleSpec(name="retrain", expression=DEFAULT_RETRAIN_SCHEDULE, function="trigger"),

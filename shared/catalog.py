@@ -2,6 +2,8 @@
 
 Contracts live in the data bucket under ``contracts/<model>.yaml``; validated datasets are Parquet under
 ``datasets/<model>/``, each recorded in the metadata store with its sha256, which is checked on every read.
+A contract that lists feature views is read for training and serving as its effective contract
+(:func:`load_training_contract`, :mod:`shared.featurestore.contracts`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import pandas as pd
 
 from shared.contract import DataContract, parse_contract
 from shared.errors import ContractError, IntegrityError, NotFoundError
+from shared.featurestore.catalog import load_views
+from shared.featurestore.contracts import TrainingContract, contract_view_problems, training_contract
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import Dataset
@@ -42,13 +46,33 @@ def load_contract(objects: ObjectStore, settings: Settings, model: str) -> DataC
 def put_contract(
     objects: ObjectStore, settings: Settings, text: str | bytes
 ) -> tuple[DataContract, ObjectRef]:
-    """Check a contract completely (format, cross-field rules, estimator parameters) and store it."""
+    """Check a contract completely (format, cross-field rules, estimator parameters, the feature views it
+    lists: stored, and fitting it) and store it."""
     contract = parse_contract(text)
     check_training_params(contract)
+    if contract.feature_views:
+        views = load_views(objects, settings.data_bucket, contract.feature_views)
+        problems = contract_view_problems(contract, views)
+        if problems:
+            lines = "\n".join(f"  - {p}" for p in problems)
+            raise ContractError(
+                f"contract for model {contract.model!r} has {len(problems)} problem(s):\n{lines}",
+                problems=problems,
+            )
     stored = objects.put(
         contract_ref(settings, contract.model), contract.to_yaml().encode(), "application/yaml"
     )
     return contract, stored
+
+
+def load_training_contract(objects: ObjectStore, settings: Settings, model: str) -> TrainingContract:
+    """The model's contract with the feature views it lists, as Train, Evaluate, Register and Verify read
+    it: :attr:`TrainingContract.contract` is the effective contract. :class:`ContractError` when a view is
+    gone or no longer fits (a view put again with other features, say)."""
+    contract = load_contract(objects, settings, model)
+    if not contract.feature_views:
+        return TrainingContract(base=contract, contract=contract)
+    return training_contract(contract, load_views(objects, settings.data_bucket, contract.feature_views))
 
 
 def contract_models(objects: ObjectStore, settings: Settings) -> list[str]:

@@ -218,6 +218,9 @@ class DataContract(_Block):
     id_column: str | None = None
     timestamp_column: str | None = None
     features: dict[str, Feature]
+    # Feature views whose features are joined to every row, point in time, on the id column (the views'
+    # entity); see shared.featurestore.contracts for the rules that need the stored views.
+    feature_views: tuple[str, ...] = ()
     target_values: tuple[str, ...] | None = None
     min_rows: int = Field(default=100, ge=1)
     max_file_mb: float = Field(default=512.0, gt=0)
@@ -277,7 +280,9 @@ class DataContract(_Block):
         return METRICS[self.task][metric]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        # A contract without views is written as before: no empty feature_views line.
+        unset = set() if self.feature_views else {"feature_views"}
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True, exclude=unset), sort_keys=False)
 
 
 def contract_problems(document: dict[str, Any]) -> list[str]:
@@ -289,6 +294,7 @@ def contract_problems(document: dict[str, Any]) -> list[str]:
         task = None
     return [
         *_column_problems(document),
+        *_feature_view_problems(document),
         *_training_problems(document, task),
         *_gate_problems(document, task),
         *_monitoring_problems(document, task),
@@ -311,6 +317,35 @@ def _column_problems(document: dict[str, Any]) -> list[str]:
             problems.append(f"{role}: {column!r} is also the target")
     if document.get("id_column") and document.get("id_column") == document.get("timestamp_column"):
         problems.append("id_column and timestamp_column name the same column")
+    return problems
+
+
+def _feature_view_problems(document: dict[str, Any]) -> list[str]:
+    """What a contract listing feature views needs on its own: the rows' entity key (the id column) and
+    their time (the timestamp column), and view names, each once. Rules that need the views themselves are
+    checked when the contract is put (:func:`shared.featurestore.contracts.contract_view_problems`)."""
+    views = document.get("feature_views")
+    if not isinstance(views, list | tuple) or not views:
+        return []
+    from shared.featurestore.view import VIEW_NAME  # noqa: PLC0415  (that module imports this one)
+
+    problems: list[str] = []
+    if not document.get("id_column"):
+        problems.append(
+            "feature_views: needs an id_column, the entity key the views are joined on (their entity)"
+        )
+    if not document.get("timestamp_column"):
+        problems.append(
+            "feature_views: needs a timestamp_column: each row sees the feature values of its own time"
+        )
+    names = [str(v) for v in views]
+    problems.extend(
+        f"feature_views: {name!r} is not a view name (lowercase letters, digits, '-' and '_')"
+        for name in names
+        if not re.match(VIEW_NAME, name)
+    )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    problems.extend(f"feature_views: {name!r} is listed twice" for name in twice)
     return problems
 
 

@@ -19,10 +19,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
-from shared.catalog import load_contract, read_parquet
+from shared.catalog import load_contract, load_training_contract, read_parquet
 from shared.contract import EnvironmentPolicy, PolicyKind
 from shared.delivery import STAGING_PASSES_KEY, VERIFICATION_KEY, policy_for, refusals, staging_passes
 from shared.errors import ConflictError, FlywheelError, NotFoundError
+from shared.featurestore.contracts import servable_rows
 from shared.metadata import NodeType, model_version_id
 from shared.observability import logger, metrics
 from shared.registry import PRODUCTION_ALIAS, ModelVersion, PendingApproval, Stage, TransitionKind
@@ -88,7 +89,7 @@ def verify_version(
     A pass while the version holds the staging alias counts toward ``min_staging_successes``.
     """
     version = svc.registry.get_model_version(model, number)
-    contract = load_contract(svc.objects, svc.settings, model)
+    contract = load_training_contract(svc.objects, svc.settings, model).contract  # the views' features too
     holdout = _holdout_of(svc, version)
     sample = holdout.head(contract.serving.smoke_rows)
     offline = _offline_predictions(svc, version, sample, contract)
@@ -126,7 +127,8 @@ def _holds_staging(svc: Services, version: ModelVersion) -> bool:
 
 def _holdout_of(svc: Services, version: ModelVersion) -> Any:
     artifact = svc.metadata.get_artifact(f"{version.run_id}/holdout.parquet")
-    return read_parquet(svc.objects, artifact.uri, artifact.sha256)
+    # Only rows a client could send: a view's required feature may be missing in a holdout row.
+    return servable_rows(read_parquet(svc.objects, artifact.uri, artifact.sha256), version.signature)
 
 
 def _offline_predictions(
@@ -372,7 +374,7 @@ def post_deploy_check_step(
         deadline = time.monotonic() + svc.settings.alias_refresh_seconds + 15
         problem = ""
         while True:
-            event = http_event(state.model, number, rows)
+            event = http_event(state.model, number, rows, source="post-deploy-check")
             event["rawQueryString"], event["queryStringParameters"] = "", None
             response = invoke(event)
             status = int(response.get("statusCode", 502))
@@ -425,7 +427,12 @@ def _json(body: Any) -> dict[str, Any]:
 def promote_manually(
     svc: Services, model: str, number: int, target: Stage, actor: str, reason: str
 ) -> ModelVersion:
-    """``flywheel promote``: refused with the reasons when the environment's policy does not allow it."""
+    """``flywheel promote``: refused with the reasons when the environment's policy does not allow it.
+
+    Production moves only if it is still the version it was when this promotion was decided: of two
+    promotions issued at once, one wins and the other is refused (:class:`ConflictError` names both).
+    """
+    decided_against = _production_version(svc, model)
     version = svc.registry.get_model_version(model, number)
     policy = environment_policy(svc, model)
     problems = refusals(version, target, policy)
@@ -436,8 +443,15 @@ def promote_manually(
     if target is Stage.STAGING:
         stage_version(svc, version, actor=actor, reason=reason, run_id=None)
     else:
-        svc.registry.promote(model, number, actor=actor, reason=reason)
+        svc.registry.promote(model, number, actor=actor, reason=reason, expected_version=decided_against)
     return svc.registry.get_model_version(model, number)
+
+
+def _production_version(svc: Services, model: str) -> int | None:
+    try:
+        return svc.registry.get_alias(model, PRODUCTION_ALIAS).version
+    except NotFoundError:
+        return None
 
 
 def rollback(svc: Services, model: str, actor: str, reason: str, to: int | None = None) -> tuple[int, int]:

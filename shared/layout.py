@@ -7,6 +7,8 @@ class DataPrefix(StrEnum):
     INCOMING = "incoming/"
     FEATURE_SOURCES = "feature-sources/"
     FEATURES = "features/"
+    # Feature views (YAML), one per view: feature-views/<view>.yaml (shared.featurestore.catalog).
+    FEATURE_VIEWS = "feature-views/"
     DATASETS = "datasets/"
     QUARANTINE = "quarantine/"
     LABELS = "labels/"

@@ -15,6 +15,10 @@ the limit → 413; unknown model or version, or no production version yet → 40
 not match the registry → 503 (never loaded). Every status and body is declared in the OpenAPI document. Every
 answered row is sent to the capture stream; a capture failure is counted (``CaptureFailed``), never returned
 to the caller.
+
+For a model trained with feature views, the features a row leaves out are filled from the online store by
+the row's entity key before it is checked (:mod:`shared.featurestore.lookup`: one batched read per view,
+values past the TTL missing, request values first); the capture records the filled row.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -37,6 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.capture import CaptureRecord, CaptureSink, FirehoseCaptureSink
 from shared.errors import IntegrityError, NotFoundError, TransientError
+from shared.featurestore.lookup import fill_from_store
+from shared.featurestore.online import DynamoOnlineStore, OnlineStore
 from shared.observability import logger, metrics
 from shared.registry import PRODUCTION_ALIAS, DynamoRegistryStore, ModelRegistry
 from shared.serving import ModelCache
@@ -44,6 +51,10 @@ from shared.settings import Settings, get_settings
 from shared.storage import S3ObjectStore
 
 API_TITLE = "Flywheel prediction API"
+# Requests Flywheel makes itself (Verify, PostDeployCheck) name themselves in this header, so their captures
+# are kept apart from what clients sent.
+SOURCE_HEADER = "x-flywheel-source"
+INTERNAL_SOURCES = frozenset({"verify", "post-deploy-check"})
 # What the registry accepts as an alias name (shared.registry), so every alias it holds can be asked for.
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
@@ -145,6 +156,7 @@ class _Serving:
     registry: ModelRegistry
     models: ModelCache
     captures: CaptureSink
+    features: OnlineStore | None = None  # the online feature store, when the stack has one
 
 
 @lru_cache(maxsize=1)
@@ -158,7 +170,14 @@ def _serving_for(settings: Settings) -> _Serving:
         )
     )
     models = ModelCache(registry, objects, refresh_seconds=settings.alias_refresh_seconds)
-    return _Serving(settings, registry, models, FirehoseCaptureSink(settings.capture_stream))
+    features = (
+        DynamoOnlineStore(
+            settings.features_table, client=boto3.client("dynamodb", region_name=settings.region)
+        )
+        if settings.features_table
+        else None
+    )
+    return _Serving(settings, registry, models, FirehoseCaptureSink(settings.capture_stream), features)
 
 
 def serving() -> _Serving:
@@ -222,16 +241,21 @@ def predict(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{len(rows)} rows in one request; at most {limit}"
         )
     served = state.models.resolve(model, alias or PRODUCTION_ALIAS, version=version)
+    filled = fill_from_store(rows, served.signature, state.features, datetime.now(UTC))
+    if filled.lookups:
+        metrics.add_metric(name="FeatureStoreLookups", unit=MetricUnit.Count, value=filled.lookups)
+        metrics.add_metric(name="FeatureValuesFromStore", unit=MetricUnit.Count, value=filled.filled)
+    rows = filled.rows
     predictions, problems = served.validate_and_predict(rows)
     if problems or predictions is None:
         raise ApiError(
             HTTPStatus.UNPROCESSABLE_ENTITY,
             f"{len(problems)} problem(s) in the request for {model} v{served.version}",
-            [Problem(**p.as_dict()) for p in problems],
+            [Problem(**p.as_dict()) for p in filled.explain(problems)],
         )
     base = uuid.uuid4().hex[:20]
     request_ids = [f"{base}-{i:04d}" for i in range(len(rows))]
-    _capture(state, served.name, served.version, rows, predictions, request_ids)
+    _capture(state, served.name, served.version, rows, predictions, request_ids, _traffic_source())
     metrics.add_metric(
         name="PredictLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
     )
@@ -247,6 +271,12 @@ def predict(
     )
 
 
+def _traffic_source() -> str:
+    """Who is asking: Flywheel's own verification says so in a header (the monitor judges clients only)."""
+    declared = (app.current_event.headers or {}).get(SOURCE_HEADER, "")
+    return declared if declared in INTERNAL_SOURCES else "api"
+
+
 def _capture(
     state: _Serving,
     model: str,
@@ -254,6 +284,7 @@ def _capture(
     rows: list[dict[str, Any]],
     predictions: Any,
     request_ids: list[str],
+    source: str,
 ) -> None:
     probabilities = predictions.probabilities or [None] * len(rows)
     records = [
@@ -264,6 +295,7 @@ def _capture(
             inputs=row,
             prediction=prediction,
             probabilities=probability,
+            source=source,
         )
         for request_id, row, prediction, probability in zip(
             request_ids, rows, predictions.predictions, probabilities, strict=True

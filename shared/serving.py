@@ -25,6 +25,10 @@ What a request may send (checked by :meth:`Signature.validate_rows`; a request i
 - ``null`` or an absent field: a missing value, allowed only for a ``nullable`` feature;
 - the id column (and the timestamp column) may be sent and is passed through; any other field is refused.
 
+A model trained with feature views records them (:class:`ViewSpec`): the prediction API fills a view's
+features that a row leaves out from the online store, by the row's id (the views' entity), before
+:meth:`Signature.validate_rows` checks the row (:mod:`shared.featurestore.lookup`).
+
 Import budget: this module imports numpy and light ``shared`` modules only. onnxruntime is imported when
 an ONNX model is loaded; scikit-learn and pandas only when a scikit-learn-flavour model is loaded, so a
 process serving ONNX models never imports either (a test checks it).
@@ -68,6 +72,7 @@ __all__ = [
     "Signature",
     "SklearnRunner",
     "VersionSource",
+    "ViewSpec",
     "load_served_model",
     "onnx_session",
 ]
@@ -115,6 +120,17 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
+class ViewSpec:
+    """A feature view the model was trained with: ``features`` may be filled from the online store by the
+    row's ``entity`` (the model's id column); a stored value older than ``ttl_seconds`` is missing."""
+
+    name: str
+    entity: str
+    ttl_seconds: float
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Signature:
     """What a request must carry for one model version (``ModelVersion.signature``)."""
 
@@ -124,6 +140,7 @@ class Signature:
     id_column: str | None = None
     timestamp_column: str | None = None
     classes: tuple[str, ...] | None = None
+    views: tuple[ViewSpec, ...] = ()
     _by_name: dict[str, FeatureSpec] = field(init=False, repr=False, compare=False)
     _allowed: dict[str, frozenset[str]] = field(init=False, repr=False, compare=False)
 
@@ -170,6 +187,7 @@ class Signature:
             id_column=data.get("id_column"),
             timestamp_column=data.get("timestamp_column"),
             classes=tuple(str(c) for c in classes) if classes else None,
+            views=_views(data.get("feature_views"), {f.name for f in features}),
         )
 
     @property
@@ -247,6 +265,33 @@ class Signature:
         if allowed is not None and value not in allowed:
             return None, f"{value!r} is not an allowed category (allowed: {', '.join(spec.allowed or ())})"
         return value, None
+
+
+def _views(raw: Any, features: set[str]) -> tuple[ViewSpec, ...]:
+    """The signature's ``feature_views``, as :func:`shared.featurestore.contracts.view_signature` records
+    them."""
+    if not raw:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ContractError("signature: feature_views must map each view to its entity, TTL and features")
+    views = []
+    for name, spec in raw.items():
+        listed = tuple(str(f) for f in (spec.get("features") or ()))
+        unknown = [f for f in listed if f not in features]
+        if not spec.get("entity") or spec.get("ttl_days") is None or not listed or unknown:
+            raise ContractError(
+                f"signature: feature view {name!r} needs an entity, a TTL and features of the model",
+                problems=[f"feature_views.{name}: {dict(spec)!r}"[:300]],
+            )
+        views.append(
+            ViewSpec(
+                name=str(name),
+                entity=str(spec["entity"]),
+                ttl_seconds=float(spec["ttl_days"]) * 86_400.0,
+                features=listed,
+            )
+        )
+    return tuple(views)
 
 
 def _numeric(spec: FeatureSpec, value: Any) -> tuple[Any, str | None]:

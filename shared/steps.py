@@ -11,7 +11,7 @@ nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -21,10 +21,19 @@ import pandas as pd
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalog import combine, frame_to_parquet, load_contract, read_parquet, training_window
+from shared.catalog import (
+    combine,
+    frame_to_parquet,
+    load_contract,
+    load_training_contract,
+    read_parquet,
+    training_window,
+)
 from shared.contract import DataContract
 from shared.errors import DataValidationError, FlywheelError, NotFoundError
 from shared.evaluation import Evaluation, decide_gate, score
+from shared.featurestore.contracts import join_views, view_signature
+from shared.featurestore.view import FeatureView
 from shared.hashing import sha256_hex
 from shared.layout import ArtifactPrefix, DataPrefix
 from shared.metadata import (
@@ -298,9 +307,13 @@ def quarantine(svc: Services, state: RunState, error: FlywheelError) -> ObjectRe
 
 def train_step(state: RunState, svc: Services) -> RunState:
     """Fit the contract's pipeline on the training window; store the model, holdout and reference profile,
-    and the ONNX form of the model when it matches scikit-learn on the holdout (its serving flavour)."""
+    and the ONNX form of the model when it matches scikit-learn on the holdout (its serving flavour).
+
+    A contract that lists feature views trains on its effective contract: each row gets the views'
+    features joined point in time, and the offline objects read are inputs of the run in lineage."""
     with recorded_step(svc, state, "train"):
-        contract = load_contract(svc.objects, svc.settings, state.model)
+        training = load_training_contract(svc.objects, svc.settings, state.model)
+        contract = training.contract
         datasets = training_window(svc.metadata.list_datasets(state.model), contract)
         if not datasets:
             raise DataValidationError(
@@ -309,6 +322,7 @@ def train_step(state: RunState, svc: Services) -> RunState:
             )
         frames = [read_parquet(svc.objects, d.uri, d.sha256, d.version_id) for d in datasets]
         frame = combine(frames, contract, contract.id_column or ROW_ID_COLUMN)
+        frame, feature_files = join_views(svc.objects, svc.settings.data_bucket, frame, training)
         trained = train(frame, contract)
         predictions = predict_frame(trained.pipeline, trained.holdout, contract)
         profile = reference_profile(trained.train_frame, predictions, contract)
@@ -328,6 +342,10 @@ def train_step(state: RunState, svc: Services) -> RunState:
             svc.metadata.link(
                 NodeType.DATASET, dataset.dataset_id, NodeType.RUN, state.run_id, Relation.INPUT
             )
+        for ref in feature_files:
+            svc.metadata.link(
+                NodeType.FILE, file_id(ref.uri, ref.version_id), NodeType.RUN, state.run_id, Relation.INPUT
+            )
         metrics.add_metric(name="ModelTrained", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="FitSeconds", unit=MetricUnit.Seconds, value=trained.fit_seconds)
         metrics.add_metric(name="OnnxPackaged" if onnx else "SklearnFallback", unit=MetricUnit.Count, value=1)
@@ -337,6 +355,8 @@ def train_step(state: RunState, svc: Services) -> RunState:
                 "rows": trained.train_rows,
                 "holdout": len(trained.holdout),
                 "datasets": len(datasets),
+                "feature_views": list(contract.feature_views),
+                "feature_files": len(feature_files),
                 "serving_flavor": flavor.value,
                 "flavor_reason": package.reason,
             },
@@ -372,7 +392,8 @@ def evaluate_step(state: RunState, svc: Services) -> RunState:
     """Score the candidate and the production model on the same holdout, and decide the gate."""
     candidate: Candidate = state.require("candidate")
     with recorded_step(svc, state, "evaluate"):
-        contract = load_contract(svc.objects, svc.settings, state.model)
+        # The holdout holds the views' features as Train joined them: both models read the effective contract.
+        contract = load_training_contract(svc.objects, svc.settings, state.model).contract
         holdout = read_parquet(svc.objects, candidate.holdout_uri, candidate.holdout_sha256)
         evaluation = score(load_model(svc, candidate.artifact), holdout, contract)
         champion, champion_evaluation, notes = _champion_on(svc, state.model, holdout, contract)
@@ -432,7 +453,8 @@ def register_step(state: RunState, svc: Services) -> RunState:
     candidate: Candidate = state.require("candidate")
     evaluation: EvaluationSummary = state.require("evaluation")
     with recorded_step(svc, state, "register"):
-        contract = load_contract(svc.objects, svc.settings, state.model)
+        training = load_training_contract(svc.objects, svc.settings, state.model)
+        contract = training.contract
         datasets = [svc.metadata.get_dataset(d) for d in candidate.datasets]
         stage = Stage.DEVELOPMENT if evaluation.passed else Stage.REJECTED
         reason = ("passed the gates: " if evaluation.passed else "rejected by the gates: ") + "; ".join(
@@ -446,7 +468,7 @@ def register_step(state: RunState, svc: Services) -> RunState:
                 serving_flavor=candidate.serving_flavor,
                 onnx_artifact=candidate.onnx,
                 flavor_reason=candidate.flavor_reason,
-                signature=signature(contract, candidate.classes),
+                signature=signature(contract, candidate.classes, training.views),
                 training_datasets=[
                     TrainingDataset(
                         dataset_id=d.dataset_id,
@@ -468,6 +490,7 @@ def register_step(state: RunState, svc: Services) -> RunState:
                 tags={
                     "reason": state.reason.value,
                     "holdout_rows": str(candidate.holdout_rows),
+                    **training.tags(),
                     **parity_tags(candidate.parity),
                 },
             ),
@@ -498,9 +521,15 @@ def register_step(state: RunState, svc: Services) -> RunState:
         return state.model_copy(update={"version": version.version})
 
 
-def signature(contract: DataContract, classes: list[str] | None) -> dict[str, Any]:
-    """What a request must carry, from the contract: served with the model and checked on every request."""
-    return serving_signature(contract, classes)
+def signature(
+    contract: DataContract, classes: list[str] | None, views: Sequence[FeatureView] = ()
+) -> dict[str, Any]:
+    """What a request must carry, from the (effective) contract: served with the model and checked on every
+    request. With ``views``, also which features serving may fill from the online store by entity key."""
+    recorded = serving_signature(contract, classes)
+    if views:
+        recorded["feature_views"] = view_signature(views)
+    return recorded
 
 
 def parity_tags(parity: dict[str, Any]) -> dict[str, str]:

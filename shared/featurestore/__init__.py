@@ -9,6 +9,15 @@
   reads), the store the prediction function reads. No pandas at import.
 * :mod:`~shared.featurestore.ingest`: one file end to end: validate or quarantine, offline, online.
 
+Wired into Flywheel:
+
+* :mod:`~shared.featurestore.catalog`: views stored as ``feature-views/<view>.yaml`` in the data bucket.
+* :mod:`~shared.featurestore.arrivals`: the ``features`` function: each file an S3 event announces, ingested.
+* :mod:`~shared.featurestore.contracts`: a contract's ``feature_views``: the rules, the effective contract
+  (the views' features appended) that training, evaluation, verification and the signature use, the join.
+* :mod:`~shared.featurestore.lookup`: serving: the features a request leaves out, filled from the online
+  store by entity key (one batched read per view). No pandas.
+
 Which row is "the latest" is decided the same way everywhere: by event time, then by ``__sequence__`` (the
 source file's delivery time, then its digest), so a late file never overwrites a newer value, a
 re-delivered file changes nothing, and the online value of an entity is what the offline join gives for

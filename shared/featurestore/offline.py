@@ -126,10 +126,23 @@ def read_offline(
 ) -> pd.DataFrame:
     """The view's feature rows with event time in ``[since, until]``: the view's columns and
     ``__sequence__``, in date and key order (an empty frame with those columns when there are none)."""
-    frames = [
-        _from_parquet(objects.get(stored.ref).body)
-        for stored in offline_files(objects, bucket, view.view, since, until)
-    ]
+    return read_offline_with_sources(objects, bucket, view, since, until)[0]
+
+
+def read_offline_with_sources(
+    objects: ObjectStore,
+    bucket: str,
+    view: FeatureView,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[pd.DataFrame, list[ObjectRef]]:
+    """:func:`read_offline`, and the objects it read (each with the version read, for lineage)."""
+    frames: list[pd.DataFrame] = []
+    read: list[ObjectRef] = []
+    for stored in offline_files(objects, bucket, view.view, since, until):
+        got = objects.get(stored.ref)
+        frames.append(_from_parquet(got.body))
+        read.append(got.ref)
     frame = pd.concat(frames, ignore_index=True) if frames else empty_features(view)
     stamps = frame[view.event_time]
     keep = pd.Series(True, index=frame.index)
@@ -137,7 +150,7 @@ def read_offline(
         keep &= stamps >= _timestamp(since)
     if until is not None:
         keep &= stamps <= _timestamp(until)
-    return frame[keep].reset_index(drop=True)
+    return frame[keep].reset_index(drop=True), read
 
 
 def empty_features(view: FeatureView) -> pd.DataFrame:
@@ -159,15 +172,24 @@ def join_view(
 ) -> pd.DataFrame:
     """``rows`` with the view's features joined point-in-time, reading only the offline dates that can
     matter: from the earliest row time minus the TTL to the latest row time."""
+    return join_view_with_sources(objects, bucket, view, rows, row_time)[0]
+
+
+def join_view_with_sources(
+    objects: ObjectStore, bucket: str, view: FeatureView, rows: pd.DataFrame, row_time: str
+) -> tuple[pd.DataFrame, list[ObjectRef]]:
+    """:func:`join_view`, and the offline objects it read (with their versions, for lineage)."""
     times = _utc(rows[row_time]).dropna()
+    read: list[ObjectRef] = []
     if times.empty:
         features = empty_features(view)
     else:
         since = (times.min() - pd.Timedelta(view.ttl)).to_pydatetime()
-        features = read_offline(objects, bucket, view, since, times.max().to_pydatetime())
-    return point_in_time_join(
+        features, read = read_offline_with_sources(objects, bucket, view, since, times.max().to_pydatetime())
+    joined = point_in_time_join(
         rows, view.entity, row_time, features, view.ttl, view.feature_names, event_time=view.event_time
     )
+    return joined, read
 
 
 # --- the point-in-time join -------------------------------------------------------------------------------

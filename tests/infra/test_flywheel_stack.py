@@ -1,5 +1,6 @@
 """Flywheel's own stack under the mocks: its functions (the pipeline's, ``predict`` for serving, ``labels``
-and ``monitor`` for monitoring), their least-privilege roles, what invokes the trigger (the data bucket's
+and ``monitor`` for monitoring; ``verify``, ``approval`` and ``post-deploy-check`` deliver), their
+least-privilege roles, what invokes the trigger (the data bucket's
 incoming/ uploads, the retrain schedule, the monitor) and the monitoring functions (labels/ uploads, the
 monitor schedule), the HTTP API's routes to ``predict``, and the pipeline state machine.
 
@@ -33,15 +34,23 @@ FUNCTIONS: dict[str, tuple[str, int, int]] = {
     "evaluate": ("evaluate", 2048, 300),
     "register": ("register", 512, 60),
     "promote": ("promote", 256, 60),
+    "verify": ("verify", 2048, 300),
+    "approval": ("approval", 256, 30),
+    "post-deploy-check": ("post_deploy_check", 512, 120),
     "finish": ("finish", 256, 30),
     "record-failure": ("record_failure", 256, 30),
     "predict": ("predict", 1024, 15),
     "labels": ("labels", 1024, 120),
     "monitor": ("monitor", 2048, 900),
+    "features": ("features", 2048, 300),
 }
 SERVING = {"predict"}
+# Continuous delivery: prove a version through predict, wait for a person, ask the live route after promotion.
+DELIVERY = {"verify", "approval", "post-deploy-check"}
 # Outside the pipeline: label files in, the monitor's reports, feedback data and retraining requests out.
 MONITORING = {"labels", "monitor"}
+# Outside the pipeline: feature files in, the offline store and the online table out.
+FEATURE_STORE = {"features"}
 # The API's routes, as infra/flywheel.py declares them: route key -> authorised (IAM on dev and prod).
 ROUTES = {
     "POST /models/{model}/predict": True,
@@ -63,7 +72,15 @@ DOCUMENTED_STATES = {
     "Gate",
     "Register",
     "RegisterRejected",
+    "Verify",
+    "Verified",
+    "Policy",
+    "StageCandidate",
+    "AwaitApproval",
+    "Declined",
     "Promote",
+    "Promoted",
+    "PostDeployCheck",
     "Finish",
     "RecordFailure",
     "Failed",
@@ -75,10 +92,18 @@ TASKS = {
     "Evaluate": "evaluate",
     "Register": "register",
     "RegisterRejected": "register",
+    "Verify": "verify",
+    "StageCandidate": "promote",
+    "Declined": "approval",
     "Promote": "promote",
+    "PostDeployCheck": "post-deploy-check",
     "Finish": "finish",
     "RecordFailure": "record-failure",
 }
+# The one task that waits: Step Functions invokes the approval function with a task token, then waits for
+# SendTaskSuccess/SendTaskFailure (flywheel approve/reject) or the timeout.
+WAITING_TASK = "AwaitApproval"
+WAIT_FOR_TOKEN = "arn:aws:states:::lambda:invoke.waitForTaskToken"
 LAMBDA_TRANSIENT = {
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -177,15 +202,26 @@ def test_each_function_runs_the_image_with_its_handler_and_sizes(
 
 
 def test_every_function_is_told_the_trigger_function_and_the_state_machine(flywheel_dev: Deployment) -> None:
-    """Given the trigger function and the state machine are bound to environment variables
+    """Given the trigger, predict, verify and monitor functions and the state machine are bound to
+    environment variables, and Pulumi.dev.yaml sets the automatic promotion policy
     When the program runs
-    Then every function receives the same environment, naming the deployed trigger and state machine."""
+    Then every function receives the same environment, naming the deployed trigger, predict (what verify
+    and the post-deploy check call), verify (what `flywheel verify` calls), the monitor and the state
+    machine, and carrying dev's promotion policy."""
     environments = [f.inputs["environment"]["variables"] for f in flywheel_dev.all(T.FUNCTION)]
     assert len(environments) == len(FUNCTIONS)
     for variables in environments:
         assert variables == environments[0]
         assert variables["FLYWHEEL_TRIGGER_FUNCTION"] == "flywheel-dev-trigger"
+        assert variables["FLYWHEEL_PREDICT_FUNCTION"] == "flywheel-dev-predict"
+        assert variables["FLYWHEEL_VERIFY_FUNCTION"] == "flywheel-dev-verify"
+        assert variables["FLYWHEEL_MONITOR_FUNCTION"] == "flywheel-dev-monitor"
         assert variables["FLYWHEEL_STATE_MACHINE_ARN"] == state_machine_arn(flywheel_dev)
+        assert json.loads(variables["FLYWHEEL_PROMOTION_POLICY"]) == {
+            "policy": "auto",
+            "min_staging_successes": 0,
+            "approval_timeout_hours": 24.0,
+        }
     assert flywheel_dev.outputs["environment"] == environments[0]
 
 
@@ -244,7 +280,8 @@ def test_validate_never_touches_artifacts_and_writes_only_datasets_and_quarantin
 def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: Deployment) -> None:
     """Given train reads validated datasets, never raw uploads
     When the program runs
-    Then nothing it is granted covers data's incoming/, it reads only contracts/ and datasets/ there,
+    Then nothing it is granted covers data's incoming/, it reads only contracts/ and datasets/ there
+    (and, for feature views, the views and their offline store under features/, which it lists by date),
     and its one S3 write is putting objects under artifacts' models/."""
     data, artifacts = bucket_arn(flywheel_dev, "data"), bucket_arn(flywheel_dev, "artifacts")
     granted = grants(flywheel_dev, "train")
@@ -252,6 +289,9 @@ def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: D
     assert {r for a, r in granted if a.startswith("s3:") and on_bucket(r, data)} == {
         f"{data}/contracts/*",
         f"{data}/datasets/*",
+        f"{data}/feature-views/*",
+        f"{data}/features/*",
+        data,
     }
     assert {(a, r) for a, r in granted if a in S3_WRITES} == {("s3:PutObject", f"{artifacts}/models/*")}
 
@@ -271,30 +311,98 @@ def test_trigger_may_only_start_this_stacks_state_machine(request: pytest.Fixtur
         assert not [g for g in grants(deployed, name) if g[0].startswith("states:")], name
 
 
-def test_only_register_and_promote_write_the_registry_and_evaluate_only_reads_it(
+def test_only_register_promote_and_the_delivery_steps_write_the_registry_and_evaluate_only_reads_it(
     flywheel_dev: Deployment,
 ) -> None:
     """Given the registry is the record of every model version and the production alias
     When the program runs
-    Then only register and promote hold write actions on the registry table; evaluate holds only
-    reads (of the table and its index); the rest have nothing on it."""
+    Then only register, promote and the delivery steps hold write actions on the registry table (verify
+    records its figures and rejects a failed candidate, approval keeps and clears the pending approval,
+    post-deploy-check puts the previous version back); evaluate, predict and the monitor hold only reads
+    (of the table and its index); the rest have nothing on it."""
     registry = table_arn(flywheel_dev, "registry")
     on_registry = {
         name: {action for action, resource in grants(flywheel_dev, name) if on_table(resource, registry)}
         for name in FUNCTIONS
     }
     writers = {name for name, actions in on_registry.items() if actions & TABLE_WRITES}
-    assert writers == {"register", "promote"}
+    assert writers == {"register", "promote", *DELIVERY}
     for reader in ("evaluate", "predict", "monitor"):
         assert on_registry[reader]
         assert on_registry[reader] <= TABLE_READS
     assert {name for name, actions in on_registry.items() if actions} == {
         "register",
         "promote",
+        *DELIVERY,
         "evaluate",
         "predict",
         "monitor",
     }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_verify_and_the_post_deploy_check_may_invoke_only_predict(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given verify scores a candidate through the predict function and the post-deploy check asks the
+    live route
+    When the program runs for dev or prod
+    Then each may invoke exactly the predict function (no other function, no qualifier wildcard); they
+    read models (and verify the contracts and feature views) but write nothing in either bucket; they read
+    and write the registry and the metadata table; and they are the only functions allowed to invoke
+    predict."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    data, artifacts = bucket_arn(deployed, "data"), bucket_arn(deployed, "artifacts")
+    predict = function_arn(deployed, "predict")
+    registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
+    tables = {
+        *(
+            (a, t)
+            for a in TABLE_WRITES | TABLE_READS | {"dynamodb:ConditionCheckItem"}
+            for t in (registry, metadata)
+        ),
+        ("dynamodb:Query", f"{registry}/index/gsi1"),
+        ("dynamodb:Query", f"{metadata}/index/gsi1"),
+    }
+    models = {(a, f"{artifacts}/models/*") for a in ("s3:GetObject", "s3:GetObjectVersion")}
+    contracts = {(a, f"{data}/contracts/*") for a in ("s3:GetObject", "s3:GetObjectVersion")}
+    views = {(a, f"{data}/feature-views/*") for a in ("s3:GetObject", "s3:GetObjectVersion")}
+    invoke = {("lambda:InvokeFunction", predict)}
+    assert s3_and_tables(deployed, "verify") == contracts | views | models | tables | invoke
+    assert s3_and_tables(deployed, "post-deploy-check") == models | tables | invoke
+    invokers = {
+        name for name in FUNCTIONS if [g for g in grants(deployed, name) if g[0].startswith("lambda:")]
+    }
+    assert invokers == {"verify", "post-deploy-check", "monitor"}
+    predict_invokers = {
+        name
+        for name in FUNCTIONS
+        if [g for g in grants(deployed, name) if g[0] == "lambda:InvokeFunction" and g[1].startswith(predict)]
+    }
+    assert predict_invokers == {"verify", "post-deploy-check"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_approval_touches_only_the_registry_and_the_metadata_table(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given the approval function keeps the task token on the version and records a declined promotion
+    When the program runs for dev or prod
+    Then its grants (besides its logs and X-Ray) are on the registry and metadata tables (and their
+    indexes) only: no bucket, no function, no state machine, no stream. Answering the token is the CLI's
+    (the person's credentials), never a function's."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
+    granted = s3_and_tables(deployed, "approval")
+    assert granted
+    assert {resource for _, resource in granted} == {
+        registry,
+        f"{registry}/index/gsi1",
+        metadata,
+        f"{metadata}/index/gsi1",
+    }
+    assert {action for action, _ in granted} <= TABLE_WRITES | TABLE_READS | {"dynamodb:ConditionCheckItem"}
+    assert {action for action, resource in granted if resource == registry} & TABLE_WRITES
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -305,7 +413,8 @@ def test_predict_reads_the_registry_and_models_and_sends_only_captures(
     When the program runs for dev or prod
     Then, besides its own logs and X-Ray, its role may read the registry table (GetItem, Query,
     BatchGetItem: no write), read objects under artifacts' models/ (nothing else of either bucket),
-    and put records on exactly the capture stream; no other function may put records on it."""
+    batch-get from the features table (a view's features by entity key), and put records on exactly the
+    capture stream; no other function may put records on it."""
     deployed: Deployment = request.getfixturevalue(stack)
     registry = table_arn(deployed, "registry")
     models = f"{bucket_arn(deployed, 'artifacts')}/models/*"
@@ -319,6 +428,7 @@ def test_predict_reads_the_registry_and_models_and_sends_only_captures(
         ("s3:GetObjectVersion", models),
         ("firehose:PutRecord", stream),
         ("firehose:PutRecordBatch", stream),
+        ("dynamodb:BatchGetItem", table_arn(deployed, "features")),
     }
     for name in set(FUNCTIONS) - SERVING:
         assert not [g for g in grants(deployed, name) if g[0].startswith("firehose:")], name
@@ -351,6 +461,11 @@ def test_uploads_under_incoming_invoke_the_trigger_and_nothing_else_is_notified(
             "lambdaFunctionArn": function_arn(deployed, "labels"),
             "events": ["s3:ObjectCreated:*"],
             "filterPrefix": "labels/",
+        },
+        {
+            "lambdaFunctionArn": function_arn(deployed, "features"),
+            "events": ["s3:ObjectCreated:*"],
+            "filterPrefix": "feature-sources/",
         },
     ]
     assert not notification.inputs.get("queues") and not notification.inputs.get("topics")
@@ -394,6 +509,7 @@ def test_only_the_bucket_the_schedule_and_the_api_may_invoke_functions(flywheel_
         ("apigateway.amazonaws.com", "flywheel-dev-predict", f"{execution_arn}/*/GET/health"),
         ("apigateway.amazonaws.com", "flywheel-dev-predict", f"{execution_arn}/*/GET/openapi.json"),
         ("s3.amazonaws.com", "flywheel-dev-labels", bucket_arn(flywheel_dev, "data")),
+        ("s3.amazonaws.com", "flywheel-dev-features", bucket_arn(flywheel_dev, "data")),
         (
             "events.amazonaws.com",
             "flywheel-dev-monitor",
@@ -591,38 +707,61 @@ def test_a_schedule_override_naming_no_schedule_stops_the_program() -> None:
 
 
 def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: Deployment) -> None:
-    """Given the documented flow HasNewFile → Validate → Train → Evaluate → Gate → Register → Promote →
-    Finish, a failed gate through RegisterRejected, failures through RecordFailure into Failed
+    """Given the documented flow HasNewFile → Validate → Train → Evaluate → Gate → Register → Verify →
+    Verified? → Policy → [StageCandidate → AwaitApproval] → Promote → Promoted? → PostDeployCheck → Finish,
+    a failed gate through RegisterRejected, a failed verification straight to Finish, a declined or
+    expired approval through Declined, failures through RecordFailure into Failed
     When the program runs
-    Then the deployed definition has those states (plus one <State>Failed Pass per step task), each
-    task invokes its deployed function, and the transitions are the documented ones."""
+    Then the deployed definition has those states (plus one <State>Failed Pass per task), each task
+    invokes its deployed function, and the transitions are the documented ones."""
     asl = definition(flywheel_dev)
     states = asl["States"]
     assert asl["StartAt"] == "HasNewFile"
-    step_failures = {f"{state}Failed" for state in TASKS if state != "RecordFailure"}
+    step_failures = {f"{state}Failed" for state in [*TASKS, WAITING_TASK] if state != "RecordFailure"}
     assert set(states) == DOCUMENTED_STATES | step_failures
 
     for state, function in TASKS.items():
         assert states[state]["Type"] == "Task", state
         assert states[state]["Resource"] == function_arn(flywheel_dev, function), state
 
-    has_new_file = states["HasNewFile"]
-    assert has_new_file["Type"] == "Choice"
-    assert has_new_file["Choices"] == [{"Variable": "$.source", "IsPresent": True, "Next": "Validate"}]
-    assert has_new_file["Default"] == "Train"
-    gate = states["Gate"]
-    assert gate["Type"] == "Choice"
-    assert gate["Choices"] == [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register"}]
-    assert gate["Default"] == "RegisterRejected"
+    def choice(name: str) -> tuple[list[dict[str, Any]], str]:
+        assert states[name]["Type"] == "Choice", name
+        return states[name]["Choices"], states[name]["Default"]
 
-    following = {name: state.get("Next") for name, state in states.items() if name in TASKS}
+    assert choice("HasNewFile") == (
+        [{"Variable": "$.source", "IsPresent": True, "Next": "Validate"}],
+        "Train",
+    )
+    assert choice("Gate") == (
+        [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register"}],
+        "RegisterRejected",
+    )
+    assert choice("Verified") == (
+        [{"Variable": "$.verification.passed", "BooleanEquals": True, "Next": "Policy"}],
+        "Finish",
+    )
+    assert choice("Policy") == (
+        [{"Variable": "$.policy.policy", "StringEquals": "approval", "Next": "StageCandidate"}],
+        "Promote",
+    )
+    assert choice("Promoted") == (
+        [{"Variable": "$.promoted", "BooleanEquals": True, "Next": "PostDeployCheck"}],
+        "Finish",
+    )
+
+    following = {name: state.get("Next") for name, state in states.items() if state["Type"] == "Task"}
     assert following == {
         "Validate": "Train",
         "Train": "Evaluate",
         "Evaluate": "Gate",
-        "Register": "Promote",
+        "Register": "Verify",
         "RegisterRejected": "Finish",
-        "Promote": "Finish",
+        "Verify": "Verified",
+        "StageCandidate": "AwaitApproval",
+        "AwaitApproval": "Promote",
+        "Declined": "Finish",
+        "Promote": "Promoted",
+        "PostDeployCheck": "Finish",
         "Finish": None,
         "RecordFailure": "Failed",
     }
@@ -630,7 +769,40 @@ def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: De
     assert states["Failed"]["Type"] == "Fail"
 
 
-@pytest.mark.parametrize("state", TASKS)
+def test_await_approval_waits_on_a_task_token_for_the_policy_timeout(flywheel_dev: Deployment) -> None:
+    """Given the approval policy
+    When the pipeline reaches AwaitApproval
+    Then Step Functions invokes the approval function (invoke.waitForTaskToken) with the run's state and
+    the task token, waits at most the policy's timeout (read from the state, so the contract can set it
+    per model), keeps a person's answer in $.approval, and sends a rejection (ApprovalRejected, which
+    flywheel reject sends) or an expired wait (States.Timeout) to Declined with the error in $.declined;
+    anything else is a failure of the approval step."""
+    state = definition(flywheel_dev)["States"][WAITING_TASK]
+    assert state["Type"] == "Task"
+    assert state["Resource"] == WAIT_FOR_TOKEN
+    assert state["Parameters"] == {
+        "FunctionName": function_arn(flywheel_dev, "approval"),
+        "Payload": {"state.$": "$", "task_token.$": "$$.Task.Token"},
+    }
+    assert state["TimeoutSecondsPath"] == "$.policy.approval_timeout_seconds"
+    assert "TimeoutSeconds" not in state and "HeartbeatSeconds" not in state
+    assert state["ResultPath"] == "$.approval"
+    declined, failed = state["Catch"]
+    assert declined == {
+        "ErrorEquals": ["ApprovalRejected", "States.Timeout"],
+        "ResultPath": "$.declined",
+        "Next": "Declined",
+    }
+    assert failed == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "AwaitApprovalFailed"}
+    assert definition(flywheel_dev)["States"]["AwaitApprovalFailed"] == {
+        "Type": "Pass",
+        "Result": "approval",
+        "ResultPath": "$.failed_step",
+        "Next": "RecordFailure",
+    }
+
+
+@pytest.mark.parametrize("state", [*TASKS, WAITING_TASK])
 def test_every_task_retries_transient_errors_with_backoff_and_never_validation_errors(
     flywheel_dev: Deployment, state: str
 ) -> None:
@@ -643,6 +815,7 @@ def test_every_task_retries_transient_errors_with_backoff_and_never_validation_e
     retried = {error for retry in retries for error in retry["ErrorEquals"]}
     assert {"TransientError", *LAMBDA_TRANSIENT} <= retried
     assert not retried & NEVER_RETRIED
+    assert not retried & {"ApprovalRejected", "States.Timeout"}  # a person's "no" is final
     for retry in retries:
         assert retry["IntervalSeconds"] >= 1
         assert retry["MaxAttempts"] >= 2
@@ -661,6 +834,7 @@ def test_every_step_catches_any_error_into_a_pass_naming_the_step_then_record_fa
     [catch] = states[state]["Catch"]
     assert catch["ErrorEquals"] == ["States.ALL"]
     assert catch["ResultPath"] == "$.error"
+    assert catch["Next"] == f"{state}Failed"
     named = states[catch["Next"]]
     assert named == {
         "Type": "Pass",
@@ -676,18 +850,37 @@ def test_record_failure_is_not_caught_so_its_own_failure_fails_the_execution(
     assert "Catch" not in definition(flywheel_dev)["States"]["RecordFailure"]
 
 
+def invoked_functions(deployed: Deployment) -> set[str]:
+    """The function ARNs the definition's tasks invoke: a task's Resource, or the FunctionName of a
+    lambda:invoke.waitForTaskToken task (Step Functions invokes it with the person-facing task token)."""
+    invoked = set()
+    for state in definition(deployed)["States"].values():
+        if state["Type"] != "Task":
+            continue
+        if state["Resource"] == WAIT_FOR_TOKEN:
+            invoked.add(state["Parameters"]["FunctionName"])
+        else:
+            assert state["Resource"].startswith("arn:aws:lambda:"), state["Resource"]
+            invoked.add(state["Resource"])
+    return invoked
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
     request: pytest.FixtureRequest, stack: str
 ) -> None:
-    """Given the definition invokes every pipeline function but the trigger
+    """Given the definition invokes every pipeline function but the trigger (approval through the
+    waitForTaskToken integration)
     When the program runs
-    Then the state machine's role, trusted by Step Functions, may invoke exactly those seven (any
-    version), never the trigger or predict, and the machine runs as that role."""
+    Then the state machine's role, trusted by Step Functions, may invoke exactly those ten (any
+    version), never the trigger, predict, the monitoring functions or features, and the machine runs as
+    that role."""
     deployed: Deployment = request.getfixturevalue(stack)
-    invoked = {s["Resource"] for s in definition(deployed)["States"].values() if s["Type"] == "Task"}
-    expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - {"trigger"} - SERVING - MONITORING}
-    assert invoked == expected
+    outside = {"trigger"} | SERVING | MONITORING | FEATURE_STORE
+    expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - outside}
+    assert len(expected) == 10
+    assert function_arn(deployed, "approval") in expected
+    assert invoked_functions(deployed) == expected
 
     role = deployed.one(T.ROLE, "pipeline", T.PIPELINE)
     assert document(role, "assumeRolePolicy")["Statement"][0]["Principal"] == {
@@ -700,3 +893,5 @@ def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
     assert set(invoke["Resource"]) == expected | {f"{arn}:*" for arn in expected}
     for outside in ("trigger", *SERVING, *MONITORING):
         assert not [r for r in invoke["Resource"] if r.startswith(function_arn(deployed, outside))]
+    # Nothing but invoking: answering a task token is the CLI's, with a person's credentials.
+    assert not [s for s in statements if any(a.startswith("states:") for a in s["Action"])]

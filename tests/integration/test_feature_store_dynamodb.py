@@ -1,5 +1,5 @@
 """The online store's contract again, on the DynamoDB adapter on moto, with a table created from the keys the
-adapter documents (``ONLINE_TABLE_KEYS``); the stack spec does not declare the table yet.
+adapter documents (``ONLINE_TABLE_KEYS``), the keys the stack spec's ``features`` table is declared with.
 
 moto does not make a DynamoDB request atomic on its own: a conditional ``PutItem`` checks, then writes, and
 a second thread can land in between. DynamoDB does not allow that, and the local cloud serialises moto's

@@ -44,6 +44,7 @@ def test_the_platform_and_flywheel_stacks_are_valid() -> None:
         "registry",
         "metadata",
         "idempotency",
+        "features",
     }
 
 
