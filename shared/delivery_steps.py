@@ -216,6 +216,10 @@ def promote_step(state: RunState, svc: Services) -> RunState:
                 reason="verified; waiting for approval",
                 run_id=state.run_id,
             )
+            # The verification that just passed was the version's first as a staging candidate: it counts.
+            svc.registry.update_runtime_metrics(
+                state.model, number, {STAGING_PASSES_KEY: staging_passes(version) + 1}
+            )
             return state.model_copy(update={"staged": True})
         if state.approval is not None:
             svc.metadata.finish_step(state.run_id, "approval")
@@ -406,6 +410,15 @@ def post_deploy_check_step(
             reason=f"automatic rollback: post-deploy check of v{number} failed ({problem})",
             run_id=state.run_id,
             expected_version=number,
+        )
+        # Archived by the rollback, it would be what a bare `flywheel rollback` restores: reject it instead.
+        svc.registry.transition_stage(
+            state.model,
+            number,
+            Stage.REJECTED,
+            actor=PIPELINE_ACTOR,
+            reason=f"failed its post-deploy check ({problem})",
+            run_id=state.run_id,
         )
         metrics.add_metric(name="RolledBack", unit=MetricUnit.Count, value=1)
         raise PostDeployCheckError(

@@ -407,9 +407,16 @@ class TestAutomaticPolicy:
         assert "integrity check" in message
         assert message.endswith(f"production rolled back to v{previous}")
         assert dev.production() == previous
-        assert (dev.version(previous).stage, dev.version(bad).stage) == (Stage.PRODUCTION, Stage.ARCHIVED)
+        # the failed version is rejected, so a bare `flywheel rollback` can never restore it
+        assert (dev.version(previous).stage, dev.version(bad).stage) == (Stage.PRODUCTION, Stage.REJECTED)
 
-        rollback, archived, promotion = dev.trail(limit=3)
+        rejected, rollback, archived, promotion = dev.trail(limit=4)
+        assert (rejected.version, rejected.from_stage, rejected.to_stage) == (
+            bad,
+            Stage.ARCHIVED,
+            Stage.REJECTED,
+        )
+        assert rejected.reason.startswith("failed its post-deploy check (the live route answered 503")
         assert (rollback.version, rollback.from_stage, rollback.to_stage, rollback.alias) == (
             previous,
             Stage.ARCHIVED,
@@ -430,8 +437,8 @@ class TestAutomaticPolicy:
             Stage.PRODUCTION,
             previous,
         )
-        assert {e.run_id for e in (rollback, archived, promotion)} == {done.run.run_id}
-        assert {e.actor for e in (rollback, archived, promotion)} == {"pipeline"}
+        assert {e.run_id for e in (rejected, rollback, archived, promotion)} == {done.run.run_id}
+        assert {e.actor for e in (rejected, rollback, archived, promotion)} == {"pipeline"}
         # and the live route answers with the restored version again
         assert self.live_version(dev) == previous
 
@@ -741,10 +748,10 @@ class TestProductionPolicy:
         approved = prod.flywheel("approve", ref, "--by", "alice")
         done = prod.finish(run)
 
-        # Approved, but held in staging: the pipeline's own verification ran before staging
+        # Approved, but held in staging: the verification that staged it is one of the three
         assert approved.exit_code == 0, approved.output
         count = (
-            f"{MODEL} v{number} has passed 0 of the 3 staging verifications this environment requires "
+            f"{MODEL} v{number} has passed 1 of the 3 staging verifications this environment requires "
             "before production"
         )
         assert done.status == "SUCCEEDED" and done.run.status is RunStatus.REJECTED
@@ -759,7 +766,7 @@ class TestProductionPolicy:
         assert refused.exit_code == 1
         assert f"cannot promote {MODEL} v{number} to production: {count}" in refused.output
 
-        for passes in (1, 2, 3):
+        for passes in (2, 3):
             verified = prod.flywheel("verify", ref)
             assert verified.exit_code == 0, verified.output
             assert f"{MODEL} v{number} verification passed" in verified.output
