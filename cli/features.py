@@ -147,10 +147,14 @@ def view_text(summary: ViewSummary) -> str:
 
 def arrival_text(arrival: FeatureArrival) -> str:
     if arrival.status == "ingested":
+        shown = arrival.offline[:3]
+        more = len(arrival.offline) - len(shown)
         return "\n".join(
             [
-                f"{arrival.source} ingested into {arrival.view}",
-                *(f"  offline {uri}" for uri in arrival.offline),
+                f"{arrival.source} ingested into {arrival.view} "
+                f"({len(arrival.offline)} offline object(s), one per event date)",
+                *(f"  offline {uri}" for uri in shown),
+                *([f"  ... and {more} more under the same view"] if more else []),
             ]
         )
     rows = [(p.get("rule"), p.get("column"), p.get("count"), p.get("message")) for p in arrival.problems]

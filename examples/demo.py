@@ -25,9 +25,10 @@ warnings.filterwarnings("ignore", module="aws_lambda_powertools")
 import click  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cli import actions, monitoring, render  # noqa: E402
+from cli import actions, features, monitoring, render  # noqa: E402
 from cli.api import RequestRefusedError, post_json, predict_url  # noqa: E402
 from examples.churn import generate, write  # noqa: E402
+from examples.profiles import current_profiles, profile_updates  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
@@ -196,6 +197,47 @@ def echo_block(text: str) -> None:
     click.echo("\n".join("   " + line for line in text.splitlines()))
 
 
+def feature_store_chapter(svc: Services, api_url: str, workdir: Path) -> None:
+    """A second model that reads the customer profile from the feature store, and answers by key alone."""
+    chapter(
+        13,
+        "The feature store: the CRM's customer profile, shared by training and serving",
+        "flywheel features put examples/customer_profile.yaml",
+        "flywheel features push profiles.csv --view customer_profile",
+        "flywheel contract put examples/churn-profile.yaml   # churn + feature_views: [customer_profile]",
+    )
+    features.put(svc, EXAMPLES / "customer_profile.yaml")
+    # Profile updates run up to 20 days past each row: a join that leaked the future would use them.
+    customers = generate(3000, seed=21, start=TODAY - timedelta(days=42), days=21)
+    history = workdir / "profiles.csv"
+    write(profile_updates(customers, seed=21), history)
+    arrival = features.wait_for_features(svc, features.push(svc, history, "customer_profile"))
+    echo_block(features.arrival_text(arrival))
+    contract, _ = actions.contract_put(svc, EXAMPLES / "churn-profile.yaml")
+    data = workdir / "churn-profile.csv"
+    write(customers, data)
+    click.echo("   Each training row gets the profile as it was at the row's time, never a later one:")
+    pushed = actions.push(svc, data, contract.model)
+    view = actions.wait_for_run(svc, pushed.run_id, lambda line: click.echo("   " + line))
+    click.echo(f"   {contract.model}: run {view.run.status.value}, v{view.run.outcome.get('version')}")
+
+    # Today's profiles for a few customers, then a request that names only the customer.
+    today = workdir / "profiles-today.csv"
+    asking = customers.head(3)
+    write(current_profiles(asking, at=TODAY, seed=22), today)
+    features.wait_for_features(svc, features.push(svc, today, "customer_profile"))
+    row = asking.iloc[0]
+    request = {k: row[k] for k in ("customer_id", "tenure_months", "plan", "autopay", "support_calls")}
+    request |= {"monthly_charges": None if pd.isna(row["monthly_charges"]) else row["monthly_charges"]}
+    request |= {"region": None if pd.isna(row["region"]) else row["region"]}
+    answer = post_json(predict_url(api_url, contract.model), {"instances": [request]})
+    click.echo(
+        f"   POST /models/{contract.model}/predict with {request['customer_id']} and no profile fields:"
+    )
+    echo_block(render.predictions_table(answer))
+    click.echo("   lifetime_value and segment came from the online store, as of today.")
+
+
 def main() -> None:
     started = time.monotonic()
     config = StackConfig.from_stack_file("dev").model_copy(update={"log_level": "ERROR"})
@@ -227,6 +269,7 @@ def main() -> None:
         api_url = cloud.start_gateway()
         serving_chapter(api_url)
         retrained = monitoring_chapters(cloud, svc, api_url, workdir)
+        feature_store_chapter(svc, api_url, workdir)
         production = svc.registry.get_model_version_by_alias(MODEL, "production")
         click.echo()
         click.secho(
@@ -243,10 +286,15 @@ class _WithoutMetrics(io.TextIOBase):
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
+        self._dropped_line = False
 
     def write(self, text: str) -> int:
-        if not text.startswith('{"_aws"'):
-            self._stream.write(text)
+        # print() writes the line and its newline separately: drop both.
+        if text.startswith('{"_aws"') or (self._dropped_line and text == "\n"):
+            self._dropped_line = not self._dropped_line
+            return len(text)
+        self._dropped_line = False
+        self._stream.write(text)
         return len(text)
 
     def flush(self) -> None:
