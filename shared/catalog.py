@@ -9,7 +9,7 @@ A contract that lists feature views is read for training and serving as its effe
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -19,10 +19,11 @@ from shared.featurestore.catalog import load_views
 from shared.featurestore.contracts import TrainingContract, contract_view_problems, training_contract
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
-from shared.metadata import Dataset
+from shared.metadata import Dataset, DatasetKind, MetadataStore, TimeRange
 from shared.settings import Settings
 from shared.storage import ObjectRef, ObjectStore
 from shared.training import check_training_params
+from shared.validation import ValidatedData
 
 
 def contract_ref(settings: Settings, model: str) -> ObjectRef:
@@ -126,3 +127,47 @@ def combine(frames: list[pd.DataFrame], contract: DataContract, id_column: str) 
         stamps = frame[contract.timestamp_column]
         frame = frame[stamps >= stamps.max() - pd.Timedelta(days=days)].reset_index(drop=True)
     return frame
+
+
+def store_dataset(
+    objects: ObjectStore,
+    metadata: MetadataStore,
+    settings: Settings,
+    dataset_id: str,
+    model: str,
+    data: ValidatedData,
+    *,
+    source_uri: str,
+    source_version_id: str | None = None,
+    kind: DatasetKind = DatasetKind.UPLOAD,
+) -> Dataset:
+    """Write a validated frame as Parquet under ``datasets/<model>/`` and record the dataset: its sha256
+    (checked on every read), rows, schema, time range, profile and where it came from."""
+    body = frame_to_parquet(data.frame)
+    written = objects.put(
+        ObjectRef(settings.data_bucket, f"{DataPrefix.DATASETS}{model}/{dataset_id}.parquet"), body
+    )
+    time_range = (
+        TimeRange(
+            start=datetime.fromisoformat(data.time_range[0]), end=datetime.fromisoformat(data.time_range[1])
+        )
+        if data.time_range
+        else None
+    )
+    return metadata.put_dataset(
+        Dataset(
+            dataset_id=dataset_id,
+            model=model,
+            uri=written.uri,
+            version_id=written.version_id,
+            sha256=sha256_hex(body),
+            rows=data.rows,
+            schema_=data.schema,
+            time_range=time_range,
+            profile=data.profile,
+            source_uri=source_uri,
+            source_version_id=source_version_id,
+            kind=kind,
+            created_at=datetime.now(UTC),
+        )
+    )

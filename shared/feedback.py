@@ -25,18 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pandas as pd
 
-from shared.catalog import frame_to_parquet
+from shared.catalog import store_dataset
 from shared.contract import DataContract, Feature, FeatureType
 from shared.errors import NotFoundError
 from shared.hashing import sha256_hex
-from shared.layout import DataPrefix
-from shared.metadata import Dataset, DatasetKind, NodeType, Relation, TimeRange
+from shared.metadata import Dataset, DatasetKind, NodeType, Relation
 from shared.services import Services
-from shared.storage import ObjectRef
 from shared.validation import ROW_ID_COLUMN, ColumnChecks, ValidatedData, canonical_text, clean, profile_frame
 
 FEEDBACK_ID_COLUMN = "request_id"
@@ -172,32 +169,15 @@ def write_feedback_dataset(
     except NotFoundError:
         existing = None
     if existing is None:
-        body = frame_to_parquet(data.frame)
-        key = f"{DataPrefix.DATASETS}{model}/{dataset_id}.parquet"
-        written = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), body)
-        time_range = (
-            TimeRange(
-                start=datetime.fromisoformat(data.time_range[0]),
-                end=datetime.fromisoformat(data.time_range[1]),
-            )
-            if data.time_range
-            else None
-        )
-        existing = svc.metadata.put_dataset(
-            Dataset(
-                dataset_id=dataset_id,
-                model=model,
-                uri=written.uri,
-                version_id=written.version_id,
-                sha256=sha256_hex(body),
-                rows=data.rows,
-                schema_=data.schema,
-                time_range=time_range,
-                profile=data.profile,
-                source_uri=evidence_uri,
-                kind=DatasetKind.FEEDBACK,
-                created_at=datetime.now(UTC),
-            )
+        existing = store_dataset(
+            svc.objects,
+            svc.metadata,
+            svc.settings,
+            dataset_id,
+            model,
+            data,
+            source_uri=evidence_uri,
+            kind=DatasetKind.FEEDBACK,
         )
     for source in dict.fromkeys(sources):
         svc.metadata.link(NodeType.FILE, source, NodeType.DATASET, existing.dataset_id, Relation.DERIVED)

@@ -27,6 +27,7 @@ from shared.catalog import (
     load_contract,
     load_training_contract,
     read_parquet,
+    store_dataset,
     training_window,
 )
 from shared.contract import DataContract
@@ -39,13 +40,11 @@ from shared.layout import ArtifactPrefix, DataPrefix
 from shared.metadata import (
     Artifact,
     ArtifactKind,
-    Dataset,
     ErrorInfo,
     NodeType,
     Relation,
     RunReason,
     RunStatus,
-    TimeRange,
     file_id,
     model_version_id,
 )
@@ -232,33 +231,16 @@ def validate_step(state: RunState, svc: Services) -> RunState:
             if not isinstance(exc, NotFoundError):
                 quarantine(svc, state, exc)
             raise
-        body = frame_to_parquet(data.frame)
         dataset_id = dataset_id_for(state.model, source)
-        key = f"{DataPrefix.DATASETS}{state.model}/{dataset_id}.parquet"
-        written = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), body)
-        time_range = (
-            TimeRange(
-                start=datetime.fromisoformat(data.time_range[0]),
-                end=datetime.fromisoformat(data.time_range[1]),
-            )
-            if data.time_range
-            else None
-        )
-        dataset = svc.metadata.put_dataset(
-            Dataset(
-                dataset_id=dataset_id,
-                model=state.model,
-                uri=written.uri,
-                version_id=written.version_id,
-                sha256=sha256_hex(body),
-                rows=data.rows,
-                schema_=data.schema,
-                time_range=time_range,
-                profile=data.profile,
-                source_uri=source.uri,
-                source_version_id=source.version_id,
-                created_at=datetime.now(UTC),
-            )
+        dataset = store_dataset(
+            svc.objects,
+            svc.metadata,
+            svc.settings,
+            dataset_id,
+            state.model,
+            data,
+            source_uri=source.uri,
+            source_version_id=source.version_id,
         )
         source_node = file_id(source.uri, source.version_id)
         svc.metadata.link(NodeType.FILE, source_node, NodeType.DATASET, dataset.dataset_id, Relation.DERIVED)
