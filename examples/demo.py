@@ -6,7 +6,6 @@ handlers that ``pulumi up`` deploys. The demo calls the same functions as the ``
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import tempfile
@@ -14,7 +13,6 @@ import time
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 # The functions log and emit metrics as they would in Lambda; the story is easier to read without them.
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -32,6 +30,7 @@ from examples.profiles import current_profiles, profile_updates  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
+from infra.local.output import WithoutMetrics  # noqa: E402
 from shared.metadata import RunStatus  # noqa: E402
 from shared.services import Services, services  # noqa: E402
 
@@ -280,29 +279,8 @@ def main() -> None:
         )
 
 
-class _WithoutMetrics(io.TextIOBase):
-    """Powertools prints an EMF metric set when it reaches 100 values even with metrics disabled (the
-    in-process cloud shares one Metrics object between functions): keep those lines out of the story."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._dropped_line = False
-
-    def write(self, text: str) -> int:
-        # print() writes the line and its newline separately: drop both.
-        if text.startswith('{"_aws"') or (self._dropped_line and text == "\n"):
-            self._dropped_line = not self._dropped_line
-            return len(text)
-        self._dropped_line = False
-        self._stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-
 if __name__ == "__main__":
-    sys.stdout = _WithoutMetrics(sys.stdout)
+    sys.stdout = WithoutMetrics(sys.stdout)
     try:
         main()
     except KeyboardInterrupt:
