@@ -79,6 +79,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from pydantic import BaseModel, ConfigDict
 
 from shared.contract import DataContract, Feature, FeatureType, Task
@@ -313,6 +314,62 @@ def _gunzip(body: bytes, limit: int, rulebook: Rulebook) -> bytes:
 
 
 def _read_csv(body: bytes) -> pd.DataFrame:
+    raw = _read_csv_arrow(body)
+    if raw is None:
+        raw = _read_csv_pandas(body)
+    columns = [str(v).strip() for v in raw.iloc[0]]
+    cells = {i: clean(raw.iloc[1:, i].reset_index(drop=True)) for i in range(len(columns))}
+    # A trailing comma on every line (common in spreadsheet exports) makes an unnamed, empty column: it
+    # carries nothing, so it is dropped; an unnamed column that holds values is reported as unexpected.
+    keep = [i for i in cells if columns[i] or cells[i].notna().any()]
+    return pd.DataFrame({i: cells[i] for i in keep}).set_axis([columns[i] for i in keep], axis=1)
+
+
+def _read_csv_arrow(body: bytes) -> pd.DataFrame | None:
+    """Every cell as text, header read as a row, parsed by Arrow's multi-threaded reader — or None where
+    Arrow would not read the file exactly as :func:`_read_csv_pandas` does, which then reads it (and words
+    its problems: bad encoding, ragged lines, open quotes).
+
+    Arrow refuses what the pandas reader would refuse, and also rows shorter than the header (pandas pads
+    them); a one-field header is left to pandas, whose blank-line rule differs for a single column, and so
+    is a file that may end inside a quoted value. ``tests/unit/test_csv_readers.py`` holds the two readers
+    to the same cells."""
+    width = len(_header_fields(body))
+    if width < 2:
+        return None
+    names = [f"c{i}" for i in range(width)]
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(body),
+            read_options=pa_csv.ReadOptions(column_names=names),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if table.num_rows == 0:
+        return None
+    if _ends_in_open_quote(body, table.column(width - 1)[-1].as_py()):
+        return None
+    frame = table.to_pandas()
+    return frame.set_axis(range(width), axis=1)
+
+
+def _ends_in_open_quote(body: bytes, last_cell: str) -> bool:
+    """Whether the file may end inside a quoted value, which Arrow runs to the end of the file and pandas
+    refuses. Such a value can only be the last cell, and then the file ends with that cell's text (quotes
+    doubled) right after an opening quote. A closed value seldom looks so (``a,""``), and then pandas
+    merely reads the file."""
+    text = last_cell.replace('"', '""').encode()
+    start = len(body) - len(text)
+    return body.endswith(text) and body[start - 1 : start] == b'"'
+
+
+def _read_csv_pandas(body: bytes) -> pd.DataFrame:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
@@ -341,12 +398,7 @@ def _read_csv(body: bytes) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         single = single_column_problem(_header_fields(body))
         raise _RefusalError(single or _malformed(str(exc))) from None
-    columns = [str(v).strip() for v in raw.iloc[0]]
-    cells = {i: clean(raw.iloc[1:, i].reset_index(drop=True)) for i in range(len(columns))}
-    # A trailing comma on every line (common in spreadsheet exports) makes an unnamed, empty column: it
-    # carries nothing, so it is dropped; an unnamed column that holds values is reported as unexpected.
-    keep = [i for i in cells if columns[i] or cells[i].notna().any()]
-    return pd.DataFrame({i: cells[i] for i in keep}).set_axis([columns[i] for i in keep], axis=1)
+    return raw
 
 
 def _header_fields(body: bytes) -> list[str]:
