@@ -249,7 +249,21 @@ def run_flywheel(csv: Path, threads: int) -> FlywheelRun:
                 else str(described.get("cause") or described.get("error") or "")
             )
         else:
-            measured.metrics = dict((run.outcome or {}).get("metrics") or {})
+            outcome = run.outcome or {}
+            if not outcome.get("promoted"):
+                # The execution succeeded but the run did not end with the model in production: not the
+                # whole pipeline, so it is not counted as a measurement of it.
+                verification = outcome.get("verification") or {}
+                reasons = (
+                    outcome.get("gate_reasons", [])
+                    if not outcome.get("gate_passed")
+                    else verification.get("reasons", [])
+                    if not verification.get("passed")
+                    else outcome.get("promotion_refusals", [])
+                )
+                measured.status = str(getattr(run.status, "value", run.status)).upper()
+                measured.error = "not promoted: " + "; ".join(reasons)
+            measured.metrics = dict(outcome.get("metrics") or {})
             candidate = json.loads(described.get("output") or "{}").get("candidate") or {}
             measured.fit_s = candidate.get("fit_seconds")
     return measured
