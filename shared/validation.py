@@ -15,7 +15,8 @@ Reading
       come from the contract and are never guessed. Cells and header names are stripped of surrounding
       whitespace, and these cells count as missing: ``MISSING_TOKENS`` (``""``, ``NA``, ``N/A``, ``null``,
       ``NULL``, ``NaN``, ``nan``, ``None``). An unnamed column with no values (a trailing comma on every line)
-      is dropped; any other unnamed column is unexpected.
+      is dropped; any other unnamed column is unexpected. Arrow's multi-threaded reader reads every file
+      it reads exactly as pandas' reader does; pandas reads the rest and words what is wrong with them.
     * ``contract.max_file_mb`` counts MiB of the upload and, for gzip, of the decompressed text too.
 
 Rules and the canonical frame (what is written to ``datasets/`` as Parquet and what training reads)
