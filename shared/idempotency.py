@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import P
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.services import Services
+from shared.settings import warm
 from shared.steps import RunState
 
 Step = Callable[[RunState, Services], RunState]
@@ -47,6 +48,7 @@ def once_per_run(step: Step, key: str = "run_id") -> GuardedStep:
     return run
 
 
+@warm
 @lru_cache(maxsize=16)
 def _guarded(
     step: Step, key: str, table: str, region: str

@@ -79,7 +79,7 @@ from shared.observability import logger, metrics
 from shared.registry import PRODUCTION_ALIAS, ModelVersion
 from shared.report import render_html
 from shared.services import Services
-from shared.settings import Settings
+from shared.settings import Settings, warm
 from shared.storage import ObjectRef
 from shared.trigger import RunRequest, TriggerOutcome, execution_name, on_request
 
@@ -181,6 +181,7 @@ class DirectRunRequester:
         return on_request(self.svc, request)
 
 
+@warm
 @lru_cache(maxsize=1)
 def monitor_adapters(settings: Settings) -> tuple[MonitorLog, RunRequester]:
     """The monitor log and the trigger client a deployed monitor function uses."""

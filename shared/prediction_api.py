@@ -47,7 +47,7 @@ from shared.featurestore.online import DynamoOnlineStore, OnlineStore
 from shared.observability import logger, metrics
 from shared.registry import PRODUCTION_ALIAS, DynamoRegistryStore, ModelRegistry
 from shared.serving import ModelCache
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, warm
 from shared.storage import S3ObjectStore
 
 API_TITLE = "Flywheel prediction API"
@@ -159,6 +159,7 @@ class _Serving:
     features: OnlineStore | None = None  # the online feature store, when the stack has one
 
 
+@warm
 @lru_cache(maxsize=1)
 def _serving_for(settings: Settings) -> _Serving:
     import boto3  # noqa: PLC0415  (clients are made on the first request, after any mock)

@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.metadata import DynamoMetadataStore, MetadataStore
 from shared.registry import DynamoRegistryStore, ModelRegistry
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, warm
 from shared.storage import ObjectStore, S3ObjectStore
 from shared.workflow import StepFunctionsWorkflow, Workflow
 
@@ -46,6 +46,7 @@ def services() -> Services:
     return _services_for(get_settings())
 
 
+@warm
 @lru_cache(maxsize=1)
 def _services_for(settings: Settings) -> Services:
     return Services.from_settings(settings)

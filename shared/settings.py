@@ -1,13 +1,18 @@
 """Stack-wide configuration: one pydantic-settings model, validated once per process.
 
 Every function receives the same environment (names in :mod:`shared.env_names`, set by `infra/`).
-Code asks :func:`get_settings` instead of reading ``os.environ``; tests and the local cloud call
-``get_settings.cache_clear()`` when they change the environment.
+Code asks :func:`get_settings` instead of reading ``os.environ``.
+
+What a warm function keeps between invocations — these settings, boto3 clients, loaded models, aliases —
+lives in ``lru_cache`` functions marked :func:`warm`. :func:`forget_warm_state` drops all of it, as a new
+deployment's fresh instances would start: the local cloud calls it whenever a cloud starts or stops, so
+two clouds one after the other in one process never share a client or a loaded model.
 """
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +62,27 @@ class Settings(BaseSettings):
         return json.loads(value) if isinstance(value, str) else value
 
 
+class _Cached(Protocol):
+    def cache_clear(self) -> None: ...
+
+
+Cached = TypeVar("Cached", bound=_Cached)
+_WARM: list[Callable[[], None]] = []
+
+
+def warm(cached: Cached) -> Cached:
+    """Mark ``cached`` (an ``lru_cache`` function) as state a warm instance keeps between invocations."""
+    _WARM.append(cached.cache_clear)
+    return cached
+
+
+def forget_warm_state() -> None:
+    """Forget every :func:`warm` cache of this process: settings, clients, loaded models, aliases."""
+    for clear in _WARM:
+        clear()
+
+
+@warm
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use."""

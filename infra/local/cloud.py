@@ -43,7 +43,7 @@ from infra.names import StackNames, code_version
 from infra.policies import assume_role_policy, delivery_stream_policy, function_policy, state_machine_policy
 from infra.spec import StackSpec
 from shared.observability import logger
-from shared.settings import get_settings
+from shared.settings import forget_warm_state
 
 ACCOUNT = "123456789012"
 MOTO_CONFIG: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": True}}
@@ -150,7 +150,7 @@ class LocalCloud:
             yield self
 
     def _start(self) -> None:
-        get_settings.cache_clear()
+        forget_warm_state()  # a new cloud is a new deployment: no function instance is warm yet
         self._clients.clear()
         self.provision()
 
@@ -160,7 +160,7 @@ class LocalCloud:
             self.gateway.stop()
             self.gateway = None
         self._clients.clear()
-        get_settings.cache_clear()
+        forget_warm_state()
 
     # --- clients ------------------------------------------------------------------------------------------
 

@@ -39,7 +39,6 @@ from shared.serving import Predictions, ServedModel
 from shared.storage import ObjectRef
 from shared.verification import http_event
 from tests.fixtures.services import churn_contract
-from tests.fixtures.serving import clear_serving_caches
 
 pytestmark = pytest.mark.integration
 
@@ -173,14 +172,10 @@ def cloud_for(stack: str) -> Iterator[Delivery]:
     config = StackConfig.from_stack_file(stack)
     cloud = LocalCloud(flywheel_stack(config), config)
     cloud.environment.update(ENVIRONMENT)
-    clear_serving_caches()
-    try:
-        with cloud.in_process():
-            delivery = Delivery(cloud, services())
-            delivery.put_contract()
-            yield delivery
-    finally:
-        clear_serving_caches()
+    with cloud.in_process():
+        delivery = Delivery(cloud, services())
+        delivery.put_contract()
+        yield delivery
 
 
 @pytest.fixture

@@ -50,7 +50,6 @@ from shared.storage import ObjectRef
 from shared.training import TrainedModel
 from shared.training import train as real_train
 from tests.fixtures.feature_store import reference_point_in_time_join
-from tests.fixtures.serving import clear_serving_caches
 
 pytestmark = pytest.mark.integration
 
@@ -160,17 +159,13 @@ class Store:
 def store() -> Iterator[Store]:
     config = StackConfig.from_stack_file("dev")
     cloud = LocalCloud(flywheel_stack(config), config)
-    clear_serving_caches()
     customers = generate(500, seed=11, start=T0, days=30)
     history = stamped(profile_updates(customers, seed=11))
     current = stamped(current_profiles(customers.head(FRESH), NOW - timedelta(days=1), seed=12))
-    try:
-        with cloud.in_process():
-            from shared.services import services  # after the cloud set the environment
+    with cloud.in_process():
+        from shared.services import services  # after the cloud set the environment
 
-            yield Store(cloud, services(), cloud.start_gateway(), customers, history, current)
-    finally:
-        clear_serving_caches()
+        yield Store(cloud, services(), cloud.start_gateway(), customers, history, current)
 
 
 # --- views and feature files -----------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from shared.monitor_log import DynamoMonitorLog
 from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
 from tests.fixtures.monitoring import label_csv, monitoring_contract, request_rows
-from tests.fixtures.serving import clear_serving_caches
 
 pytestmark = pytest.mark.integration
 
@@ -117,14 +116,10 @@ class Loop:
 def loop() -> Iterator[Loop]:
     config = StackConfig.from_stack_file("dev")
     cloud = LocalCloud(flywheel_stack(config), config)
-    clear_serving_caches()
-    try:
-        with cloud.in_process():
-            from shared.services import services  # after the cloud set the environment
+    with cloud.in_process():
+        from shared.services import services  # after the cloud set the environment
 
-            yield Loop(cloud, services(), cloud.start_gateway())
-    finally:
-        clear_serving_caches()
+        yield Loop(cloud, services(), cloud.start_gateway())
 
 
 # --- no drift -------------------------------------------------------------------------------------------
