@@ -60,6 +60,7 @@ from shared.validation import (
     canonical_text,
     clean,
     header_only_problem,
+    presence_problems,
     read_upload,
     rejection,
     single_column_problem,
@@ -104,6 +105,10 @@ def label_rulebook(contract: DataContract) -> Rulebook:
         document="label format",
         title=f"the label format for '{contract.model}'",
         max_file_mb=contract.max_file_mb,
+        unexpected_remedy=(
+            f"a label file has '{LABEL_ID_COLUMN}', '{contract.target}' and optionally "
+            f"'{LABEL_TIME_COLUMN}'; remove it from the file"
+        ),
     )
 
 
@@ -203,55 +208,18 @@ def check_labels(frame: pd.DataFrame, contract: DataContract) -> tuple[Validated
 
 
 def _column_problems(names: list[str], contract: DataContract) -> list[Problem]:
-    problems: list[Problem] = []
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(
-            Problem(
-                column=name,
-                rule="duplicate_column",
-                count=1,
-                examples=[name],
-                message=f"Column '{name}' appears {names.count(name)} times in the header; each column must "
-                "appear once.",
-            )
-        )
-    if LABEL_ID_COLUMN not in names:
-        problems.append(
-            Problem(
-                column=LABEL_ID_COLUMN,
-                rule="missing_column",
-                count=1,
-                examples=[],
-                message=f"Column '{LABEL_ID_COLUMN}' is missing; a label file joins labels to predictions by "
-                "the request id the prediction API returned.",
-            )
-        )
-    if contract.target not in names:
-        problems.append(
-            Problem(
-                column=contract.target,
-                rule="missing_target",
-                count=1,
-                examples=[],
-                message=f"The target column '{contract.target}' is missing; it holds the label of each "
-                "request.",
-            )
-        )
-    allowed = {LABEL_ID_COLUMN, contract.target, LABEL_TIME_COLUMN}
-    for name in dict.fromkeys(names):
-        if name not in allowed:
-            what = f"Column '{name}' is" if name else "A column without a name is"
-            problems.append(
-                Problem(
-                    column=name,
-                    rule="unexpected_column",
-                    count=1,
-                    examples=[name],
-                    message=f"{what} not part of a label file; it has '{LABEL_ID_COLUMN}', "
-                    f"'{contract.target}' and optionally '{LABEL_TIME_COLUMN}'.",
-                )
-            )
-    return problems
+    roles = {
+        LABEL_ID_COLUMN: "the request id the prediction API returned (it joins a label to its prediction)",
+        contract.target: "the label of each request",
+    }
+    return presence_problems(
+        names,
+        label_columns(contract),
+        label_rulebook(contract),
+        role_of=roles.__getitem__,
+        target=contract.target,
+        tolerated=frozenset({LABEL_TIME_COLUMN}),
+    )
 
 
 def _target(values: pd.Series, contract: DataContract) -> tuple[pd.Series, list[tuple[pd.Series, Problem]]]:

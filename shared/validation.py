@@ -131,6 +131,13 @@ class Rulebook:
     document: str  # "contract": a column is "not in the contract", or added to "the contract's features"
     title: str  # "the data contract for 'churn'": a rejected file "does not meet" it
     max_file_mb: float
+    # What to do about a column it does not expect; by default, remove it or add it as a feature.
+    unexpected_remedy: str = ""
+
+    def remedy(self) -> str:
+        return self.unexpected_remedy or (
+            f"remove it from the file or add it to the {self.document}'s features"
+        )
 
     @classmethod
     def of_contract(cls, contract: DataContract) -> Rulebook:
@@ -490,8 +497,8 @@ def presence_problems(
                     rule="missing_target",
                     count=1,
                     examples=[],
-                    message=f"The target column '{name}' is missing; a training file must have the value to "
-                    "learn in every row.",
+                    message=f"The target column '{name}' is missing; {rulebook.owner} requires it as "
+                    f"{role_of(name)}.",
                 )
             )
         else:
@@ -518,14 +525,15 @@ def presence_problems(
                 rule="unexpected_column",
                 count=1,
                 examples=[name],
-                message=f"{what} not in the {rulebook.document}{hint}; remove it from the file or add it to "
-                f"the {rulebook.document}'s features.",
+                message=f"{what} not in the {rulebook.document}{hint}; {rulebook.remedy()}.",
             )
         )
     return problems
 
 
 def _role(name: str, contract: DataContract) -> str:
+    if name == contract.target:
+        return "the value to learn, in every row of a training file"
     if name == contract.id_column:
         return "the id column"
     if name == contract.timestamp_column:
