@@ -116,6 +116,10 @@ def run_details(view: RunView) -> str:
             verdict = "promoted to production" if outcome.get("promoted") else "registered, not promoted"
             lines += ["", f"outcome  v{outcome['version']} {verdict}"]
             lines += [f"  - {reason}" for reason in outcome.get("gate_reasons", [])]
+            verification = outcome.get("verification") or {}
+            if verification and not verification.get("passed"):
+                lines += [f"  - failed verification: {r}" for r in verification.get("reasons", [])]
+            lines += [f"  - promotion refused: {r}" for r in outcome.get("promotion_refusals", [])]
         elif "skipped" in outcome:
             lines += ["", f"skipped  {outcome['skipped']}"]
     return "\n".join(lines)

@@ -219,6 +219,9 @@ def feature_store_chapter(svc: Services, api_url: str, workdir: Path) -> None:
     pushed = actions.push(svc, data, contract.model)
     view = actions.wait_for_run(svc, pushed.run_id, lambda line: click.echo("   " + line))
     click.echo(f"   {contract.model}: run {view.run.status.value}, v{view.run.outcome.get('version')}")
+    if not view.run.outcome.get("promoted"):
+        echo_block(render.run_details(view))
+        raise click.ClickException(f"{contract.model} v1 did not reach production; the run above says why")
 
     # Today's profiles for a few customers, then a request that names only the customer.
     today = workdir / "profiles-today.csv"
