@@ -37,6 +37,7 @@ from infra.config import StackConfig
 from infra.local.atomicity import atomic_dynamodb_requests
 from infra.local.firehose import MetadataQuery, firehose_s3_delivery
 from infra.local.gateway import LocalGateway
+from infra.local.memory import long_lived_frozen, untracked_dynamodb_models
 from infra.local.runtime import LocalRuntime
 from infra.local.scheduler import LocalScheduler
 from infra.names import StackNames, code_version
@@ -105,9 +106,11 @@ class LocalCloud:
             stack.enter_context(_unset("AWS_ENDPOINT_URL"))
             stack.enter_context(self.runtime.installed())
             stack.enter_context(atomic_dynamodb_requests())
+            stack.enter_context(untracked_dynamodb_models())
             stack.enter_context(firehose_s3_delivery())
             stack.callback(self._shutdown)
             self._start()
+            stack.enter_context(long_lived_frozen())
             yield self
 
     @contextmanager
@@ -130,6 +133,7 @@ class LocalCloud:
             stack.enter_context(mock.patch.dict(default_user_config, MOTO_CONFIG))
             stack.enter_context(self.runtime.installed())
             stack.enter_context(atomic_dynamodb_requests())
+            stack.enter_context(untracked_dynamodb_models())
             stack.enter_context(firehose_s3_delivery())
             logging.getLogger("werkzeug").setLevel(
                 logging.WARNING
@@ -140,6 +144,7 @@ class LocalCloud:
             stack.callback(self._shutdown)
             self.endpoint_url = endpoint
             self._start()
+            stack.enter_context(long_lived_frozen())
             self.start_gateway(port=gateway_port, host=host)
             if run_scheduler:
                 stop = threading.Event()

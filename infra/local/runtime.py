@@ -35,6 +35,8 @@ from urllib.parse import quote, unquote_plus
 
 from moto.awslambda.models import LambdaFunction
 
+from infra.local.memory import freeze_long_lived
+
 Handler = Callable[[Any, Any], Any]
 SEAM = "_invoke_lambda"
 
@@ -176,6 +178,7 @@ class LocalRuntime:
                 if not callable(handler):
                     raise TypeError(f"{path} is not callable")
                 self._handlers[path] = handler
+                freeze_long_lived()  # the function's libraries, imported: they live as long as the cloud
             return self._handlers[path]
 
     @staticmethod

@@ -3,8 +3,8 @@
 The local cloud replaces ``moto.awslambda.models.LambdaFunction._invoke_lambda`` (moto's Docker runner).
 If a moto upgrade renames it, changes its signature, or stops routing Invoke, S3 notifications or Step
 Functions tasks through it, these tests fail and say so, instead of functions silently not running. The
-same goes for DynamoDB's request handler (:mod:`infra.local.atomicity`) and Firehose's S3 delivery
-(:mod:`infra.local.firehose`).
+same goes for DynamoDB's request handler (:mod:`infra.local.atomicity`), moto's instance tracking and
+the collector's reach (:mod:`infra.local.memory`), and Firehose's S3 delivery (:mod:`infra.local.firehose`).
 """
 
 from __future__ import annotations
@@ -73,6 +73,45 @@ def test_dynamodb_requests_are_atomic_while_the_cloud_runs() -> None:
         assert getattr(DynamoHandler, HOOK) is not original
         assert getattr(DynamoHandler, HOOK).__wrapped__ is original
     assert getattr(DynamoHandler, HOOK) is original
+
+
+def test_dynamodb_objects_are_not_kept_while_the_cloud_runs() -> None:
+    from moto.core.common_models import BaseModel
+
+    from infra.local.memory import TRACKED, dynamodb_models
+
+    assert f"cls.{TRACKED}.append(instance)" in inspect.getsource(BaseModel.__new__), (
+        "moto no longer tracks model instances the way infra/local/memory.py expects"
+    )
+    models = {model.__name__: model for model in dynamodb_models()}
+    assert {"Item", "Table", "GlobalSecondaryIndex"} <= set(models)
+    cloud = LocalCloud(platform_stack())
+    with cloud.in_process():
+        dynamodb = cloud.client("dynamodb")
+        table = cloud.names.tables["events"]
+        key = {"pk": {"S": "run-1"}, "sk": {"S": "step"}}
+        for n in range(100):
+            dynamodb.put_item(TableName=table, Item={**key, "n": {"N": str(n)}})
+            # A transaction deep-copies the table it writes to, to restore it if it fails.
+            dynamodb.transact_write_items(
+                TransactItems=[{"Put": {"TableName": table, "Item": {**key, "n": {"N": str(n)}}}}]
+            )
+        assert dynamodb.get_item(TableName=table, Key=key)["Item"]["n"] == {"N": "99"}
+        kept = {name: len(getattr(model, TRACKED)) for name, model in models.items()}
+        assert set(kept.values()) == {0}, f"moto still references every object it made: {kept}"
+    assert all(type(getattr(m, TRACKED)) is list for m in models.values()), "moto's tracking is back after"
+
+
+def test_long_lived_objects_are_frozen_while_the_cloud_runs_and_given_back_after() -> None:
+    import gc
+
+    cloud = LocalCloud(platform_stack())
+    with cloud.in_process():
+        provisioned = gc.get_freeze_count()
+        assert provisioned > 0, "what is alive once the cloud is provisioned stays out of the collector"
+        cloud.client("lambda").invoke(FunctionName="plat-local-echo", Payload=b"{}")
+        assert gc.get_freeze_count() >= provisioned
+    assert gc.get_freeze_count() == 0, "the frozen objects must be collectable again once the cloud stops"
 
 
 def test_firehose_evaluates_s3_prefixes_while_the_cloud_runs() -> None:
