@@ -1,8 +1,13 @@
-# Everything runs from .venv, created from the pinned requirements on first use.
-PYTHON ?= python3
+# Everything runs from .venv, created from the pinned requirements on first use, on the Python minor version
+# the function image runs (infra/image.py names it; a test holds this line to it).
+PYTHON_VERSION := 3.12
+# The first interpreter of that version that runs: on PATH, or installed by pyenv but not selected.
+PYTHON ?= $(firstword $(foreach p,python$(PYTHON_VERSION) $(wildcard $(HOME)/.pyenv/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION)) /usr/local/bin/python$(PYTHON_VERSION) /usr/bin/python$(PYTHON_VERSION),$(shell $(p) -c 'import sys; assert sys.version_info[:2] == ($(subst .,$(comma),$(PYTHON_VERSION)))' >/dev/null 2>&1 && echo $(p))))
+comma  := ,
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Named by version: a .venv left by another Python version is rebuilt, not reused.
+STAMP  := $(VENV)/.installed-$(PYTHON_VERSION)
 
 .PHONY: help install test test-unit test-integration test-infra lint format demo local bench clean
 
@@ -10,6 +15,8 @@ help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) is needed (the function image's version); install it or pass PYTHON=..."; exit 1; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
