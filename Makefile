@@ -37,11 +37,21 @@ test-integration: $(STAMP)
 test-infra: $(STAMP)
 	$(BIN)/pytest tests/infra
 
-lint: $(STAMP)  ## ruff check, ruff format --check, mypy, the GitHub workflows against their schema
+# The ASL validator the preflight holds state machines to (npm, pinned by its lock file).
+ASL    := infra/preflight/asl
+ASL_STAMP := $(ASL)/node_modules/.installed
+
+$(ASL_STAMP): $(ASL)/package.json $(ASL)/package-lock.json
+	npm ci --prefix $(ASL) --no-audit --no-fund --loglevel=error
+	touch $(ASL_STAMP)
+
+lint: $(STAMP) $(ASL_STAMP)  ## ruff, mypy, workflow schemas, and the deploy preflight: AWS's rules, IAM linter, ASL, image wheels
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions infra
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/cfn-lint infra/bootstrap/*.yaml
+	$(BIN)/python -m infra.preflight --wheels
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -57,4 +67,4 @@ bench: $(STAMP) ## benchmarks: ratios against a baseline measured in the same ru
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ASL)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -8,37 +8,15 @@ machine that invokes other functions).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from infra.spec import BucketRef, FunctionRef, ResourceRef, StackSpec, StateMachineRef, StreamRef, TableRef
 from shared.env_names import EnvVar
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# What the function image is built from (the Dockerfile copies exactly these).
-CODE_INPUTS = ("Dockerfile", "requirements.txt", "shared", "functions")
-
 
 def physical_name(project: str, stack: str, logical: str) -> str:
     return f"{project}-{stack}-{logical}"
-
-
-def code_version(root: Path = REPO_ROOT) -> str:
-    """A digest of the code the functions run: the image tag in AWS, the code version in the registry."""
-    digest = hashlib.sha256()
-    for relative in CODE_INPUTS:
-        path = root / relative
-        if not path.exists():
-            continue
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            if "__pycache__" in file.parts or file.suffix == ".pyc":
-                continue
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(file.read_bytes() + b"\0")
-    return f"src-{digest.hexdigest()[:32]}"
 
 
 @dataclass(frozen=True)

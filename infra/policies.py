@@ -14,6 +14,9 @@ from infra.names import StackNames
 from infra.spec import FunctionSpec
 
 XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+# A traced state machine also reads X-Ray's sampling rules and targets before it records
+# (https://docs.aws.amazon.com/step-functions/latest/dg/xray-iam.html).
+STATES_XRAY_ACTIONS = (*XRAY_ACTIONS, "xray:GetSamplingRules", "xray:GetSamplingTargets")
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 
@@ -44,7 +47,8 @@ def function_policy(function: FunctionSpec, names: StackNames) -> dict[str, Any]
 
 
 def state_machine_policy(invoked_functions: Iterable[str], names: StackNames) -> dict[str, Any]:
-    """The state machine may invoke exactly the functions its definition names (any version of them)."""
+    """The state machine may invoke exactly the functions its definition names (any version of them), and
+    record its traces."""
     arns = sorted(names.function_arn(f) for f in invoked_functions)
     statements: list[dict[str, Any]] = []
     if arns:
@@ -56,7 +60,9 @@ def state_machine_policy(invoked_functions: Iterable[str], names: StackNames) ->
                 "Resource": arns + [f"{arn}:*" for arn in arns],
             }
         )
-    statements.append({"Sid": "Tracing", "Effect": "Allow", "Action": list(XRAY_ACTIONS), "Resource": "*"})
+    statements.append(
+        {"Sid": "Tracing", "Effect": "Allow", "Action": list(STATES_XRAY_ACTIONS), "Resource": "*"}
+    )
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -296,6 +296,12 @@ class RouteSpec(_Model):
     def route_key(self) -> str:
         return f"{self.method} {self.path}"
 
+    @property
+    def logical_name(self) -> str:
+        """The route's resource name (``post-models-model-predict``): providers derive ids from it, and
+        Lambda's permission statement ids allow only letters, digits, ``-`` and ``_``."""
+        return f"{self.method.lower()}-{re.sub(r'[^A-Za-z0-9]+', '-', self.path).strip('-') or 'root'}"
+
 
 class FunctionArns(Mapping[str, str]):
     """The ARNs a state machine builder may ask for; asking for an undeclared function is a SpecError."""
@@ -365,6 +371,7 @@ class StackSpec(_Model):
             ("function", [f.name for f in self.functions]),
             ("schedule", [s.name for s in self.schedules]),
             ("route", [r.route_key for r in self.routes]),
+            ("route resource name", [r.logical_name for r in self.routes]),
         ):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:

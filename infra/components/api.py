@@ -101,7 +101,7 @@ class HttpApi(pulumi.ComponentResource):
         for route in routes:
             auth = authorization_type(route, config)
             aws.apigatewayv2.Route(
-                route.route_key,
+                route.logical_name,
                 api_id=api.id,
                 route_key=route.route_key,
                 target=integrations[route.function].id.apply(lambda i: f"integrations/{i}"),
@@ -110,7 +110,7 @@ class HttpApi(pulumi.ComponentResource):
                 opts=child,
             )
             aws.lambda_.Permission(
-                route.route_key,
+                route.logical_name,
                 action="lambda:InvokeFunction",
                 function=functions[route.function].name,
                 principal="apigateway.amazonaws.com",

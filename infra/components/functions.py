@@ -8,7 +8,6 @@ A role allows exactly the function's spec permissions (``infra.policies.function
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -17,22 +16,10 @@ from pulumi import Output, ResourceOptions
 
 from infra.components.roles import service_role
 from infra.config import StackConfig
-from infra.names import StackNames, code_version, physical_name
+from infra.image import ARCHITECTURE, DOCKER_PLATFORMS, DOCKERFILE, REPO_ROOT, code_version
+from infra.names import StackNames, physical_name
 from infra.policies import function_policy
 from infra.spec import FunctionSpec, StackSpec
-
-# Pulumi runs the program from infra/; the build context is the repository root, wherever that is.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO_ROOT / "Dockerfile"
-# The repository's tags are immutable, so a changed tree must get a new tag (the code version), and an
-# unchanged one keeps the image already pushed.
-# Lambda runs x86_64 unless told otherwise; the image is built for it whatever machine runs `pulumi up`.
-ARCHITECTURE = "x86_64"
-
-
-def image_tag(root: Path = REPO_ROOT) -> str:
-    """The image tag: the code version, a digest of exactly what the Dockerfile copies."""
-    return code_version(root)
 
 
 class Functions(pulumi.ComponentResource):
@@ -58,13 +45,14 @@ class Functions(pulumi.ComponentResource):
         self.functions: dict[str, aws.lambda_.Function] = {}
         # No function, no image to build.
         if spec.functions:
-            image = self._image()
-            self.functions = {fn.name: self._function(fn, image, names) for fn in spec.functions}
+            image_uri = self._image()
+            self.functions = {fn.name: self._function(fn, image_uri, names) for fn in spec.functions}
         self.names: dict[str, Output[str]] = {n: f.name for n, f in self.functions.items()}
         self.arns: dict[str, Output[str]] = {n: f.arn for n, f in self.functions.items()}
         self.register_outputs({"names": self.names})
 
-    def _image(self) -> docker_build.Image:
+    def _image(self) -> Output[str]:
+        """The repository, the image built and pushed into it, and the URI Lambda runs it by."""
         repository = aws.ecr.Repository(
             "functions",
             name=physical_name(self._project, self._stack, "functions"),
@@ -78,14 +66,16 @@ class Functions(pulumi.ComponentResource):
         token = aws.ecr.get_authorization_token_output(
             registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )
-        tag = image_tag()
-        return docker_build.Image(
+        # The repository's tags are immutable: the tag is the build context's hash (infra/image.py), so
+        # exactly the edits that make docker-build rebuild make a new tag.
+        tag = code_version()
+        image = docker_build.Image(
             "functions",
             context={"location": str(REPO_ROOT)},
             dockerfile={"location": str(DOCKERFILE)},
             # One platform, pushed with the registry exporter's Docker media types: Lambda refuses an
             # OCI index.
-            platforms=[docker_build.Platform.LINUX_AMD64],
+            platforms=[docker_build.Platform(DOCKER_PLATFORMS[ARCHITECTURE])],
             tags=[repository.repository_url.apply(lambda url: f"{url}:{tag}")],
             push=True,
             registries=[
@@ -97,9 +87,12 @@ class Functions(pulumi.ComponentResource):
             ],
             opts=ResourceOptions(parent=self),
         )
+        # Lambda takes `repository:tag` or `repository@sha256:…`, not docker-build's `ref`
+        # (`repository:tag@sha256:…`); the digest pins exactly the image pushed.
+        return Output.concat(repository.repository_url, "@", image.digest)
 
     def _function(
-        self, fn: FunctionSpec, image: docker_build.Image, names: Output[StackNames]
+        self, fn: FunctionSpec, image_uri: Output[str], names: Output[StackNames]
     ) -> aws.lambda_.Function:
         physical = physical_name(self._project, self._stack, fn.name)
         # The document needs resolved names (bucket names are generated): JSON in apply, resources here.
@@ -124,7 +117,7 @@ class Functions(pulumi.ComponentResource):
             description=fn.description or None,
             role=role.arn,
             package_type="Image",
-            image_uri=image.ref,
+            image_uri=image_uri,
             image_config={"commands": [fn.handler]},
             architectures=[ARCHITECTURE],
             memory_size=fn.memory_mb,

@@ -34,13 +34,14 @@ from moto.server import ThreadedMotoServer
 
 from infra.capture_config import capture_destination
 from infra.config import StackConfig
+from infra.image import code_version
 from infra.local.atomicity import atomic_dynamodb_requests
 from infra.local.firehose import MetadataQuery, firehose_s3_delivery
 from infra.local.gateway import LocalGateway
 from infra.local.memory import long_lived_frozen, untracked_dynamodb_models
 from infra.local.runtime import LocalRuntime
 from infra.local.scheduler import LocalScheduler
-from infra.names import StackNames, code_version
+from infra.names import StackNames
 from infra.policies import assume_role_policy, delivery_stream_policy, function_policy, state_machine_policy
 from infra.spec import StackSpec
 from shared.observability import logger

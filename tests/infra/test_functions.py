@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.components.functions import image_tag
 from infra.config import StackConfig
-from infra.names import code_version
+from infra.image import code_version
 from infra.policies import function_policy
 from infra.spec import BucketSpec, StackSpec
 from tests.fixtures.stack import platform_stack
@@ -32,7 +31,11 @@ def test_each_function_runs_the_shared_image_with_its_handler_sizes_and_tracing(
     function = platform_dev.one(T.FUNCTION, name).inputs
     assert function["name"] == f"plat-dev-{name}"
     assert function["packageType"] == "Image"
-    assert function["imageUri"] == platform_dev.one(T.IMAGE, "functions").outputs["ref"]
+    # By digest: Lambda refuses docker-build's `ref` (`repository:tag@sha256:…`).
+    repository_url = platform_dev.one(T.REPOSITORY, "functions").outputs["repositoryUrl"]
+    assert (
+        function["imageUri"] == f"{repository_url}@{platform_dev.one(T.IMAGE, 'functions').outputs['digest']}"
+    )
     assert function["imageConfig"] == {"commands": [spec.handler]}
     assert function["memorySize"] == spec.memory_mb
     assert function["timeout"] == spec.timeout_s
@@ -163,7 +166,7 @@ def test_one_image_built_from_the_repository_dockerfile_is_pushed_to_one_private
     assert (REPO_ROOT / "Dockerfile").is_file()
     assert image.inputs["platforms"] == ["linux/amd64"]
     assert image.inputs["push"] is True
-    assert image.inputs["tags"] == [f"{url}:{image_tag()}"]
+    assert image.inputs["tags"] == [f"{url}:{code_version()}"]
     assert image.inputs["registries"] == [{"address": url, "username": "AWS", "password": "ecr-password"}]
     assert {f.inputs["architectures"][0] for f in platform_dev.all(T.FUNCTION)} == {"x86_64"}
 
@@ -173,23 +176,3 @@ def test_a_spec_without_functions_builds_no_image() -> None:
     deployed = run_program(lambda _config: spec, "dev")
     assert deployed.all(T.REPOSITORY) == deployed.all(T.IMAGE) == deployed.all(T.FUNCTION) == []
     assert deployed.outputs["functions"] == {}
-
-
-def test_the_image_tag_changes_with_the_sources_and_only_with_them(tmp_path: Path) -> None:
-    """Given a tree with a Dockerfile, requirements, shared/ and functions/
-    When caches or files outside the image change, the tag stays; when a source changes, it moves."""
-    (tmp_path / "shared").mkdir()
-    (tmp_path / "functions").mkdir()
-    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    (tmp_path / "requirements.txt").write_text("pydantic\n")
-    (tmp_path / "shared" / "logic.py").write_text("X = 1\n")
-    (tmp_path / "functions" / "handler.py").write_text("def handler(e, c): ...\n")
-    first = image_tag(tmp_path)
-
-    (tmp_path / "shared" / "__pycache__").mkdir()
-    (tmp_path / "shared" / "__pycache__" / "logic.cpython-311.pyc").write_bytes(b"\x00")
-    (tmp_path / "README.md").write_text("not in the image\n")
-    assert image_tag(tmp_path) == first
-
-    (tmp_path / "shared" / "logic.py").write_text("X = 2\n")
-    assert image_tag(tmp_path) != first

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.infra.harness import API_ID, Deployment, T
+from tests.infra.harness import Deployment, T
 
 pytestmark = pytest.mark.infra
 
@@ -95,8 +95,8 @@ def test_each_route_proxies_to_its_function_which_only_that_route_may_invoke(
     assert {p["principal"] for p in permissions.values()} == {"apigateway.amazonaws.com"}
     assert {p["function"] for p in permissions.values()} == {"plat-dev-http"}
     assert {k: p["sourceArn"] for k, p in permissions.items()} == {
-        "GET /hello/{name}": f"{execution_arn}/*/GET/hello/*",
-        "POST /echo": f"{execution_arn}/*/POST/echo",
+        "get-hello-name": f"{execution_arn}/*/GET/hello/*",
+        "post-echo": f"{execution_arn}/*/POST/echo",
     }
 
 
@@ -105,7 +105,7 @@ def test_the_api_deploys_its_default_stage_with_access_logs(platform_dev: Deploy
     assert api.inputs["name"] == "plat-dev-api"
     assert api.inputs["protocolType"] == "HTTP"
     [stage] = platform_dev.all(T.STAGE)
-    assert stage.inputs["apiId"] == API_ID
+    assert stage.inputs["apiId"] == platform_dev.one(T.API, "api").id
     assert stage.inputs["name"] == "$default"
     assert stage.inputs["autoDeploy"] is True
     log_group = platform_dev.one(T.LOG_GROUP, "api-access", T.API_COMPONENT)

@@ -146,3 +146,20 @@ def test_develop_deploys_dev_main_deploys_staging_and_prod_is_manual_behind_the_
     # dev and staging end with an end-to-end smoke test against what was just deployed
     for job, stack in (("dev", "dev"), ("staging", "staging")):
         assert jobs[job]["steps"][-1]["run"] == f".venv/bin/python -m examples.smoke --stack {stack}"
+
+
+def test_every_pulumi_step_creates_its_stack_when_it_is_missing() -> None:
+    """A first deployment finds no stack: `pulumi up`/`preview` must create it (upsert) rather than fail
+    with 'no stack named dev found'; and each step can log in to Pulumi Cloud or a self-managed backend."""
+    steps = [
+        step
+        for path in sorted(WORKFLOWS.glob("*.yml"))
+        for job in workflow(path.name)["jobs"].values()
+        for step in job.get("steps", [])
+        if step.get("uses", "").startswith("pulumi/actions@")
+    ]
+    assert len(steps) == 4
+    for step in steps:
+        assert step["with"]["upsert"] is True, step
+        assert step["with"]["stack-name"] in ("dev", "staging", "prod")
+        assert {"PULUMI_ACCESS_TOKEN", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE"} <= set(step["env"])
