@@ -501,6 +501,8 @@ def resource_problems(resource: Registered) -> list[Finding]:
 
 # -- rules that join resources -----------------------------------------------------------------------------
 
+# What each service's page asks a role to allow. Written here from those pages, not imported from infra/:
+# a check that reads the program's own list could never find that list wrong.
 XRAY_LAMBDA = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 XRAY_STATES = (*XRAY_LAMBDA, "xray:GetSamplingRules", "xray:GetSamplingTargets")
 STATES_LOG_DELIVERY = (
