@@ -22,6 +22,14 @@ NAMESPACE = "flywheel"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class ApiThrottle(BaseModel):
+    """API Gateway's stage throttling (token bucket): ``rate`` requests per second, ``burst`` at once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rate: float = Field(default=100.0, gt=0, le=10_000)
+    burst: int = Field(default=200, ge=1, le=5_000)
+
+
 class StackConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
@@ -33,6 +41,12 @@ class StackConfig(BaseModel):
     jwt_audience: tuple[str, ...] = ()
     memory_mb: dict[str, int] = Field(default_factory=dict)
     timeout_s: dict[str, int] = Field(default_factory=dict)
+    # Concurrency held for (and capping) a function, e.g. {predict: 100}: a flood of requests costs at
+    # most that many instances, and the rest of the account cannot starve it.
+    reserved_concurrency: dict[str, int] = Field(default_factory=dict)
+    # The HTTP API stage's throttle: steady requests per second and burst, over all routes; past it API
+    # Gateway answers 429 without invoking anything.
+    api_throttle: ApiThrottle = Field(default_factory=lambda: ApiThrottle())
     schedules: dict[str, str] = Field(default_factory=dict)
     capture_retention_days: int = Field(default=400, ge=1)
     log_retention_days: int = Field(default=30, ge=1)

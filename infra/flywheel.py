@@ -406,4 +406,6 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
             env_var=EnvVar.CAPTURE_STREAM,
         ),
     )
-    return with_overrides(spec, config.memory_mb, config.timeout_s, config.schedules)
+    return with_overrides(
+        spec, config.memory_mb, config.timeout_s, config.schedules, config.reserved_concurrency
+    )

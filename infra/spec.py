@@ -462,14 +462,16 @@ def with_overrides(
     memory_mb: Mapping[str, int],
     timeout_s: Mapping[str, int],
     schedules: Mapping[str, str],
+    reserved_concurrency: Mapping[str, int] | None = None,
 ) -> StackSpec:
-    """The spec with an environment's sizes and schedule expressions applied.
+    """The spec with an environment's sizes, reserved concurrency and schedule expressions applied.
 
     Overrides come from the stack config; one naming a function or schedule the spec lacks is a typo
     that would otherwise be ignored silently, so it is an error.
     """
     functions = {f.name for f in spec.functions}
-    unknown = sorted((set(memory_mb) | set(timeout_s)) - functions)
+    reserved = reserved_concurrency or {}
+    unknown = sorted((set(memory_mb) | set(timeout_s) | set(reserved)) - functions)
     if unknown:
         raise SpecError(f"stack config sizes function(s) {unknown}, which the spec does not declare")
     unknown = sorted(set(schedules) - {s.name for s in spec.schedules})
@@ -481,6 +483,7 @@ def with_overrides(
             update={
                 "memory_mb": memory_mb.get(f.name, f.memory_mb),
                 "timeout_s": timeout_s.get(f.name, f.timeout_s),
+                "reserved_concurrency": reserved.get(f.name, f.reserved_concurrency),
             }
         )
 

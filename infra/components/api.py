@@ -72,6 +72,11 @@ class HttpApi(pulumi.ComponentResource):
             api_id=api.id,
             name="$default",
             auto_deploy=True,
+            # A flood is refused at the edge (429) before it costs an invocation.
+            default_route_settings={
+                "throttling_rate_limit": config.api_throttle.rate,
+                "throttling_burst_limit": config.api_throttle.burst,
+            },
             access_log_settings={"destination_arn": access_logs.arn, "format": json.dumps(ACCESS_LOG_FORMAT)},
             opts=child,
         )

@@ -459,6 +459,18 @@ RULES: dict[str, tuple[Rule, ...]] = {
         ("extendedS3Configuration.fileExtension", "ExtendedS3DestinationConfiguration.FileExtension"),
     ),
     "aws:apigatewayv2/api:Api": _api("apigatewayv2", "CreateApi", ("protocolType", "ProtocolType")),
+    "aws:apigatewayv2/stage:Stage": (
+        *_api(
+            "apigatewayv2",
+            "CreateStage",
+            ("defaultRouteSettings.throttlingBurstLimit", "DefaultRouteSettings.ThrottlingBurstLimit"),
+        ),
+        Documented(
+            "defaultRouteSettings.throttlingRateLimit",
+            lambda v: None if isinstance(v, int | float) and v > 0 else f"{v!r} is not a positive rate",
+            "https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-throttling.html",
+        ),
+    ),
     "aws:apigatewayv2/route:Route": (
         *_api("apigatewayv2", "CreateRoute", ("authorizationType", "AuthorizationType")),
         Documented(

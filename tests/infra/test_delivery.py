@@ -101,3 +101,25 @@ def test_only_dev_promotes_without_a_person(deployed: dict[str, Deployment]) -> 
         if json.loads(variables(deployment)[0][EnvVar.PROMOTION_POLICY.value])["policy"] == "auto"
     }
     assert automatic == {"dev"}
+
+
+@pytest.mark.parametrize(
+    ("stack", "rate", "burst", "predict"),
+    [("dev", 10, 20, 10), ("staging", 50, 100, 25), ("prod", 200, 400, 100)],
+)
+def test_a_flood_of_requests_has_a_bounded_cost_in_every_environment(
+    deployed: dict[str, Deployment], stack: str, rate: int, burst: int, predict: int
+) -> None:
+    """Given the stack's flywheel:apiThrottle and flywheel:reservedConcurrency
+    When the program runs
+    Then the API's stage throttles every route to that rate and burst (API Gateway answers 429 beyond it,
+    invoking nothing), predict runs at most that many instances, and no other function holds any."""
+    deployment = deployed[stack]
+    [stage] = deployment.all(T.STAGE)
+    assert stage.inputs["defaultRouteSettings"] == {
+        "throttlingRateLimit": rate,
+        "throttlingBurstLimit": burst,
+    }
+    reserved = {f.name: f.inputs.get("reservedConcurrentExecutions") for f in deployment.all(T.FUNCTION)}
+    assert reserved.pop("predict") == predict
+    assert set(reserved.values()) == {None}

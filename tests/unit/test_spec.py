@@ -159,6 +159,15 @@ def test_overrides_resize_functions_and_refuse_unknown_names() -> None:
         with_overrides(spec, {}, {}, {"weekly": "rate(7 days)"})
 
 
+def test_overrides_reserve_concurrency_for_named_functions_only() -> None:
+    spec = platform_stack()
+    reserved = with_overrides(spec, {}, {}, {}, {"echo": 7})
+    assert reserved.function("echo").reserved_concurrency == 7
+    assert reserved.function("flaky").reserved_concurrency == spec.function("flaky").reserved_concurrency
+    with pytest.raises(SpecError, match=r"\['predcit'\]"):
+        with_overrides(spec, {}, {}, {}, {"predcit": 7})
+
+
 def test_the_state_machine_builder_sees_only_declared_arns() -> None:
     arns = FunctionArns({"echo": "arn:echo"})
     assert arns["echo"] == "arn:echo"
