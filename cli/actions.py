@@ -14,15 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.catalog import contract_ref, load_contract, put_contract
-from shared.contract import DataContract
+from shared.data.catalog import contract_ref, load_contract, put_contract
+from shared.data.contract import DataContract
 from shared.errors import FlywheelError, NotFoundError
 from shared.layout import DataPrefix
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, model_version_id
+from shared.pipeline.trigger import RunRequest, execution_name
 from shared.registry import ModelVersion
 from shared.services import Services
 from shared.storage import ObjectRef
-from shared.trigger import RunRequest, execution_name
 
 FINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.SKIPPED}
 Progress = Callable[[str], None]

@@ -6,15 +6,13 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from cli.stack import settings_for
 from shared.errors import ContractError, DataValidationError, FlywheelError
 from shared.services import Services
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:
@@ -39,7 +37,7 @@ class Context:
         return answer
 
 
-def reported(command: F) -> F:
+def reported[F: Callable[..., Any]](command: F) -> F:
     """Turn Flywheel's errors into a clear message and a non-zero exit, never a traceback."""
 
     @functools.wraps(command)

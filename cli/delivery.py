@@ -1,7 +1,7 @@
 """``flywheel promote | rollback | audit | approve | reject | verify``: the manual controls of delivery.
 
-Each refuses with the reason when the environment's policy does not allow the move (``shared.delivery``),
-and every move is an audit entry naming who and why.
+Each refuses with the reason when the environment's policy does not allow the move
+(``shared.pipeline.policy``), and every move is an audit entry naming who and why.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import click
 
 from cli import render
 from cli.common import Context, json_option, pass_context, reported
-from shared.delivery import STAGING_PASSES_KEY
-from shared.delivery_steps import decide_approval, promote_manually, rollback
 from shared.errors import FlywheelError
+from shared.pipeline.delivery import decide_approval, promote_manually, rollback
+from shared.pipeline.policy import STAGING_PASSES_KEY
 from shared.registry import Stage
 
 

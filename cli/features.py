@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from cli import render
 from cli.common import Context, json_option, pass_context, reported
+from shared.data.validation import source_id_of
 from shared.errors import NotFoundError
 from shared.featurestore.catalog import load_view, put_view, view_names
 from shared.featurestore.ingest import QUARANTINE_PREFIX
@@ -25,7 +26,6 @@ from shared.featurestore.view import FeatureView
 from shared.layout import DataPrefix
 from shared.services import Services
 from shared.storage import ObjectRef
-from shared.validation import source_id_of
 
 # --- actions ----------------------------------------------------------------------------------------------
 

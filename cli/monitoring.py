@@ -20,13 +20,13 @@ from pydantic import BaseModel
 from cli import actions, render
 from cli.common import Context, json_option, pass_context, reported
 from cli.render import table
-from shared.catalog import load_contract
+from shared.data.catalog import load_contract
 from shared.errors import FlywheelError, NotFoundError
-from shared.labels import ERROR_SUFFIX, LabelOutcome, accepted_refs, label_set_id, quarantine_ref
 from shared.layout import DataPrefix
 from shared.metadata import RunStatus
-from shared.monitor import MonitorOutcome
-from shared.monitor_log import DynamoMonitorLog, MonitorLog, MonitorRecord
+from shared.monitoring.labels import ERROR_SUFFIX, LabelOutcome, accepted_refs, label_set_id, quarantine_ref
+from shared.monitoring.log import DynamoMonitorLog, MonitorLog, MonitorRecord
+from shared.monitoring.monitor import MonitorOutcome
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage import ObjectRef

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from shared.contract import EnvironmentPolicy
+from shared.data.contract import EnvironmentPolicy
 from shared.env_names import EnvVar
 
 NAMESPACE = "flywheel"

@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -42,8 +42,6 @@ from shared.dynamo import LazyClient, dynamodb_errors
 from shared.dynamo import n as _n
 from shared.dynamo import s as _s
 from shared.errors import ConflictError, NotFoundError, TransientError
-
-R = TypeVar("R", bound=BaseModel)
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -682,7 +680,7 @@ class InMemoryMetadataStore(_MetadataRules):
             ]
 
 
-def _until_written(attempt: Callable[[], R | None], what: str, attempts: int = 50) -> R:
+def _until_written[R: BaseModel](attempt: Callable[[], R | None], what: str, attempts: int = 50) -> R:
     """Call ``attempt`` until it returns a value; None means a conditional write lost a race."""
     for number in range(attempts):
         written = attempt()
@@ -697,7 +695,7 @@ def _source_key(model: str, uri: str, version_id: str | None) -> tuple[str, str,
     return (model, version_id or "null", uri)
 
 
-def _copy(record: R) -> R:
+def _copy[R: BaseModel](record: R) -> R:
     # A JSON round trip, as DynamoDB would: callers never share mutable dicts with the store.
     return type(record).model_validate_json(record.model_dump_json())
 

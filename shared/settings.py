@@ -12,12 +12,12 @@ two clouds one after the other in one process never share a client or a loaded m
 import json
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.contract import EnvironmentPolicy
+from shared.data.contract import EnvironmentPolicy
 from shared.env_names import EnvVar
 
 
@@ -66,11 +66,10 @@ class _Cached(Protocol):
     def cache_clear(self) -> None: ...
 
 
-Cached = TypeVar("Cached", bound=_Cached)
 _WARM: list[Callable[[], None]] = []
 
 
-def warm(cached: Cached) -> Cached:
+def warm[Cached: _Cached](cached: Cached) -> Cached:
     """Mark ``cached`` (an ``lru_cache`` function) as state a warm instance keeps between invocations."""
     _WARM.append(cached.cache_clear)
     return cached

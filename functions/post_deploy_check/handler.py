@@ -6,10 +6,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.delivery_steps import post_deploy_check_step, predict_invoker
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.delivery import post_deploy_check_step, predict_invoker
+from shared.pipeline.steps import RunState
 from shared.services import services
-from shared.steps import RunState
 
 
 @logger.inject_lambda_context

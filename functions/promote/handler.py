@@ -6,11 +6,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.delivery_steps import promote_step
-from shared.idempotency import once_per_run
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.delivery import promote_step
+from shared.pipeline.idempotency import once_per_run
+from shared.pipeline.steps import RunState
 from shared.services import services
-from shared.steps import RunState
 
 # The same run promotes twice under the approval policy: before the approval (staging) and after it.
 promote = once_per_run(promote_step, key="[run_id, version, approval]")

@@ -6,10 +6,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.idempotency import once_per_run
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.idempotency import once_per_run
+from shared.pipeline.steps import RunState, register_step
 from shared.services import services
-from shared.steps import RunState, register_step
 
 register = once_per_run(register_step)
 

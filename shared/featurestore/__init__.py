@@ -15,7 +15,7 @@ Wired into Flywheel:
 * :mod:`~shared.featurestore.arrivals`: the ``features`` function: each file an S3 event announces, ingested.
 * :mod:`~shared.featurestore.contracts`: a contract's ``feature_views``: the rules, the effective contract
   (the views' features appended) that training, evaluation, verification and the signature use, the join.
-* :mod:`~shared.featurestore.lookup`: serving: the features a request leaves out, filled from the online
+* :mod:`~shared.serving.lookup`: serving: the features a request leaves out, filled from the online
   store by entity key (one batched read per view). No pandas.
 
 Which row is "the latest" is decided the same way everywhere: by event time, then by ``__sequence__`` (the

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from shared.contract import DataContract, Feature
+from shared.data.contract import DataContract, Feature
 from shared.errors import ContractError
 from shared.featurestore.offline import join_view_with_sources
 from shared.featurestore.view import FeatureView
@@ -143,7 +143,7 @@ def join_views(
 
 def view_signature(views: Sequence[FeatureView]) -> dict[str, Any]:
     """The registry signature's ``feature_views``: per view its entity (the model's id column), its TTL and
-    the features it provides (:class:`shared.serving.ViewSpec` reads it back)."""
+    the features it provides (:class:`shared.serving.runtime.ViewSpec` reads it back)."""
     return {
         view.view: {"entity": view.entity, "ttl_days": view.ttl_days, "features": list(view.features)}
         for view in views

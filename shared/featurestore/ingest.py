@@ -22,6 +22,7 @@ import pandas as pd
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.data.validation import source_id_of
 from shared.errors import DataValidationError
 from shared.featurestore.offline import sequence_of, write_offline
 from shared.featurestore.online import MaterializeResult, OnlineStore
@@ -31,7 +32,6 @@ from shared.layout import DataPrefix
 from shared.metadata import MetadataStore, NodeType, Relation, file_id
 from shared.observability import logger, metrics
 from shared.storage import ObjectRef, ObjectStore
-from shared.validation import source_id_of
 
 QUARANTINE_PREFIX = f"{DataPrefix.QUARANTINE}_feature-sources/"
 

@@ -28,13 +28,13 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from shared.contract import FeatureType
+from shared.data.contract import FeatureType
+from shared.data.validation import canonical_text
 from shared.errors import NotFoundError
 from shared.featurestore.online import SEQUENCE_COLUMN
 from shared.featurestore.view import FeatureView
 from shared.layout import DataPrefix
 from shared.storage import ObjectRef, ObjectStore, StoredObject
-from shared.validation import canonical_text
 
 _DATE = "date="
 _KEY, _TIME, _POS, _ROW = "__key__", "__time__", "__pos__", "__row__"

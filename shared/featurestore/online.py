@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from shared.dynamo import LazyClient, dynamodb_errors
 from shared.dynamo import s as _s
 from shared.errors import ConflictError, TransientError
-from shared.features import is_missing
+from shared.ml.features import is_missing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +54,7 @@ SEQUENCE_COLUMN: Final = "__sequence__"
 ONLINE_TABLE_KEYS: Final = {"partition_key": {"name": "pk", "type": "S"}}
 """The keys of the online table, in the shape of ``infra.spec.Key`` fields: ``pk`` (string) only."""
 
-_INTEGRAL_DECIMAL: Final = re.compile(r"[+-]?\d+\.0*")  # as shared.validation reads integral text
+_INTEGRAL_DECIMAL: Final = re.compile(r"[+-]?\d+\.0*")  # as shared.data.validation reads integral text
 BATCH_GET_LIMIT: Final = 100  # BatchGetItem's cap on keys per request
 _NS_PER_US: Final = 1000
 

@@ -1,9 +1,9 @@
 # mypy: disable-error-code="import-untyped"
 """Feature-source files (``feature-sources/<view>/*.csv|parquet``) checked against their feature view.
 
-The reader and the column rules are the data contract's (:mod:`shared.validation`): the same formats,
+The reader and the column rules are the data contract's (:mod:`shared.data.validation`): the same formats,
 missing-value tokens, size limit, typing, ranges, allowed values and nullability, and the same
-:class:`~shared.validation.Problem` rules and messages, every problem reported at once. What differs:
+:class:`~shared.data.validation.Problem` rules and messages, every problem reported at once. What differs:
 
 * columns: exactly the view's entity, event time and features (any order); nothing else;
 * the entity key is text (integral numbers as ``"1"``, like ids), present in every row, and repeats: one row
@@ -26,8 +26,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from shared.featurestore.view import FeatureView
-from shared.validation import (
+from shared.data.validation import (
     ColumnChecks,
     Problem,
     Rulebook,
@@ -38,6 +37,7 @@ from shared.validation import (
     rejection,
     single_column_problem,
 )
+from shared.featurestore.view import FeatureView
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,7 +26,7 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.contract import Feature
+from shared.data.contract import Feature
 from shared.errors import ContractError
 from shared.featurestore.online import SEQUENCE_COLUMN
 

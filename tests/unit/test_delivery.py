@@ -22,9 +22,11 @@ from cli import stack as cli_stack
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.names import StackNames
-from shared.contract import EnvironmentPolicy, PolicyKind
-from shared.delivery import STAGING_PASSES_KEY, policy_for, refusals
-from shared.delivery_steps import (
+from shared.data.contract import EnvironmentPolicy, PolicyKind
+from shared.env_names import EnvVar
+from shared.errors import ConflictError, NotFoundError
+from shared.hashing import sha256_hex
+from shared.pipeline.delivery import (
     STAGING_ALIAS,
     PromotionRefusedError,
     decide_approval,
@@ -33,9 +35,10 @@ from shared.delivery_steps import (
     rollback,
     verify_version,
 )
-from shared.env_names import EnvVar
-from shared.errors import ConflictError, NotFoundError
-from shared.hashing import sha256_hex
+from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals
+from shared.pipeline.steps import RunState, evaluate_step, register_step, train_step, validate_step
+from shared.pipeline.trigger import on_new_object
+from shared.pipeline.verification import _compare, _latency
 from shared.registry import (
     ArtifactRef,
     ModelVersion,
@@ -46,9 +49,6 @@ from shared.registry import (
 )
 from shared.services import Services
 from shared.settings import Settings
-from shared.steps import RunState, evaluate_step, register_step, train_step, validate_step
-from shared.trigger import on_new_object
-from shared.verification import _compare, _latency
 from tests.fixtures.services import (
     SETTINGS,
     churn_contract,

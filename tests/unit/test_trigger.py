@@ -16,10 +16,8 @@ import pytest
 
 from shared.errors import ContractError
 from shared.metadata import Dataset, NodeType, Relation, Run, RunReason, RunStatus
-from shared.services import Services
-from shared.steps import RunState
-from shared.storage import ObjectRef
-from shared.trigger import (
+from shared.pipeline.steps import RunState
+from shared.pipeline.trigger import (
     RunRequest,
     execution_name,
     on_new_object,
@@ -29,6 +27,8 @@ from shared.trigger import (
     start_run,
     trigger,
 )
+from shared.services import Services
+from shared.storage import ObjectRef
 from tests.fixtures.services import SETTINGS, churn_contract, in_memory_services, put_churn_contract, upload
 
 pytestmark = pytest.mark.unit

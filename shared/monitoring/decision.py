@@ -2,10 +2,11 @@
 
 Owns the decision and the report's shape. Pure: :func:`live_performance` scores captured predictions
 against the labels that arrived for them (the same metric code as the holdout's,
-:func:`shared.evaluation.score_predictions`); :func:`decide` turns a window's drift
-(:func:`shared.drift.compute_drift`), its live metrics and the production version's holdout metrics into
-a :class:`MonitorDecision` under the contract's :class:`MonitoringPolicy`; :class:`MonitorReport` is what
-the monitor writes (JSON) and :func:`shared.report.render_html` draws. No AWS, no clock: ``now`` is given.
+:func:`shared.ml.evaluation.score_predictions`); :func:`decide` turns a window's drift
+(:func:`shared.monitoring.drift.compute_drift`), its live metrics and the production version's holdout metrics
+into a :class:`MonitorDecision` under the contract's :class:`MonitoringPolicy`; :class:`MonitorReport` is what
+the monitor writes (JSON) and :func:`shared.monitoring.report.render_html` draws. No AWS, no clock: ``now`` is
+given.
 
 The decision table, in order:
 
@@ -14,8 +15,8 @@ The decision table, in order:
 2. degradation (takes precedence): the policy's metric on the labelled rows is worse than on the holdout
    by more than ``max_metric_drop``, in the metric's own direction;
 3. drift: at least ``drift_share`` of the features drifted (each by PSI, its Bonferroni-corrected test or
-   its missing rate; see :mod:`shared.drift`). Prediction drift is reported, and never triggers alone:
-   the outputs move whenever the inputs do, and the feature evidence is what a retraining acts on;
+   its missing rate; see :mod:`shared.monitoring.drift`). Prediction drift is reported, and never triggers
+   alone: the outputs move whenever the inputs do, and the feature evidence is what a retraining acts on;
 4. a trigger within ``cooldown_hours`` of the last one: ``held_back``, the reason still recorded;
    otherwise ``retrain``. Nothing crossed: ``none``.
 """
@@ -29,10 +30,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contract import METRICS, DataContract, MonitoringPolicy, Task
-from shared.drift import DriftReport, FeatureDrift
-from shared.evaluation import Evaluation, score_predictions
-from shared.training import PROBABILITY_PREFIX
+from shared.data.contract import METRICS, DataContract, MonitoringPolicy, Task
+from shared.ml.evaluation import Evaluation, score_predictions
+from shared.ml.training import PROBABILITY_PREFIX
+from shared.monitoring.drift import DriftReport, FeatureDrift
 
 __all__ = [
     "MetricPoint",
@@ -104,7 +105,7 @@ def live_performance(labelled: pd.DataFrame, contract: DataContract) -> Evaluati
     """The task's metrics on labelled captures: one row per answered request whose label arrived.
 
     ``labelled`` holds the captured ``prediction``, for classification the ``proba_<class>`` columns (the
-    model's class order, as :func:`shared.drift.capture_frames` builds them), and the label in the
+    model's class order, as :func:`shared.monitoring.drift.capture_frames` builds them), and the label in the
     contract's target column. Rows without a label are left out, and counted in a note.
     """
     if contract.target not in labelled.columns or "prediction" not in labelled.columns:

@@ -1,6 +1,6 @@
 """Evaluation: score a model on a holdout and decide whether it passes the contract's gates.
 
-:func:`score` computes the task's metrics (``shared.contract.METRICS``); a metric that cannot be computed
+:func:`score` computes the task's metrics (``shared.data.contract.METRICS``); a metric that cannot be computed
 on this holdout is left out and explained in ``notes`` rather than reported as a misleading number.
 :func:`score_predictions` computes the same metrics, with the same code, on predictions already made (the
 monitor's labelled captures).
@@ -28,8 +28,8 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-from shared.contract import METRICS, DataContract, Task
-from shared.training import prepare_features
+from shared.data.contract import METRICS, DataContract, Task
+from shared.ml.training import prepare_features
 
 # Tolerance for comparing a metric with a threshold: 0.7 written in YAML and 0.7 computed can differ in
 # the last bits, and such a difference must not fail a gate.

@@ -27,10 +27,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.delivery import ServingGates
-from shared.features import BOOLEAN, CATEGORICAL
+from shared.ml.features import BOOLEAN, CATEGORICAL
+from shared.pipeline.policy import ServingGates
 from shared.registry import ModelVersion
-from shared.serving import Signature, load_served_model
+from shared.serving.runtime import Signature, load_served_model
 from shared.storage import ObjectStore
 
 PROBABILITY_TOLERANCE = 1e-4

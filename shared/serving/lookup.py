@@ -1,7 +1,7 @@
 """Filling a prediction request's view features from the online store, before the signature checks it.
 
-A model trained with feature views (:attr:`shared.serving.Signature.views`) accepts rows that carry the
-entity key (the model's id column) and leave out some or all of a view's features. For each view,
+A model trained with feature views (:attr:`shared.serving.runtime.Signature.views`) accepts rows that carry
+the entity key (the model's id column) and leave out some or all of a view's features. For each view,
 :func:`fill_from_store` collects the entities of the rows that leave out one of its features and reads them
 in **one** batched call (:meth:`~shared.featurestore.online.OnlineStore.get_many`); then, per row:
 
@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shared.featurestore.online import OnlineRow, OnlineStore, entity_key, fresh
-from shared.serving import RowProblem, Signature, ViewSpec
+from shared.serving.runtime import RowProblem, Signature, ViewSpec
 
 __all__ = ["FilledRequest", "Unfilled", "fill_from_store"]
 

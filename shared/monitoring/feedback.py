@@ -1,9 +1,9 @@
 # mypy: disable-error-code="import-untyped"
 """Feedback data: what production was asked, with the ground truth that arrived for it, as training data.
 
-The monitor joins captures with their labels by request id (:mod:`shared.monitor`); :func:`feedback_frame`
-turns those rows into the contract's canonical frame — the very columns and types validation writes for an
-upload (:mod:`shared.validation`), so training reads both alike:
+The monitor joins captures with their labels by request id (:mod:`shared.monitoring.monitor`);
+:func:`feedback_frame` turns those rows into the contract's canonical frame — the very columns and types
+validation writes for an upload (:mod:`shared.data.validation`), so training reads both alike:
 
 - the id column (the contract's ``id_column``, else ``__row_id__``) holds the request id, unique across all
   captures, so a row never replaces an uploaded one when the training window drops repeated ids;
@@ -28,13 +28,20 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from shared.catalog import store_dataset
-from shared.contract import DataContract, Feature, FeatureType
+from shared.data.catalog import store_dataset
+from shared.data.contract import DataContract, Feature, FeatureType
+from shared.data.validation import (
+    ROW_ID_COLUMN,
+    ColumnChecks,
+    ValidatedData,
+    canonical_text,
+    clean,
+    profile_frame,
+)
 from shared.errors import NotFoundError
 from shared.hashing import sha256_hex
 from shared.metadata import Dataset, DatasetKind, NodeType, Relation
 from shared.services import Services
-from shared.validation import ROW_ID_COLUMN, ColumnChecks, ValidatedData, canonical_text, clean, profile_frame
 
 FEEDBACK_ID_COLUMN = "request_id"
 FEEDBACK_TIME_COLUMN = "captured_at"
@@ -62,7 +69,8 @@ def feedback_frame(joined: pd.DataFrame, contract: DataContract) -> FeedbackData
     """The contract's canonical frame from labelled captures.
 
     ``joined`` has ``request_id``, ``captured_at`` (UTC), one column per feature (the inputs as sent; an
-    absent feature is missing) and the target (the label, canonical as :mod:`shared.labels` stores it).
+    absent feature is missing) and the target (the label, canonical as :mod:`shared.monitoring.labels` stores
+    it).
     """
     rows = len(joined)
     if rows == 0:

@@ -13,17 +13,17 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from shared.contract import DataContract, parse_contract
+from shared.data.contract import DataContract, parse_contract
+from shared.data.validation import ValidatedData
 from shared.errors import ContractError, IntegrityError, NotFoundError
 from shared.featurestore.catalog import load_views
 from shared.featurestore.contracts import TrainingContract, contract_view_problems, training_contract
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import Dataset, DatasetKind, MetadataStore, TimeRange
+from shared.ml.training import check_training_params
 from shared.settings import Settings
 from shared.storage import ObjectRef, ObjectStore
-from shared.training import check_training_params
-from shared.validation import ValidatedData
 
 
 def contract_ref(settings: Settings, model: str) -> ObjectRef:

@@ -1,8 +1,8 @@
 """Continuous delivery: the pipeline's steps after Register, and the manual controls the CLI uses.
 
-``Verify`` proves the version on the serving path (:mod:`shared.verification`) and works out the
-environment's policy (:mod:`shared.delivery`); ``Promote`` moves the version to ``staging`` (approval policy,
-before the wait) or to ``production`` (when the policy allows it); ``AwaitApproval`` keeps the state
+``Verify`` proves the version on the serving path (:mod:`shared.pipeline.verification`) and works out the
+environment's policy (:mod:`shared.pipeline.policy`); ``Promote`` moves the version to ``staging`` (approval
+policy, before the wait) or to ``production`` (when the policy allows it); ``AwaitApproval`` keeps the state
 machine's task token on the version until a person approves or rejects it (or the wait expires, which
 rejects); ``PostDeployCheck`` asks the live route and, if production does not answer well, puts the previous
 version back. Every move is a conditional registry write with an audit entry naming the actor and reason.
@@ -19,17 +19,17 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
-from shared.catalog import load_contract, load_training_contract, read_parquet
-from shared.contract import EnvironmentPolicy, PolicyKind
-from shared.delivery import STAGING_PASSES_KEY, VERIFICATION_KEY, policy_for, refusals, staging_passes
+from shared.data.catalog import load_contract, load_training_contract, read_parquet
+from shared.data.contract import EnvironmentPolicy, PolicyKind
 from shared.errors import ConflictError, FlywheelError, NotFoundError
 from shared.featurestore.contracts import servable_rows
 from shared.metadata import NodeType, model_version_id
 from shared.observability import logger, metrics
+from shared.pipeline.policy import STAGING_PASSES_KEY, VERIFICATION_KEY, policy_for, refusals, staging_passes
+from shared.pipeline.steps import PIPELINE_ACTOR, RunState, load_model, recorded_step
+from shared.pipeline.verification import Invoke, Verification, http_event, request_rows, verify
 from shared.registry import PRODUCTION_ALIAS, ModelVersion, PendingApproval, Stage, TransitionKind
 from shared.services import Services
-from shared.steps import PIPELINE_ACTOR, RunState, load_model, recorded_step
-from shared.verification import Invoke, Verification, http_event, request_rows, verify
 
 STAGING_ALIAS = "staging"
 
@@ -135,7 +135,7 @@ def _offline_predictions(
     svc: Services, version: ModelVersion, sample: Any, contract: Any
 ) -> list[dict[str, Any]]:
     """What the trained pipeline itself says about the sample: the answer the serving path must give."""
-    from shared.training import PROBABILITY_PREFIX, predict_frame  # noqa: PLC0415  (pandas, scikit-learn)
+    from shared.ml.training import PROBABILITY_PREFIX, predict_frame  # noqa: PLC0415  (pandas, scikit-learn)
 
     frame = predict_frame(load_model(svc, version.artifact), sample, contract)
     columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
@@ -370,7 +370,7 @@ def post_deploy_check_step(
     number: int = state.require("version")
     with recorded_step(svc, state, "post-deploy-check"):
         version = svc.registry.get_model_version(state.model, number)
-        from shared.serving import Signature  # noqa: PLC0415
+        from shared.serving.runtime import Signature  # noqa: PLC0415
 
         rows = request_rows(
             _holdout_of(svc, version).head(3).to_dict("records"), Signature.from_dict(version.signature)

@@ -30,7 +30,7 @@ from shared.dynamo import LazyClient, dynamodb_errors
 from shared.dynamo import s as _s
 from shared.errors import ConflictError
 from shared.metadata import UtcDatetime
-from shared.monitor_window import ObjectCursor
+from shared.monitoring.window import ObjectCursor
 
 Action = Literal["none", "retrain", "held_back", "insufficient_data"]
 

@@ -83,7 +83,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from pydantic import BaseModel, ConfigDict
 
-from shared.contract import DataContract, Feature, FeatureType, Task
+from shared.data.contract import DataContract, Feature, FeatureType, Task
 from shared.errors import DataValidationError
 
 ROW_ID_COLUMN = "__row_id__"

@@ -21,7 +21,7 @@ import pandas as pd
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalog import (
+from shared.data.catalog import (
     combine,
     frame_to_parquet,
     load_contract,
@@ -30,9 +30,9 @@ from shared.catalog import (
     store_dataset,
     training_window,
 )
-from shared.contract import DataContract
+from shared.data.contract import DataContract
+from shared.data.validation import ROW_ID_COLUMN, validate_file
 from shared.errors import DataValidationError, FlywheelError, NotFoundError
-from shared.evaluation import Evaluation, decide_gate, score
 from shared.featurestore.contracts import join_views, view_signature
 from shared.featurestore.view import FeatureView
 from shared.hashing import sha256_hex
@@ -48,8 +48,16 @@ from shared.metadata import (
     file_id,
     model_version_id,
 )
+from shared.ml.evaluation import Evaluation, decide_gate, score
+from shared.ml.training import (
+    library_versions,
+    model_from_bytes,
+    model_to_bytes,
+    predict_frame,
+    reference_profile,
+    train,
+)
 from shared.observability import logger, metrics
-from shared.packaging import package_for_serving, serving_signature
 from shared.registry import (
     ArtifactRef,
     GateResult,
@@ -60,16 +68,8 @@ from shared.registry import (
     TrainingDataset,
 )
 from shared.services import Services
+from shared.serving.packaging import package_for_serving, serving_signature
 from shared.storage import ObjectRef
-from shared.training import (
-    library_versions,
-    model_from_bytes,
-    model_to_bytes,
-    predict_frame,
-    reference_profile,
-    train,
-)
-from shared.validation import ROW_ID_COLUMN, validate_file
 
 PIPELINE_ACTOR = "pipeline"
 ONNX_ARTIFACT = "model.onnx"
@@ -141,7 +141,7 @@ class RunState(_State):
     candidate: Candidate | None = None
     evaluation: EvaluationSummary | None = None
     version: int | None = None
-    # Continuous delivery (shared.delivery_steps): the verification verdict, the environment's policy,
+    # Continuous delivery (shared.pipeline.delivery): the verification verdict, the environment's policy,
     # the approval (SendTaskSuccess output) or the decline (the Catch's error), what promotion did.
     verification: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None

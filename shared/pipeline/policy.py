@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.contract import EnvironmentPolicy, PolicyKind, ServingGates
+from shared.data.contract import EnvironmentPolicy, PolicyKind, ServingGates
 from shared.registry import ModelVersion, Stage
 
 __all__ = ["EnvironmentPolicy", "PolicyKind", "ServingGates", "policy_for", "refusals"]

@@ -4,7 +4,7 @@ Four parts, used in this order on every request:
 
 - :class:`Signature` checks request rows against what the model was trained on (the contract's features,
   recorded on the registry version) and reports every problem at once, by row and field
-  (:class:`RowProblem`); valid rows are prepared with :func:`shared.features.prepare_row`'s rule.
+  (:class:`RowProblem`); valid rows are prepared with :func:`shared.ml.features.prepare_row`'s rule.
 - :func:`load_served_model` reads a version's artifact, checks its sha256 against the registry *before*
   deserialising it, and returns a :class:`ServedModel` for its serving flavour.
 - :meth:`ServedModel.predict` runs a batch of prepared rows: one onnxruntime call for the ONNX flavour, the
@@ -27,7 +27,7 @@ What a request may send (checked by :meth:`Signature.validate_rows`; a request i
 
 A model trained with feature views records them (:class:`ViewSpec`): the prediction API fills a view's
 features that a row leaves out from the online store, by the row's id (the views' entity), before
-:meth:`Signature.validate_rows` checks the row (:mod:`shared.featurestore.lookup`).
+:meth:`Signature.validate_rows` checks the row (:mod:`shared.serving.lookup`).
 
 Import budget: this module imports numpy and light ``shared`` modules only. onnxruntime is imported when
 an ONNX model is loaded; scikit-learn and pandas only when a scikit-learn-flavour model is loaded, so a
@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import numpy as np
 
 from shared.errors import ContractError, IntegrityError, NotFoundError, TransientError
-from shared.features import BOOLEAN, CATEGORICAL, MISSING, NUMERIC, boolean_text
 from shared.hashing import sha256_hex
+from shared.ml.features import BOOLEAN, CATEGORICAL, MISSING, NUMERIC, boolean_text
 from shared.storage import ObjectRef
 
 if TYPE_CHECKING:  # the registry module brings boto3 and Powertools: types only
@@ -151,7 +151,7 @@ class Signature:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Signature:
-        """Read a registry signature (what :func:`shared.steps.signature` records)."""
+        """Read a registry signature (what :func:`shared.pipeline.steps.signature` records)."""
         raw_features = data.get("features")
         task = data.get("task")
         if (
@@ -204,7 +204,7 @@ class Signature:
         every problem of every row otherwise (a request is answered whole or refused whole).
 
         A prepared row holds the features in signature order (numeric and boolean as ``float``, NaN when
-        missing; categorical as ``str``, :data:`~shared.features.MISSING` when missing) and then the
+        missing; categorical as ``str``, :data:`~shared.ml.features.MISSING` when missing) and then the
         passthrough fields that were sent.
         """
         prepared: list[dict[str, Any]] = []
@@ -560,8 +560,8 @@ def load_served_model(
         runner = OnnxRunner(session, signature, classes)
     else:
         body = _verified_bytes(version, version.artifact, objects, "model")
-        # Only this flavour needs scikit-learn (and pandas, which shared.training imports).
-        from shared.training import model_from_bytes  # noqa: PLC0415
+        # Only this flavour needs scikit-learn (and pandas, which shared.ml.training imports).
+        from shared.ml.training import model_from_bytes  # noqa: PLC0415
 
         sklearn_runner = SklearnRunner(model_from_bytes(body, version.artifact.sha256), signature)
         classes = sklearn_runner.classes or None

@@ -22,7 +22,7 @@ text, regression values as float64 — and ``time``), with the source file's URI
 Parquet schema's metadata; ``<id>.report.json`` beside it lists the rows left out, rule by rule. The label set
 id comes from the source object's URI and S3 version, so a re-delivered event finds its label set there and
 writes nothing twice (nor quarantines twice). The monitor lists ``labels-accepted/<model>/`` for the label
-sets it has not read yet (:mod:`shared.monitor_window`) and joins them to the captures by request id;
+sets it has not read yet (:mod:`shared.monitoring.window`) and joins them to the captures by request id;
 lineage then runs from the source label file to the feedback dataset and the monitor run that used it.
 """
 
@@ -44,15 +44,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser.models import S3Model
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalog import load_contract
-from shared.contract import DataContract, Task
-from shared.errors import ContractError, DataValidationError, FlywheelError, NotFoundError
-from shared.hashing import sha256_hex
-from shared.layout import DataPrefix
-from shared.observability import logger, metrics
-from shared.services import Services
-from shared.storage import ObjectRef
-from shared.validation import (
+from shared.data.catalog import load_contract
+from shared.data.contract import DataContract, Task
+from shared.data.validation import (
     MAX_EXAMPLES,
     ColumnChecks,
     Problem,
@@ -65,6 +59,12 @@ from shared.validation import (
     rejection,
     single_column_problem,
 )
+from shared.errors import ContractError, DataValidationError, FlywheelError, NotFoundError
+from shared.hashing import sha256_hex
+from shared.layout import DataPrefix
+from shared.observability import logger, metrics
+from shared.services import Services
+from shared.storage import ObjectRef
 
 LABEL_ID_COLUMN = "request_id"
 LABEL_TIME_COLUMN = "time"

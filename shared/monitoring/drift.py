@@ -2,12 +2,12 @@
 
 Owns the drift statistics and the rule that calls one feature drifted. Pure and vectorised: a window of
 raw captured rows (:func:`capture_frames`) and the model's reference profile
-(:func:`shared.training.reference_profile`) in, a :class:`DriftReport` out; no AWS, no files.
+(:func:`shared.ml.training.reference_profile`) in, a :class:`DriftReport` out; no AWS, no files.
 
 Per feature:
 
 - **numeric**: PSI over the reference's quantile bins (live values binned by the very function training
-  used, :func:`shared.training.bin_shares`), and the two-sample Kolmogorov-Smirnov test of the present live
+  used, :func:`shared.ml.training.bin_shares`), and the two-sample Kolmogorov-Smirnov test of the present live
   values against the profile's ``sample`` (the statistic and p-value of :func:`scipy.stats.ks_2samp`,
   computed here without sorting the window once it is too large for scipy's exact mode; see :func:`_ks`);
 - **boolean**: two bins, false and true, whose reference shares come from the profile's ``mean`` (the
@@ -49,10 +49,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
-from shared.capture import CaptureRecord
-from shared.contract import DataContract, MonitoringPolicy, Task
-from shared.features import MISSING, boolean_text, is_missing
-from shared.training import PROBABILITY_PREFIX, bin_shares
+from shared.data.contract import DataContract, MonitoringPolicy, Task
+from shared.ml.features import MISSING, boolean_text, is_missing
+from shared.ml.training import PROBABILITY_PREFIX, bin_shares
+from shared.serving.capture import CaptureRecord
 
 __all__ = [
     "EPSILON",
@@ -237,7 +237,7 @@ def _ks(live: np.ndarray, sample: np.ndarray) -> tuple[float, float]:
 
 
 def _category_text(value: Any) -> str:
-    # The serving rule (shared.features.prepare_row): a category is compared as text.
+    # The serving rule (shared.ml.features.prepare_row): a category is compared as text.
     return MISSING if is_missing(value) else str(value)
 
 
@@ -638,7 +638,7 @@ def compute_drift(
     """Drift of the window ``live`` (raw captured feature columns: numbers, text, booleans, None) against
     the reference ``profile``, judged by ``thresholds`` (the contract's ``monitoring_policy`` by default).
 
-    ``predictions`` are the window's outputs, row for row, in :func:`shared.training.predict_frame`'s
+    ``predictions`` are the window's outputs, row for row, in :func:`shared.ml.training.predict_frame`'s
     columns (``prediction`` and, for classification, ``proba_<class>``; :func:`capture_frames` builds
     both frames from captures); None leaves prediction drift out. Features are those of the profile (what
     the model was trained on); one no live row carries is counted missing in every row and listed in

@@ -20,9 +20,9 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.pipeline.steps import RunState
 from shared.services import Services
 from shared.settings import warm
-from shared.steps import RunState
 
 Step = Callable[[RunState, Services], RunState]
 GuardedStep = Callable[[RunState, Services, LambdaContext], RunState]

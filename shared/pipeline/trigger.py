@@ -21,13 +21,13 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, S3Model
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalog import contract_models, load_contract
+from shared.data.catalog import contract_models, load_contract
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import NodeType, Run, RunReason, RunStatus
 from shared.observability import logger, metrics
+from shared.pipeline.steps import RunState, SourceFile
 from shared.services import Services
-from shared.steps import RunState, SourceFile
 from shared.storage import ObjectRef
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9-]")

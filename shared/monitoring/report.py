@@ -1,9 +1,9 @@
 """The monitoring report as one self-contained HTML page: the decision, its evidence, and the plots.
 
-Owns how a :class:`shared.monitoring.MonitorReport` looks. :func:`render_html` returns a page that needs
-nothing else: no script, no stylesheet, font or image from anywhere (inline CSS, system fonts, and charts
-drawn here as inline SVG), so it opens the same from S3, from an e-mail or offline. Every text that comes
-from data (feature names, categories, notes) is escaped; element ids are numbered, never derived from
+Owns how a :class:`shared.monitoring.decision.MonitorReport` looks. :func:`render_html` returns a page that
+needs nothing else: no script, no stylesheet, font or image from anywhere (inline CSS, system fonts, and
+charts drawn here as inline SVG), so it opens the same from S3, from an e-mail or offline. Every text that
+comes from data (feature names, categories, notes) is escaped; element ids are numbered, never derived from
 names. Each chart carries a ``<title>`` and a ``<desc>`` that say what it shows, and axis labels.
 
 Charts: PSI per feature with the threshold line; reference against live distribution for each drifted
@@ -19,9 +19,9 @@ from html import escape
 from itertools import count
 from typing import Any
 
-from shared.contract import METRICS
-from shared.drift import DriftReport, FeatureDrift
-from shared.monitoring import MetricPoint, MonitorReport
+from shared.data.contract import METRICS
+from shared.monitoring.decision import MetricPoint, MonitorReport
+from shared.monitoring.drift import DriftReport, FeatureDrift
 
 __all__ = ["render_html"]
 

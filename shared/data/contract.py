@@ -147,7 +147,7 @@ class PolicyKind(StrEnum):
 
 
 class EnvironmentPolicy(_Block):
-    """How a verified version is promoted in one environment (see ``shared.delivery``)."""
+    """How a verified version is promoted in one environment (see ``shared.pipeline.policy``)."""
 
     policy: PolicyKind = PolicyKind.AUTO
     min_staging_successes: int = Field(default=0, ge=0, le=100)

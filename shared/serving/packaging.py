@@ -2,8 +2,8 @@
 
 :func:`package_for_serving` converts the pipeline with skl2onnx (one input per feature, each an ``(n, 1)``
 array: float32 for numeric and boolean features, strings for categorical ones, so serving needs no pandas),
-runs the ONNX model in onnxruntime exactly as :mod:`shared.serving` does, on the whole holdout, and accepts
-it only if it agrees with scikit-learn on every row:
+runs the ONNX model in onnxruntime exactly as :mod:`shared.serving.runtime` does, on the whole holdout, and
+accepts it only if it agrees with scikit-learn on every row:
 
 - **classification**: the label (``classes[argmax(probabilities)]``, scikit-learn's first-maximum rule;
   ONNX's own ``label`` output can break exact ties the other way, so serving never uses it) equals the
@@ -33,9 +33,10 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from shared.contract import DataContract, FeatureType, Task
+from shared.data.contract import DataContract, FeatureType, Task
+from shared.ml.training import PROBABILITY_PREFIX, predict_frame, prepare_features
 from shared.registry import ServingFlavor
-from shared.serving import (
+from shared.serving.runtime import (
     ONNX_CLASSES_KEY,
     ONNX_FEATURES_KEY,
     OnnxRunner,
@@ -43,7 +44,6 @@ from shared.serving import (
     onnx_session,
     pick_labels,
 )
-from shared.training import PROBABILITY_PREFIX, predict_frame, prepare_features
 
 __all__ = [
     "OPSETS",
@@ -78,7 +78,7 @@ class ServingPackage:
 
 def serving_signature(contract: DataContract, classes: list[str] | None) -> dict[str, Any]:
     """What a request must carry, from the contract: recorded on the registry version as its signature
-    and read back by :meth:`shared.serving.Signature.from_dict` on every load."""
+    and read back by :meth:`shared.serving.runtime.Signature.from_dict` on every load."""
     return {
         "task": contract.task.value,
         "target": contract.target,
@@ -98,7 +98,7 @@ def package_for_serving(
     """Convert ``pipeline`` to ONNX and keep it if it matches scikit-learn on every ``holdout`` row (the
     tolerances are in this module's docstring); otherwise the scikit-learn flavour, with the reason.
 
-    ``reference`` is :func:`shared.training.predict_frame`'s output for the holdout when the caller has it
+    ``reference`` is :func:`shared.ml.training.predict_frame`'s output for the holdout when the caller has it
     already (Train does, for the reference profile): scikit-learn is then not asked again.
     """
     classification = contract.task is Task.CLASSIFICATION

@@ -3,31 +3,32 @@
 :func:`monitor` answers the schedule (every model with a production version) and a person
 (``flywheel monitor MODEL``). One run for one model, :func:`monitor_model`:
 
-1. takes the model's lease and state (:mod:`shared.monitor_log`): where the previous run stopped reading;
-2. reads the captures that arrived since then (:mod:`shared.monitor_window`), bounded by the policy's
+1. takes the model's lease and state (:mod:`shared.monitoring.log`): where the previous run stopped reading;
+2. reads the captures that arrived since then (:mod:`shared.monitoring.window`), bounded by the policy's
    ``window_hours`` and ``max_window_rows``, and judges the client requests (a record whose ``source`` is
    ``api``) the production version answered; captures a previous version answered, or of requests that are
    not client traffic, are counted in a note: they say nothing of this version's answers to clients;
-3. reads the label sets accepted since then (:mod:`shared.labels`) and joins them to their captures by
-   request id — in the window, else in the last seven days of captures. Labels wait, unread, while fewer
+3. reads the label sets accepted since then (:mod:`shared.monitoring.labels`) and joins them to their captures
+   by request id — in the window, else in the last seven days of captures. Labels wait, unread, while fewer
    than ``min_labelled_rows`` of them found their capture, so that small batches add up to a judgement;
    after ``window_hours`` they are used whatever their number;
 4. loads the production version's reference profile (its sha256 checked against the artifact record
-   training wrote) and computes drift (:func:`shared.drift.compute_drift`), live performance on the labelled
-   captures of the production version (:func:`shared.monitoring.live_performance`) and the decision
-   (:func:`shared.monitoring.decide`), the cooldown counted from the last retraining the monitor asked for;
-5. writes the labelled captures (every version's) as a feedback dataset (:mod:`shared.feedback`), so the
-   next training window includes what production saw;
+   training wrote) and computes drift (:func:`shared.monitoring.drift.compute_drift`), live performance on the
+   labelled captures of the production version (:func:`shared.monitoring.decision.live_performance`) and the
+   decision (:func:`shared.monitoring.decision.decide`), the cooldown counted from the last retraining the
+   monitor asked for;
+5. writes the labelled captures (every version's) as a feedback dataset (:mod:`shared.monitoring.feedback`),
+   so the next training window includes what production saw;
 6. writes ``reports/<model>/<time>/report.json`` and ``report.html`` in the artifacts bucket: the
-   :class:`~shared.monitoring.MonitorReport` (with the live metric of past runs and the versions that served
-   them, for the history chart) plus a ``monitor`` block (the run, what it read, the run it asked for);
+   :class:`~shared.monitoring.decision.MonitorReport` (with the live metric of past runs and the versions that
+   served them, for the history chart) plus a ``monitor`` block (the run, what it read, the run it asked for);
 7. on ``retrain``, asks the trigger function for a run — reason ``drift`` or ``degradation``, the report as
    evidence, idempotency key ``<model>/<window end>`` (the newest capture judged), so asking twice for the
    same evidence starts one run; on ``held_back`` it asks nothing, and its record says so;
 8. emits EMF metrics (PSI per feature, drift share, live metric, rows, the decision), records lineage —
    capture objects and label files → the monitor run (a ``run`` node ``monitor-<model>-<time>``) → its
    report → the run it asked for (``evidence``); capture objects and label files → the feedback dataset —
-   and commits its record and the new state (:class:`~shared.monitor_log.MonitorRecord`).
+   and commits its record and the new state (:class:`~shared.monitoring.log.MonitorRecord`).
 
 A run that fails gives its lease back and changes no state: the next run reads the same captures again.
 """
@@ -46,24 +47,32 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalog import contract_models, load_contract
-from shared.contract import DataContract
-from shared.drift import DriftReport, capture_frames, compute_drift
+from shared.data.catalog import contract_models, load_contract
+from shared.data.contract import DataContract
 from shared.errors import FlywheelError, IntegrityError, NotFoundError, TransientError
-from shared.evaluation import Evaluation
-from shared.feedback import (
+from shared.hashing import sha256_hex
+from shared.layout import ArtifactPrefix
+from shared.metadata import Artifact, ArtifactKind, NodeType, Relation, RunReason, file_id
+from shared.ml.evaluation import Evaluation
+from shared.monitoring.decision import MetricPoint, MonitorDecision, MonitorReport, decide, live_performance
+from shared.monitoring.drift import DriftReport, capture_frames, compute_drift
+from shared.monitoring.feedback import (
     FEEDBACK_ID_COLUMN,
     FEEDBACK_TIME_COLUMN,
     feedback_dataset_id,
     feedback_frame,
     write_feedback_dataset,
 )
-from shared.hashing import sha256_hex
-from shared.labels import LABEL_ID_COLUMN, PARQUET_SUFFIX, LabelSet, accepted_prefix, parse_label_set
-from shared.layout import ArtifactPrefix
-from shared.metadata import Artifact, ArtifactKind, NodeType, Relation, RunReason, file_id
-from shared.monitor_log import DynamoMonitorLog, MonitorLog, MonitorRecord, MonitorState
-from shared.monitor_window import (
+from shared.monitoring.labels import (
+    LABEL_ID_COLUMN,
+    PARQUET_SUFFIX,
+    LabelSet,
+    accepted_prefix,
+    parse_label_set,
+)
+from shared.monitoring.log import DynamoMonitorLog, MonitorLog, MonitorRecord, MonitorState
+from shared.monitoring.report import render_html
+from shared.monitoring.window import (
     LABEL_LOOKBACK_DAYS,
     CapturedRow,
     CaptureWindow,
@@ -74,20 +83,18 @@ from shared.monitor_window import (
     read_capture_window,
     unread,
 )
-from shared.monitoring import MetricPoint, MonitorDecision, MonitorReport, decide, live_performance
 from shared.observability import logger, metrics
+from shared.pipeline.trigger import RunRequest, TriggerOutcome, execution_name, on_request
 from shared.registry import PRODUCTION_ALIAS, ModelVersion
-from shared.report import render_html
 from shared.services import Services
 from shared.settings import Settings, warm
 from shared.storage import ObjectRef
-from shared.trigger import RunRequest, TriggerOutcome, execution_name, on_request
 
 MONITOR_ACTOR = "monitor"
 # How long a run may hold a model's lease: the monitor function's timeout.
 LEASE = timedelta(minutes=15)
 HISTORY_POINTS = 200
-# The capture records' ``source`` of requests from clients (shared.capture); others are not judged.
+# The capture records' ``source`` of requests from clients (shared.serving.capture); others are not judged.
 CLIENT_TRAFFIC = "api"
 
 Action = Literal["none", "retrain", "held_back", "insufficient_data"]
@@ -608,7 +615,7 @@ def _labelled_frame(rows: Sequence[tuple[CapturedRow, Any]], contract: DataContr
 
 
 def _joined_frame(rows: Sequence[tuple[CapturedRow, Any]], contract: DataContract) -> pd.DataFrame:
-    """Labelled captures as :func:`shared.feedback.feedback_frame` reads them."""
+    """Labelled captures as :func:`shared.monitoring.feedback.feedback_frame` reads them."""
     columns: dict[str, Any] = {
         FEEDBACK_ID_COLUMN: pd.Series([capture.request_id for capture, _ in rows], dtype=object),
         FEEDBACK_TIME_COLUMN: pd.to_datetime([capture.time for capture, _ in rows], utc=True),

@@ -3,7 +3,7 @@
 Each monitor run reads what arrived since the previous run, and only that, so no capture is judged twice
 and none is skipped. Objects are found by listing — captures under ``captures/<model>/<yyyy>/<MM>/<dd>/``
 (Firehose partitions them by delivery day), accepted label sets under ``labels-accepted/<model>/`` — and
-chosen with an :class:`ObjectCursor` that the monitor keeps in its state (:mod:`shared.monitor_log`):
+chosen with an :class:`ObjectCursor` that the monitor keeps in its state (:mod:`shared.monitoring.log`):
 
 - ``(last_modified, last_key)``: the newest object read, by S3's ``LastModified`` then key. Every object
   after it is new;

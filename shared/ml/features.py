@@ -1,6 +1,6 @@
 """How one row of features is prepared for a model, in pure Python: the rule training and serving share.
 
-Training prepares whole DataFrames (:func:`shared.training.prepare_features`); the serving path has no
+Training prepares whole DataFrames (:func:`shared.ml.training.prepare_features`); the serving path has no
 pandas and prepares request rows one by one with :func:`prepare_row`. Both apply the same rule: numeric and
 boolean features become ``float`` (NaN when missing; booleans 1.0/0.0), categorical features ``str`` with
 :data:`MISSING` for a missing value. This module imports nothing beyond the standard library, so the
@@ -22,7 +22,7 @@ __all__ = ["BOOLEAN", "CATEGORICAL", "MISSING", "NUMERIC", "boolean_text", "is_m
 # of NaN on strings, and the serving path (no pandas) applies the same rule with :func:`prepare_row`.
 MISSING: Final = "__missing__"
 
-# The feature types of :class:`shared.contract.FeatureType`, by value (that enum is a ``StrEnum``, so its
+# The feature types of :class:`shared.data.contract.FeatureType`, by value (that enum is a ``StrEnum``, so its
 # members compare equal to these): importing the contract module would bring pydantic into serving.
 NUMERIC: Final = "numeric"
 CATEGORICAL: Final = "categorical"
@@ -64,7 +64,7 @@ def prepare_row(row: Mapping[str, Any], feature_types: Mapping[str, str]) -> dic
     Numeric and boolean features become ``float`` (NaN when missing or absent; booleans 1.0/0.0, from
     ``bool``, numbers or boolean words), categorical ones ``str`` with :data:`MISSING` for a missing value.
     A value that cannot be read raises :class:`DataValidationError` naming the feature. Request rows are
-    checked first (:meth:`shared.serving.Signature.validate_rows`), so there this only converts.
+    checked first (:meth:`shared.serving.runtime.Signature.validate_rows`), so there this only converts.
     """
     prepared: dict[str, Any] = {}
     for name, kind in feature_types.items():

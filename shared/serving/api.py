@@ -17,7 +17,7 @@ answered row is sent to the capture stream; a capture failure is counted (``Capt
 to the caller.
 
 For a model trained with feature views, the features a row leaves out are filled from the online store by
-the row's entity key before it is checked (:mod:`shared.featurestore.lookup`: one batched read per view,
+the row's entity key before it is checked (:mod:`shared.serving.lookup`: one batched read per view,
 values past the TTL missing, request values first); the capture records the filled row.
 """
 
@@ -40,13 +40,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.capture import CaptureRecord, CaptureSink, FirehoseCaptureSink
 from shared.errors import IntegrityError, NotFoundError, TransientError
-from shared.featurestore.lookup import fill_from_store
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
 from shared.observability import logger, metrics
 from shared.registry import PRODUCTION_ALIAS, DynamoRegistryStore, ModelRegistry
-from shared.serving import ModelCache
+from shared.serving.capture import CaptureRecord, CaptureSink, FirehoseCaptureSink
+from shared.serving.lookup import fill_from_store
+from shared.serving.runtime import ModelCache
 from shared.settings import Settings, get_settings, warm
 from shared.storage import S3ObjectStore
 

@@ -4,7 +4,7 @@ Owns the model's shape (preprocessing + the estimator the contract names), the h
 artifact's bytes and their integrity, and the reference profile the drift monitor compares live traffic
 with. Pure functions over DataFrames: no AWS, no files.
 
-Input convention (what :mod:`shared.validation` produces): columns in ``contract.columns`` order; numeric
+Input convention (what :mod:`shared.data.validation` produces): columns in ``contract.columns`` order; numeric
 and boolean features float64 (booleans 1.0/0.0, NaN when missing); categorical features as text with
 None/NaN when missing; a classification target as text, a regression target float64; the timestamp as
 ``datetime64[ns, UTC]``.
@@ -43,11 +43,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils._param_validation import InvalidParameterError
 
-from shared import features
-from shared.contract import ESTIMATORS, DataContract, FeatureType, Task
+from shared.data.contract import ESTIMATORS, DataContract, FeatureType, Task
 from shared.errors import ContractError, DataValidationError, IntegrityError
-from shared.features import MISSING
 from shared.hashing import sha256_hex
+from shared.ml import features
+from shared.ml.features import MISSING
 
 __all__ = [
     "ESTIMATOR_CLASSES",
@@ -75,7 +75,7 @@ PROBABILITY_PREFIX = "proba_"
 
 PROFILE_FORMAT = 1
 
-# Every name in shared.contract.ESTIMATORS, per task, to its scikit-learn class.
+# Every name in shared.data.contract.ESTIMATORS, per task, to its scikit-learn class.
 ESTIMATOR_CLASSES: dict[Task, dict[str, type[Any]]] = {
     Task.CLASSIFICATION: {
         "logistic_regression": LogisticRegression,
@@ -154,7 +154,7 @@ def prepare_row(row: Mapping[str, Any], contract: DataContract) -> dict[str, Any
 
     Returns the contract's features in order: numeric and boolean as ``float`` (NaN when missing or absent;
     booleans 1.0/0.0), categorical as ``str`` with :data:`MISSING` for a missing value. The rule lives in
-    :func:`shared.features.prepare_row`, which serving calls without importing this module.
+    :func:`shared.ml.features.prepare_row`, which serving calls without importing this module.
     """
     return features.prepare_row(row, {name: f.type.value for name, f in contract.features.items()})
 

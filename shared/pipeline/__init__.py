@@ -1,0 +1,1 @@
+"""The pipeline: the trigger, each state's step, delivery, verification and idempotency."""

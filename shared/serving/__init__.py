@@ -1,0 +1,1 @@
+"""Serving: the prediction API, its runtime, the online-feature lookup, captures and ONNX packaging."""
