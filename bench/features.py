@@ -51,12 +51,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from shared.featurestore.offline import point_in_time_join, sequence_of  # noqa: E402
-from shared.featurestore.online import (  # noqa: E402
-    SEQUENCE_COLUMN,
-    DynamoOnlineStore,
-    online_table_definition,
-)
-from shared.featurestore.view import parse_feature_view  # noqa: E402
+from shared.featurestore.online import DynamoOnlineStore, online_table_definition  # noqa: E402
+from shared.featurestore.view import SEQUENCE_COLUMN, parse_feature_view  # noqa: E402
 from tests.fixtures.feature_store import FeatureHistory  # noqa: E402
 
 SEED = 11

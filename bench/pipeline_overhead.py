@@ -66,8 +66,8 @@ from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
 from infra.local.output import WithoutMetrics  # noqa: E402
-from shared.data.catalog import put_contract  # noqa: E402
 from shared.data.contract import DataContract, FeatureType, parse_contract  # noqa: E402
+from shared.featurestore.contracts import put_contract  # noqa: E402
 from shared.ml.training import MISSING, build_pipeline  # noqa: E402
 from shared.services import services  # noqa: E402
 

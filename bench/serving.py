@@ -71,8 +71,8 @@ from examples.churn import generate  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
-from shared.data.catalog import put_contract  # noqa: E402
 from shared.data.contract import DataContract, parse_contract  # noqa: E402
+from shared.featurestore.contracts import put_contract  # noqa: E402
 from shared.ml.training import model_from_bytes, prepare_features  # noqa: E402
 from shared.registry import PRODUCTION_ALIAS, ModelVersion, NewModelVersion, ServingFlavor  # noqa: E402
 from shared.services import Services, services  # noqa: E402

@@ -14,9 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.data.catalog import contract_ref, load_contract, put_contract
+from shared.data.catalog import contract_ref, load_contract
 from shared.data.contract import DataContract
 from shared.errors import FlywheelError, NotFoundError
+from shared.featurestore.contracts import put_contract
 from shared.layout import DataPrefix
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, model_version_id
 from shared.pipeline.trigger import RunRequest, execution_name

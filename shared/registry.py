@@ -42,13 +42,12 @@ from shared.dynamo import n as _n
 from shared.dynamo import s as _s
 from shared.errors import ConflictError, NotFoundError, TransientError
 from shared.metadata import TimeRange, UtcDatetime, utcnow
+from shared.naming import ALIAS_NAME, MODEL_NAME
 from shared.observability import logger
 
 T = TypeVar("T")
 
 PRODUCTION_ALIAS: Final = "production"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 class _Any(Enum):
@@ -890,12 +889,12 @@ def _alias_conflict(name: str, alias: str, expected: int | _Any | None, actual: 
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise ValueError(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only")
+    if not re.match(MODEL_NAME, name):
+        raise ValueError(f"invalid model name {name!r}: lower-case letters, digits and '-' only")
 
 
 def _check_alias(alias: str) -> None:
-    if not _ALIAS.match(alias):
+    if not re.match(ALIAS_NAME, alias):
         raise ValueError(f"invalid alias {alias!r}: lower-case letters, digits, '_' and '-' only")
 
 

@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
 from shared.pipeline.delivery import ApprovalRequest, declined_step, request_approval_step
-from shared.pipeline.steps import RunState
+from shared.pipeline.state import RunState
 from shared.services import services
 
 

@@ -7,8 +7,8 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
-from shared.pipeline.delivery import post_deploy_check_step, predict_invoker
-from shared.pipeline.steps import RunState
+from shared.pipeline.state import RunState
+from shared.pipeline.verification import post_deploy_check_step, predict_invoker
 from shared.services import services
 
 

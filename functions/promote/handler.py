@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.observability import logger, metrics, tracer
 from shared.pipeline.delivery import promote_step
 from shared.pipeline.idempotency import once_per_run
-from shared.pipeline.steps import RunState
+from shared.pipeline.state import RunState
 from shared.services import services
 
 # The same run promotes twice under the approval policy: before the approval (staging) and after it.

@@ -8,7 +8,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
 from shared.pipeline.idempotency import once_per_run
-from shared.pipeline.steps import RunState, register_step
+from shared.pipeline.state import RunState
+from shared.pipeline.steps import register_step
 from shared.services import services
 
 register = once_per_run(register_step)

@@ -6,7 +6,8 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
-from shared.pipeline.steps import RunState, validate_step
+from shared.pipeline.state import RunState
+from shared.pipeline.steps import validate_step
 from shared.services import services
 
 

@@ -6,8 +6,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
-from shared.pipeline.delivery import VerifyRequest, predict_invoker, verify_on_request, verify_step
-from shared.pipeline.steps import RunState
+from shared.pipeline.state import RunState
+from shared.pipeline.verification import VerifyRequest, predict_invoker, verify_on_request, verify_step
 from shared.services import services
 
 

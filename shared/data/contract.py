@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from shared.errors import ContractError
-
-MODEL_NAME = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"
+from shared.naming import MODEL_NAME, VIEW_NAME
+from shared.settings import EnvironmentPolicy
 
 
 class Task(StrEnum):
@@ -139,23 +139,6 @@ class Gates(_Block):
 
 # What the monitor watches when the contract names no metric and gates none: the task's headline metric.
 DEFAULT_MONITORING_METRIC: dict[Task, str] = {Task.CLASSIFICATION: "roc_auc", Task.REGRESSION: "rmse"}
-
-
-class PolicyKind(StrEnum):
-    AUTO = "auto"
-    APPROVAL = "approval"
-
-
-class EnvironmentPolicy(_Block):
-    """How a verified version is promoted in one environment (see ``shared.pipeline.policy``)."""
-
-    policy: PolicyKind = PolicyKind.AUTO
-    min_staging_successes: int = Field(default=0, ge=0, le=100)
-    approval_timeout_hours: float = Field(default=24.0, gt=0, le=24 * 365)
-
-    @property
-    def approval_timeout_seconds(self) -> int:
-        return max(1, round(self.approval_timeout_hours * 3600))
 
 
 class ServingGates(_Block):
@@ -327,7 +310,6 @@ def _feature_view_problems(document: dict[str, Any]) -> list[str]:
     views = document.get("feature_views")
     if not isinstance(views, list | tuple) or not views:
         return []
-    from shared.featurestore.view import VIEW_NAME  # noqa: PLC0415  (that module imports this one)
 
     problems: list[str] = []
     if not document.get("id_column"):

@@ -29,10 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from shared.data.contract import DataContract, Feature
+from shared.data.catalog import CONTRACTS, load_contract
+from shared.data.contract import DataContract, Feature, parse_contract
 from shared.errors import ContractError
+from shared.featurestore.catalog import load_views
 from shared.featurestore.offline import join_view_with_sources
 from shared.featurestore.view import FeatureView
+from shared.settings import Settings
 from shared.storage import ObjectRef, ObjectStore
 
 __all__ = [
@@ -164,3 +167,35 @@ def servable_rows(frame: pd.DataFrame, signature: Mapping[str, Any]) -> pd.DataF
         return frame
     servable = frame[frame[required].notna().all(axis=1)]
     return servable if len(servable) else frame
+
+
+def put_contract(
+    objects: ObjectStore, settings: Settings, text: str | bytes
+) -> tuple[DataContract, ObjectRef]:
+    """Check a contract completely (format, cross-field rules, estimator parameters, the feature views it
+    lists: stored, and fitting it) and store it."""
+    # scikit-learn checks the estimator's parameters: only putting a contract pays for importing it.
+    from shared.ml.training import check_training_params  # noqa: PLC0415
+
+    contract = parse_contract(text)
+    check_training_params(contract)
+    if contract.feature_views:
+        views = load_views(objects, settings.data_bucket, contract.feature_views)
+        problems = contract_view_problems(contract, views)
+        if problems:
+            lines = "\n".join(f"  - {p}" for p in problems)
+            raise ContractError(
+                f"contract for model {contract.model!r} has {len(problems)} problem(s):\n{lines}",
+                problems=problems,
+            )
+    return contract, CONTRACTS.put(objects, settings.data_bucket, contract)
+
+
+def load_training_contract(objects: ObjectStore, settings: Settings, model: str) -> TrainingContract:
+    """The model's contract with the feature views it lists, as Train, Evaluate, Register and Verify read
+    it: :attr:`TrainingContract.contract` is the effective contract. :class:`ContractError` when a view is
+    gone or no longer fits (a view put again with other features, say)."""
+    contract = load_contract(objects, settings, model)
+    if not contract.feature_views:
+        return TrainingContract(base=contract, contract=contract)
+    return training_contract(contract, load_views(objects, settings.data_bucket, contract.feature_views))

@@ -27,9 +27,10 @@ from shared.errors import DataValidationError
 from shared.featurestore.offline import sequence_of, write_offline
 from shared.featurestore.online import MaterializeResult, OnlineStore
 from shared.featurestore.sources import validate_feature_file
-from shared.featurestore.view import VIEW_NAME, FeatureView
+from shared.featurestore.view import FeatureView
 from shared.layout import DataPrefix
 from shared.metadata import MetadataStore, NodeType, Relation, file_id
+from shared.naming import VIEW_NAME
 from shared.observability import logger, metrics
 from shared.storage import ObjectRef, ObjectStore
 

@@ -31,8 +31,7 @@ import pandas as pd
 from shared.data.contract import FeatureType
 from shared.data.validation import canonical_text
 from shared.errors import NotFoundError
-from shared.featurestore.online import SEQUENCE_COLUMN
-from shared.featurestore.view import FeatureView
+from shared.featurestore.view import SEQUENCE_COLUMN, FeatureView
 from shared.layout import DataPrefix
 from shared.storage import ObjectRef, ObjectStore, StoredObject
 

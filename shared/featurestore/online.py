@@ -41,15 +41,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from shared.dynamo import LazyClient, dynamodb_errors
 from shared.dynamo import s as _s
 from shared.errors import ConflictError, TransientError
+from shared.featurestore.view import SEQUENCE_COLUMN, FeatureView
 from shared.ml.features import is_missing
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from shared.featurestore.view import FeatureView
-
-SEQUENCE_COLUMN: Final = "__sequence__"
-"""The tiebreak column of stored feature rows (see :mod:`shared.featurestore`)."""
 
 ONLINE_TABLE_KEYS: Final = {"partition_key": {"name": "pk", "type": "S"}}
 """The keys of the online table, in the shape of ``infra.spec.Key`` fields: ``pk`` (string) only."""

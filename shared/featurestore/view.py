@@ -28,11 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.data.contract import Feature
 from shared.errors import ContractError
-from shared.featurestore.online import SEQUENCE_COLUMN
+from shared.naming import VIEW_NAME
 
-# Like a model name, but also allowing '_' (``customer_profile``); never '#' or '/', which separate the
-# view from the entity in online keys and from the date in offline keys.
-VIEW_NAME: Final = r"^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$"
+SEQUENCE_COLUMN: Final = "__sequence__"
+"""The tiebreak column of stored feature rows (see :mod:`shared.featurestore`)."""
 
 # Columns the feature store adds to stored rows; a view may not use these names.
 RESERVED_COLUMNS: Final = frozenset({SEQUENCE_COLUMN, "__row_id__"})

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from shared.data.catalog import store_dataset
 from shared.data.contract import DataContract, Feature, FeatureType
+from shared.data.datasets import store_dataset
 from shared.data.validation import (
     ROW_ID_COLUMN,
     ColumnChecks,

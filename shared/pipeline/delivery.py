@@ -1,17 +1,16 @@
-"""Continuous delivery: the pipeline's steps after Register, and the manual controls the CLI uses.
+"""Continuous delivery: promotion under the environment's policy, approvals, and the CLI's manual controls.
 
-``Verify`` proves the version on the serving path (:mod:`shared.pipeline.verification`) and works out the
-environment's policy (:mod:`shared.pipeline.policy`); ``Promote`` moves the version to ``staging`` (approval
-policy, before the wait) or to ``production`` (when the policy allows it); ``AwaitApproval`` keeps the state
-machine's task token on the version until a person approves or rejects it (or the wait expires, which
-rejects); ``PostDeployCheck`` asks the live route and, if production does not answer well, puts the previous
-version back. Every move is a conditional registry write with an audit entry naming the actor and reason.
+``Promote`` moves a verified version to ``staging`` (approval policy, before the wait) or to ``production``
+(when the policy allows it, :mod:`shared.pipeline.policy`); ``AwaitApproval`` keeps the state machine's
+task token on the version until a person approves or rejects it, and ``Declined`` records a rejection or an
+expired wait. Every move is a conditional registry write with an audit entry naming the actor and reason.
+Proving a version on the serving path (Verify, PostDeployCheck) is :mod:`shared.pipeline.verification`'s.
+Light on purpose: the registry, the metadata store and the contract; no data or ML library.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,27 +18,22 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
-from shared.data.catalog import load_contract, load_training_contract, read_parquet
-from shared.data.contract import EnvironmentPolicy, PolicyKind
+from shared.data.catalog import load_contract
 from shared.errors import ConflictError, FlywheelError, NotFoundError
-from shared.featurestore.contracts import servable_rows
 from shared.metadata import NodeType, model_version_id
 from shared.observability import logger, metrics
-from shared.pipeline.policy import STAGING_PASSES_KEY, VERIFICATION_KEY, policy_for, refusals, staging_passes
-from shared.pipeline.steps import PIPELINE_ACTOR, RunState, load_model, recorded_step
-from shared.pipeline.verification import Invoke, Verification, http_event, request_rows, verify
+from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals, staging_passes
+from shared.pipeline.runs import recorded_step
+from shared.pipeline.state import PIPELINE_ACTOR, RunState
 from shared.registry import PRODUCTION_ALIAS, ModelVersion, PendingApproval, Stage, TransitionKind
 from shared.services import Services
+from shared.settings import EnvironmentPolicy, PolicyKind
 
 STAGING_ALIAS = "staging"
 
 
 class PromotionRefusedError(FlywheelError):
     """The policy does not allow this move; the message says why (never retried)."""
-
-
-class PostDeployCheckError(FlywheelError):
-    """Production did not answer well after a promotion; the previous version was put back."""
 
 
 class ApprovalRequest(BaseModel):
@@ -50,145 +44,13 @@ class ApprovalRequest(BaseModel):
     task_token: str
 
 
-# --- invoking the predict function ------------------------------------------------------------------------
-
-
-class LambdaInvoker:
-    """Calls the ``predict`` function with an HTTP API event, as API Gateway would; returns its response."""
-
-    def __init__(self, function_name: str, client: Any = None) -> None:
-        self.function_name = function_name
-        self._client = client
-
-    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
-        if self._client is None:
-            import boto3  # noqa: PLC0415  (made on first use, after any mock)
-
-            self._client = boto3.client("lambda")
-        response = self._client.invoke(FunctionName=self.function_name, Payload=json.dumps(event).encode())
-        payload = json.loads(response["Payload"].read() or b"null")
-        if "FunctionError" in response:
-            return {"statusCode": 502, "body": json.dumps(payload)}
-        return payload if isinstance(payload, dict) else {"statusCode": 502, "body": json.dumps(payload)}
-
-
-def predict_invoker(svc: Services) -> Invoke:
-    if not svc.settings.predict_function:
-        raise FlywheelError("the stack declares no predict function to verify against")
-    return LambdaInvoker(svc.settings.predict_function)
-
-
-# --- Verify -------------------------------------------------------------------------------------------------
-
-
-def verify_version(
-    svc: Services, model: str, number: int, invoke: Invoke, run_id: str | None = None
-) -> Verification:
-    """Verify ``model`` v``number`` on the serving path and record the figures on the version.
-
-    A pass while the version holds the staging alias counts toward ``min_staging_successes``.
-    """
-    version = svc.registry.get_model_version(model, number)
-    contract = load_training_contract(svc.objects, svc.settings, model).contract  # the views' features too
-    holdout = _holdout_of(svc, version)
-    sample = holdout.head(contract.serving.smoke_rows)
-    offline = _offline_predictions(svc, version, sample, contract)
-    result = verify(version, svc.objects, sample.to_dict("records"), offline, invoke, contract.serving)
-    update: dict[str, Any] = {
-        VERIFICATION_KEY: result.model_dump(mode="json"),
-        "load_seconds": result.load_seconds,
-        "error_rate": result.error_rate,
-    }
-    if result.latency is not None:
-        update |= {
-            "p50_ms": result.latency.p50_ms,
-            "p95_ms": result.latency.p95_ms,
-            "p99_ms": result.latency.p99_ms,
-        }
-    if result.passed and _holds_staging(svc, version):
-        update[STAGING_PASSES_KEY] = staging_passes(version) + 1
-    svc.registry.update_runtime_metrics(model, number, update)
-    metrics.add_metric(
-        name="VerificationPassed" if result.passed else "VerificationFailed", unit=MetricUnit.Count, value=1
-    )
-    logger.info(
-        "version verified",
-        extra={"version": number, "passed": result.passed, "reasons": result.reasons, "run_id": run_id},
-    )
-    return result
-
-
-def _holds_staging(svc: Services, version: ModelVersion) -> bool:
-    try:
-        return svc.registry.get_alias(version.name, STAGING_ALIAS).version == version.version
-    except NotFoundError:
-        return False
-
-
-def _holdout_of(svc: Services, version: ModelVersion) -> Any:
-    artifact = svc.metadata.get_artifact(f"{version.run_id}/holdout.parquet")
-    # Only rows a client could send: a view's required feature may be missing in a holdout row.
-    return servable_rows(read_parquet(svc.objects, artifact.uri, artifact.sha256), version.signature)
-
-
-def _offline_predictions(
-    svc: Services, version: ModelVersion, sample: Any, contract: Any
-) -> list[dict[str, Any]]:
-    """What the trained pipeline itself says about the sample: the answer the serving path must give."""
-    from shared.ml.training import PROBABILITY_PREFIX, predict_frame  # noqa: PLC0415  (pandas, scikit-learn)
-
-    frame = predict_frame(load_model(svc, version.artifact), sample, contract)
-    columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
-    return [
-        {
-            "prediction": row["prediction"],
-            "probabilities": {c.removeprefix(PROBABILITY_PREFIX): float(row[c]) for c in columns} or None,
-        }
-        for row in frame.to_dict("records")
-    ]
-
-
-class VerifyRequest(BaseModel):
-    """``flywheel verify MODEL:VERSION``: verify a registered version outside a run."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str
-    version: int
-
-
-def verify_on_request(request: VerifyRequest, svc: Services, invoke: Invoke) -> Verification:
-    return verify_version(svc, request.model, request.version, invoke)
+# --- the environment's policy ---------------------------------------------------------------------------
 
 
 def environment_policy(svc: Services, model: str) -> EnvironmentPolicy:
+    """The policy that moves ``model``'s versions in this stack's environment."""
     contract = load_contract(svc.objects, svc.settings, model)
     return policy_for(svc.settings.environment, contract.promotion, svc.settings.promotion_policy)
-
-
-def verify_step(state: RunState, svc: Services, invoke: Invoke) -> RunState:
-    """Prove the registered candidate on the serving path; a failure rejects it with the figures."""
-    number: int = state.require("version")
-    with recorded_step(svc, state, "verify"):
-        result = verify_version(svc, state.model, number, invoke, state.run_id)
-        policy = environment_policy(svc, state.model)
-        if not result.passed:
-            svc.registry.transition_stage(
-                state.model,
-                number,
-                Stage.REJECTED,
-                actor=PIPELINE_ACTOR,
-                reason="failed verification on the serving path: " + "; ".join(result.reasons),
-                run_id=state.run_id,
-            )
-        return state.model_copy(
-            update={
-                "verification": {"passed": result.passed, "reasons": result.reasons},
-                "policy": {
-                    **policy.model_dump(mode="json"),
-                    "approval_timeout_seconds": policy.approval_timeout_seconds,
-                },
-            }
-        )
 
 
 # --- Promote -----------------------------------------------------------------------------------------------
@@ -357,81 +219,6 @@ def _drop_staging(svc: Services, version: ModelVersion, reason: str, run_id: str
             run_id=run_id,
             expected_version=version.version,
         )
-
-
-# --- PostDeployCheck ---------------------------------------------------------------------------------------
-
-
-def post_deploy_check_step(
-    state: RunState, svc: Services, invoke: Invoke, sleep: Callable[[float], None] = time.sleep
-) -> RunState:
-    """Ask the live route (no version pinned) until it answers with the new version; if it does not answer
-    well, put the previous production version back and fail the run with why."""
-    number: int = state.require("version")
-    with recorded_step(svc, state, "post-deploy-check"):
-        version = svc.registry.get_model_version(state.model, number)
-        from shared.serving.runtime import Signature  # noqa: PLC0415
-
-        rows = request_rows(
-            _holdout_of(svc, version).head(3).to_dict("records"), Signature.from_dict(version.signature)
-        )
-        deadline = time.monotonic() + svc.settings.alias_refresh_seconds + 15
-        problem = ""
-        while True:
-            event = http_event(state.model, number, rows, source="post-deploy-check")
-            event["rawQueryString"], event["queryStringParameters"] = "", None
-            response = invoke(event)
-            status = int(response.get("statusCode", 502))
-            body = _json(response.get("body"))
-            if (
-                status == 200
-                and body.get("version") == number
-                and len(body.get("predictions", [])) == len(rows)
-            ):
-                logger.info("post-deploy check passed", extra={"version": number})
-                return state.model_copy(update={"post_deploy": {"passed": True}})
-            problem = (
-                f"the live route answered {status}: {body.get('message', body)}"
-                if status != 200
-                else f"the live route still answers v{body.get('version')}, not v{number}"
-            )
-            if status != 200 or time.monotonic() > deadline:
-                break
-            sleep(1.0)
-        previous = state.previous_version
-        if previous is None:
-            raise PostDeployCheckError(
-                f"post-deploy check failed and there is no previous version to restore: {problem}"
-            )
-        svc.registry.promote(
-            state.model,
-            previous,
-            actor=PIPELINE_ACTOR,
-            reason=f"automatic rollback: post-deploy check of v{number} failed ({problem})",
-            run_id=state.run_id,
-            expected_version=number,
-        )
-        # Archived by the rollback, it would be what a bare `flywheel rollback` restores: reject it instead.
-        svc.registry.transition_stage(
-            state.model,
-            number,
-            Stage.REJECTED,
-            actor=PIPELINE_ACTOR,
-            reason=f"failed its post-deploy check ({problem})",
-            run_id=state.run_id,
-        )
-        metrics.add_metric(name="RolledBack", unit=MetricUnit.Count, value=1)
-        raise PostDeployCheckError(
-            f"post-deploy check of v{number} failed ({problem}); production rolled back to v{previous}"
-        )
-
-
-def _json(body: Any) -> dict[str, Any]:
-    try:
-        parsed = json.loads(body) if isinstance(body, str) else body
-    except ValueError:
-        return {"message": str(body)}
-    return parsed if isinstance(parsed, dict) else {"message": str(parsed)}
 
 
 # --- manual control (the CLI) ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.pipeline.steps import RunState
+from shared.pipeline.state import RunState
 from shared.services import Services
 from shared.settings import warm
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.data.contract import EnvironmentPolicy, PolicyKind, ServingGates
 from shared.registry import ModelVersion, Stage
-
-__all__ = ["EnvironmentPolicy", "PolicyKind", "ServingGates", "policy_for", "refusals"]
+from shared.settings import EnvironmentPolicy
 
 VERIFICATION_KEY = "verification"
 STAGING_PASSES_KEY = "staging_verifications_passed"

@@ -11,40 +11,28 @@ nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
 import pandas as pd
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field
 
-from shared.data.catalog import (
-    combine,
-    frame_to_parquet,
-    load_contract,
-    load_training_contract,
-    read_parquet,
-    store_dataset,
-    training_window,
-)
+from shared.data.catalog import load_contract
 from shared.data.contract import DataContract
+from shared.data.datasets import frame_to_parquet, read_parquet, store_dataset
 from shared.data.validation import ROW_ID_COLUMN, validate_file
 from shared.errors import DataValidationError, FlywheelError, NotFoundError
-from shared.featurestore.contracts import join_views, view_signature
+from shared.featurestore.contracts import join_views, load_training_contract, view_signature
 from shared.featurestore.view import FeatureView
 from shared.hashing import sha256_hex
 from shared.layout import ArtifactPrefix, DataPrefix
 from shared.metadata import (
     Artifact,
     ArtifactKind,
-    ErrorInfo,
     NodeType,
     Relation,
-    RunReason,
-    RunStatus,
     file_id,
     model_version_id,
 )
@@ -57,7 +45,10 @@ from shared.ml.training import (
     reference_profile,
     train,
 )
+from shared.ml.training_window import combine, training_window
 from shared.observability import logger, metrics
+from shared.pipeline.runs import recorded_step
+from shared.pipeline.state import PIPELINE_ACTOR, Candidate, EvaluationSummary, RunState, SourceFile
 from shared.registry import (
     ArtifactRef,
     GateResult,
@@ -71,120 +62,10 @@ from shared.services import Services
 from shared.serving.packaging import package_for_serving, serving_signature
 from shared.storage import ObjectRef
 
-PIPELINE_ACTOR = "pipeline"
 ONNX_ARTIFACT = "model.onnx"
 
 
-class _State(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class SourceFile(_State):
-    bucket: str
-    key: str
-    version_id: str | None = None
-    etag: str | None = None
-
-    @property
-    def ref(self) -> ObjectRef:
-        return ObjectRef(self.bucket, self.key, self.version_id)
-
-    @property
-    def uri(self) -> str:
-        return self.ref.uri
-
-
-class Candidate(_State):
-    """What Train produced: the model and what it needs to be judged and served.
-
-    ``serving_flavor`` is ONNX when the converted model matched scikit-learn on the holdout (``onnx`` is
-    then its artifact); ``flavor_reason`` says why either way and ``parity`` holds the measured figures.
-    """
-
-    artifact: ArtifactRef
-    holdout_uri: str
-    holdout_sha256: str
-    profile_uri: str
-    datasets: list[str]
-    train_rows: int
-    holdout_rows: int
-    params: dict[str, Any] = Field(default_factory=dict)
-    classes: list[str] | None = None
-    fit_seconds: float = 0.0
-    serving_flavor: ServingFlavor = ServingFlavor.SKLEARN
-    onnx: ArtifactRef | None = None
-    flavor_reason: str = ""
-    parity: dict[str, Any] = Field(default_factory=dict)
-
-
-class EvaluationSummary(_State):
-    """Evaluate's verdict, small enough to travel in the state; the full record is at ``uri``."""
-
-    uri: str
-    passed: bool
-    reasons: list[str]
-    metrics: dict[str, float]
-    champion_version: int | None = None
-    champion_metrics: dict[str, float] | None = None
-
-
-class RunState(_State):
-    """The pipeline's payload: references only, never data (Step Functions caps payloads at 256 KiB)."""
-
-    run_id: str
-    model: str
-    reason: RunReason
-    requested_by: str = PIPELINE_ACTOR
-    source: SourceFile | None = None
-    evidence_uri: str | None = None
-    dataset_id: str | None = None
-    candidate: Candidate | None = None
-    evaluation: EvaluationSummary | None = None
-    version: int | None = None
-    # Continuous delivery (shared.pipeline.delivery): the verification verdict, the environment's policy,
-    # the approval (SendTaskSuccess output) or the decline (the Catch's error), what promotion did.
-    verification: dict[str, Any] | None = None
-    policy: dict[str, Any] | None = None
-    approval: dict[str, Any] | None = None
-    declined: dict[str, Any] | None = None
-    staged: bool | None = None
-    promoted: bool | None = None
-    previous_version: int | None = None
-    promotion_refusals: list[str] | None = None
-    post_deploy: dict[str, Any] | None = None
-    failed_step: str | None = None
-    error: dict[str, Any] | None = None
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
-
-    def require(self, field: str) -> Any:
-        value = getattr(self, field)
-        if value is None:
-            raise FlywheelError(
-                f"run {self.run_id}: the state has no {field!r}; the pipeline is out of order"
-            )
-        return value
-
-
-# --- recording --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def recorded_step(svc: Services, state: RunState, name: str) -> Iterator[None]:
-    """Record the step's start and end (or failure) on the run; the run is running from its first step."""
-    svc.metadata.start_step(state.run_id, name)
-    run = svc.metadata.get_run(state.run_id)
-    if run.status is RunStatus.PENDING:
-        svc.metadata.update_run(state.run_id, status=RunStatus.RUNNING)
-    try:
-        yield
-    except Exception as exc:
-        svc.metadata.fail_step(
-            state.run_id, name, ErrorInfo(step=name, type=type(exc).__name__, message=str(exc))
-        )
-        raise
-    svc.metadata.finish_step(state.run_id, name)
+# --- artifacts --------------------------------------------------------------------------------------------
 
 
 def _artifact_key(state: RunState, name: str) -> str:
@@ -530,57 +411,3 @@ def parity_tags(parity: dict[str, Any]) -> dict[str, str]:
             value = parity[key]
             tags[f"parity_{key}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return tags
-
-
-def finish_step(state: RunState, svc: Services) -> RunState:
-    """Close the run: succeeded (promoted) or rejected — by the gate, by verification, by a person or the
-    approval timeout, or held in staging by the policy — with the outcome and every reason."""
-    with recorded_step(svc, state, "finish"):
-        evaluation = state.evaluation
-        status = RunStatus.SUCCEEDED if state.promoted else RunStatus.REJECTED
-        outcome = {
-            "version": state.version,
-            "promoted": bool(state.promoted),
-            "gate_passed": evaluation.passed if evaluation else None,
-            "gate_reasons": evaluation.reasons if evaluation else [],
-            "metrics": evaluation.metrics if evaluation else {},
-            "champion_version": evaluation.champion_version if evaluation else None,
-            "verification": state.verification,
-            "policy": (state.policy or {}).get("policy"),
-            "approval": state.approval,
-            "promotion_refusals": state.promotion_refusals or [],
-            "previous_version": state.previous_version,
-        }
-        svc.metadata.update_run(state.run_id, status=status, ended_at=datetime.now(UTC), outcome=outcome)
-        metrics.add_metric(
-            name="RunSucceeded" if state.promoted else "RunRejected", unit=MetricUnit.Count, value=1
-        )
-        logger.info("run finished", extra={"status": status.value, **outcome})
-        return state
-
-
-def record_failure(state: RunState, svc: Services) -> RunState:
-    """Mark the run failed with the step, the error type and its message (from the Catch's ``$.error``)."""
-    error = ErrorInfo(step=state.failed_step, **_caught(state.error or {}))
-    if state.failed_step:
-        svc.metadata.fail_step(state.run_id, state.failed_step, error)
-    svc.metadata.update_run(state.run_id, status=RunStatus.FAILED, ended_at=datetime.now(UTC), error=error)
-    metrics.add_metric(name="RunFailed", unit=MetricUnit.Count, value=1)
-    # Not "message": the standard LogRecord owns that name, and logging refuses to overwrite it.
-    logger.error(
-        "run failed", extra={"step": state.failed_step, "error": error.type, "error_message": error.message}
-    )
-    return state
-
-
-def _caught(caught: dict[str, Any]) -> dict[str, str]:
-    """Step Functions' ``{"Error", "Cause"}``; for a Lambda error the cause is Lambda's JSON error body."""
-    error_type = str(caught.get("Error") or "Unknown")
-    cause = str(caught.get("Cause") or "")
-    try:
-        body = json.loads(cause)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "errorMessage" in body:
-        return {"type": str(body.get("errorType") or error_type), "message": str(body["errorMessage"])}
-    return {"type": error_type, "message": cause or error_type}

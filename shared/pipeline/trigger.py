@@ -26,7 +26,7 @@ from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import NodeType, Run, RunReason, RunStatus
 from shared.observability import logger, metrics
-from shared.pipeline.steps import RunState, SourceFile
+from shared.pipeline.state import RunState, SourceFile
 from shared.services import Services
 from shared.storage import ObjectRef
 

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.errors import IntegrityError, NotFoundError, TransientError
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
+from shared.naming import ALIAS_NAME, MODEL_NAME
 from shared.observability import logger, metrics
 from shared.registry import PRODUCTION_ALIAS, DynamoRegistryStore, ModelRegistry
 from shared.serving.capture import CaptureRecord, CaptureSink, FirehoseCaptureSink
@@ -55,8 +56,6 @@ API_TITLE = "Flywheel prediction API"
 # are kept apart from what clients sent.
 SOURCE_HEADER = "x-flywheel-source"
 INTERNAL_SOURCES = frozenset({"verify", "post-deploy-check"})
-# What the registry accepts as an alias name (shared.registry), so every alias it holds can be asked for.
-ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 
 
 # --- request and response models ---------------------------------------------------------------------------
@@ -226,10 +225,10 @@ app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=_jso
     ),
 )
 def predict(
-    model: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")],
+    model: Annotated[str, Path(pattern=MODEL_NAME)],
     request: PredictRequest,
     version: Annotated[int | None, Query(ge=1)] = None,
-    alias: Annotated[str | None, Query(pattern=ALIAS_PATTERN)] = None,
+    alias: Annotated[str | None, Query(pattern=ALIAS_NAME)] = None,
 ) -> PredictResponse:
     started = time.perf_counter()
     if version is not None and alias is not None:
@@ -315,8 +314,8 @@ def _capture(
     ),
 )
 def describe(
-    model: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")],
-    alias: Annotated[str, Query(pattern=ALIAS_PATTERN)] = PRODUCTION_ALIAS,
+    model: Annotated[str, Path(pattern=MODEL_NAME)],
+    alias: Annotated[str, Query(pattern=ALIAS_NAME)] = PRODUCTION_ALIAS,
 ) -> ModelInfo:
     state = serving()
     number = state.models.alias_version(model, alias)

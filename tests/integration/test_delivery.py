@@ -26,9 +26,9 @@ from examples.churn import generate
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.data.catalog import put_contract
 from shared.env_names import EnvVar
 from shared.errors import ConflictError, NotFoundError
+from shared.featurestore.contracts import put_contract
 from shared.metadata import Run, RunStatus, Step, StepStatus
 from shared.pipeline.delivery import STAGING_ALIAS, promote_manually
 from shared.pipeline.policy import STAGING_PASSES_KEY

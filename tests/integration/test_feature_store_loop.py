@@ -36,8 +36,8 @@ from examples.profiles import current_profiles, profile_updates
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.data.catalog import put_contract
 from shared.data.contract import parse_contract
+from shared.featurestore.contracts import put_contract
 from shared.featurestore.ingest import QUARANTINE_PREFIX
 from shared.featurestore.offline import join_view, read_offline
 from shared.featurestore.online import DynamoOnlineStore, fresh

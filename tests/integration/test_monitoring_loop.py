@@ -25,7 +25,7 @@ from examples.churn import generate
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.data.catalog import put_contract
+from shared.featurestore.contracts import put_contract
 from shared.metadata import DatasetKind, Direction, NodeType, Run, RunReason, RunStatus, file_id
 from shared.monitoring.log import DynamoMonitorLog
 from shared.monitoring.monitor import MonitorOutcome

@@ -22,9 +22,10 @@ from examples.churn import generate
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.data.catalog import put_contract, read_parquet
 from shared.data.contract import DataContract, parse_contract
+from shared.data.datasets import read_parquet
 from shared.errors import TransientError
+from shared.featurestore.contracts import put_contract
 from shared.hashing import sha256_hex
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, StepStatus, file_id
 from shared.ml.evaluation import score

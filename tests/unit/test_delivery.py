@@ -22,7 +22,6 @@ from cli import stack as cli_stack
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.names import StackNames
-from shared.data.contract import EnvironmentPolicy, PolicyKind
 from shared.env_names import EnvVar
 from shared.errors import ConflictError, NotFoundError
 from shared.hashing import sha256_hex
@@ -33,12 +32,12 @@ from shared.pipeline.delivery import (
     environment_policy,
     promote_manually,
     rollback,
-    verify_version,
 )
 from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals
-from shared.pipeline.steps import RunState, evaluate_step, register_step, train_step, validate_step
+from shared.pipeline.state import RunState
+from shared.pipeline.steps import evaluate_step, register_step, train_step, validate_step
 from shared.pipeline.trigger import on_new_object
-from shared.pipeline.verification import _compare, _latency
+from shared.pipeline.verification import _compare, _latency, verify_version
 from shared.registry import (
     ArtifactRef,
     ModelVersion,
@@ -48,7 +47,7 @@ from shared.registry import (
     TransitionKind,
 )
 from shared.services import Services
-from shared.settings import Settings
+from shared.settings import EnvironmentPolicy, PolicyKind, Settings
 from tests.fixtures.services import (
     SETTINGS,
     churn_contract,

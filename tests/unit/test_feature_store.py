@@ -29,16 +29,9 @@ from shared.featurestore.offline import (
     read_offline,
     sequence_of,
 )
-from shared.featurestore.online import (
-    SEQUENCE_COLUMN,
-    InMemoryOnlineStore,
-    OnlineRow,
-    OnlineStore,
-    entity_key,
-    fresh,
-)
+from shared.featurestore.online import InMemoryOnlineStore, OnlineRow, OnlineStore, entity_key, fresh
 from shared.featurestore.sources import validate_feature_file
-from shared.featurestore.view import parse_feature_view
+from shared.featurestore.view import SEQUENCE_COLUMN, parse_feature_view
 from shared.metadata import InMemoryMetadataStore, NodeType, Relation, file_id
 from shared.storage import InMemoryObjectStore, ObjectRef
 from tests.fixtures.feature_store import (

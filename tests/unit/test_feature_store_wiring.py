@@ -22,7 +22,6 @@ import pytest
 from examples.churn import generate
 from examples.profiles import COLUMNS as PROFILE_COLUMNS
 from examples.profiles import current_profiles, profile_updates
-from shared.data.catalog import load_training_contract, put_contract
 from shared.data.contract import DataContract, Feature, FeatureType, parse_contract
 from shared.errors import ContractError
 from shared.featurestore.arrivals import ingest_source
@@ -30,6 +29,8 @@ from shared.featurestore.catalog import load_view, put_view, view_names
 from shared.featurestore.contracts import (
     contract_view_problems,
     join_views,
+    load_training_contract,
+    put_contract,
     servable_rows,
     training_contract,
     view_signature,
@@ -42,16 +43,9 @@ from shared.featurestore.view import FeatureView, parse_feature_view
 from shared.metadata import NodeType, Relation, RunReason, file_id
 from shared.ml.training import predict_frame, reference_profile, train
 from shared.monitoring.drift import capture_frames, compute_drift
-from shared.pipeline.delivery import verify_step
-from shared.pipeline.steps import (
-    RunState,
-    SourceFile,
-    evaluate_step,
-    register_step,
-    signature,
-    train_step,
-    validate_step,
-)
+from shared.pipeline.state import RunState, SourceFile
+from shared.pipeline.steps import evaluate_step, register_step, signature, train_step, validate_step
+from shared.pipeline.verification import verify_step
 from shared.services import Services
 from shared.serving.lookup import fill_from_store
 from shared.serving.runtime import RowProblem, Signature

@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from shared.data.catalog import combine, read_parquet, training_window
 from shared.data.contract import DataContract
+from shared.data.datasets import read_parquet
 from shared.errors import ConflictError, ContractError, DataValidationError, NotFoundError
 from shared.hashing import sha256_hex
 from shared.metadata import (
@@ -32,19 +32,13 @@ from shared.metadata import (
 )
 from shared.ml.evaluation import score
 from shared.ml.training import library_versions, prepare_features, prepare_row
-from shared.pipeline.delivery import post_deploy_check_step, promote_step, verify_step
-from shared.pipeline.steps import (
-    RunState,
-    SourceFile,
-    evaluate_step,
-    finish_step,
-    load_model,
-    record_failure,
-    register_step,
-    train_step,
-    validate_step,
-)
+from shared.ml.training_window import combine, training_window
+from shared.pipeline.delivery import promote_step
+from shared.pipeline.runs import finish_step, record_failure
+from shared.pipeline.state import RunState, SourceFile
+from shared.pipeline.steps import evaluate_step, load_model, register_step, train_step, validate_step
 from shared.pipeline.trigger import RunRequest, on_new_object, on_request
+from shared.pipeline.verification import post_deploy_check_step, verify_step
 from shared.registry import ServingFlavor, Stage
 from shared.services import Services
 from shared.serving.runtime import load_served_model

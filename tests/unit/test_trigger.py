@@ -16,7 +16,7 @@ import pytest
 
 from shared.errors import ContractError
 from shared.metadata import Dataset, NodeType, Relation, Run, RunReason, RunStatus
-from shared.pipeline.steps import RunState
+from shared.pipeline.state import RunState
 from shared.pipeline.trigger import (
     RunRequest,
     execution_name,
