@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from pydantic import BaseModel
 
+from cli import render
 from cli.stack import settings_for
 from shared.errors import ContractError, DataValidationError, FlywheelError
 from shared.services import Services
@@ -52,6 +54,22 @@ def reported[F: Callable[..., Any]](command: F) -> F:
             sys.exit(1)
 
     return run  # type: ignore[return-value]
+
+
+def report_push(
+    pushed: Any, wait: bool, as_json: bool, verdict: Callable[[], tuple[BaseModel, str, bool]]
+) -> None:
+    """The end of a ``push`` command: the upload, or with ``--wait`` the verdict (``verdict()`` answers it,
+    its text, and whether the file was accepted); a refused file exits 2, like any invalid input."""
+    if not wait:
+        click.echo(
+            render.as_json(pushed) if as_json else f"uploaded {pushed.uri} (version {pushed.version_id})"
+        )
+        return
+    outcome, text, accepted = verdict()
+    click.echo(render.as_json(outcome) if as_json else text)
+    if not accepted:
+        sys.exit(2)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

@@ -15,7 +15,8 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.parser.models import S3Model
 
-from shared.errors import ContractError, DataValidationError, NotFoundError
+from shared.data.quarantine import UNROUTED, refused
+from shared.errors import ContractError, NotFoundError
 from shared.featurestore.catalog import load_view
 from shared.featurestore.ingest import IngestResult, ingest_feature_file, quarantine_feature_file, source_view
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
@@ -24,8 +25,6 @@ from shared.observability import logger
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage import ObjectRef
-
-UNROUTED = "_unrouted"
 
 
 class _OnlineStores:
@@ -78,7 +77,7 @@ def ingest_source(svc: Services, online: OnlineStore, source: ObjectRef) -> Inge
     if name is None:
         return _refuse(
             svc,
-            UNROUTED,
+            None,
             source,
             "no_view",
             f"{source.key} is not under {DataPrefix.FEATURE_SOURCES}<view>/: "
@@ -99,13 +98,11 @@ def ingest_source(svc: Services, online: OnlineStore, source: ObjectRef) -> Inge
     return ingest_feature_file(svc.objects, online, view, source, metadata=svc.metadata)
 
 
-def _refuse(svc: Services, view: str, source: ObjectRef, rule: str, message: str) -> IngestResult:
-    error = DataValidationError(
-        message, problems=[{"column": None, "rule": rule, "count": 0, "examples": [], "message": message}]
-    )
+def _refuse(svc: Services, view: str | None, source: ObjectRef, rule: str, message: str) -> IngestResult:
+    error = refused(rule, message)
     moved = quarantine_feature_file(svc.objects, view, source, error)
     return IngestResult(
-        view=view,
+        view=view or UNROUTED,
         source=source.uri,
         source_version_id=source.version_id,
         status="quarantined",

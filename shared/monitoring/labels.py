@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.data.catalog import load_contract
 from shared.data.contract import DataContract, Task
+from shared.data.quarantine import FileKind, quarantine, quarantine_ref, read_refusal, refused
 from shared.data.validation import (
     MAX_EXAMPLES,
     ColumnChecks,
@@ -70,8 +71,6 @@ LABEL_ID_COLUMN = "request_id"
 LABEL_TIME_COLUMN = "time"
 PARQUET_SUFFIX = ".parquet"
 REPORT_SUFFIX = ".report.json"
-ERROR_SUFFIX = ".error.json"
-UNROUTED = "_unrouted"
 _METADATA_KEY = b"flywheel.labels"
 
 
@@ -356,11 +355,6 @@ def accepted_refs(bucket: str, model: str, set_id: str) -> tuple[ObjectRef, Obje
     return ObjectRef(bucket, f"{stem}{PARQUET_SUFFIX}"), ObjectRef(bucket, f"{stem}{REPORT_SUFFIX}")
 
 
-def quarantine_ref(bucket: str, model: str, name: str) -> ObjectRef:
-    """Where a rejected label file goes (its ``.error.json`` beside it)."""
-    return ObjectRef(bucket, f"{DataPrefix.QUARANTINE}{model or UNROUTED}/labels/{name}")
-
-
 def accept_label_file(svc: Services, bucket: str, key: str, version_id: str | None) -> LabelOutcome:
     """Check a file that landed under ``labels/``; store its usable rows, or quarantine it with reasons.
 
@@ -371,7 +365,7 @@ def accept_label_file(svc: Services, bucket: str, key: str, version_id: str | No
     source = ObjectRef(bucket, key, version_id)
     if not model or not name:
         detail = f"{key} is not under labels/<model>/: upload it as labels/<model>/<file>"
-        return _quarantine(svc, source, "", PurePosixPath(key).name, detail, [], "UnroutedLabelFile")
+        return _quarantine(svc, source, "", PurePosixPath(key).name, refused("unrouted", detail))
     set_id = label_set_id(model, source)
     parquet, report = accepted_refs(bucket, model, set_id)
     earlier = _earlier_outcome(svc, model, source, name, set_id, parquet, report)
@@ -381,7 +375,7 @@ def accept_label_file(svc: Services, bucket: str, key: str, version_id: str | No
         contract = load_contract(svc.objects, svc.settings, model)
         labels = validate_labels(svc.objects.get(source).body, PurePosixPath(key).name, contract)
     except (DataValidationError, ContractError) as exc:
-        return _quarantine(svc, source, model, name, str(exc), exc.problems, type(exc).__name__)
+        return _quarantine(svc, source, model, name, exc)
     problems = [p.model_dump() for p in labels.problems]
     info = {
         "label_set_id": set_id,
@@ -452,69 +446,41 @@ def _earlier_outcome(
             duplicate=True,
             detail="already accepted by an earlier delivery of the same event",
         )
-    destination = quarantine_ref(source.bucket, model, name)
-    try:
-        earlier = json.loads(
-            svc.objects.get(ObjectRef(source.bucket, f"{destination.key}{ERROR_SUFFIX}")).body
-        )
-    except NotFoundError:
-        return None
-    if earlier.get("source") != source.uri or earlier.get("source_version_id") != source.version_id:
+    earlier = read_refusal(svc.objects, quarantine_ref(FileKind.LABELS, source.bucket, model or None, name))
+    if earlier is None or earlier.source != source.uri or earlier.source_version_id != source.version_id:
         return None
     return LabelOutcome(
         model=model,
         source=source.uri,
         source_version_id=source.version_id,
         accepted=False,
-        problems=list(earlier.get("problems") or []),
-        quarantined_as=earlier.get("quarantined_as"),
+        problems=earlier.problems,
+        quarantined_as=earlier.quarantined_as,
         duplicate=True,
         detail="already quarantined by an earlier delivery of the same event",
     )
 
 
 def _quarantine(
-    svc: Services,
-    source: ObjectRef,
-    model: str,
-    name: str,
-    summary: str,
-    problems: list[Any],
-    error: str,
+    svc: Services, source: ObjectRef, model: str, name: str, error: FlywheelError
 ) -> LabelOutcome:
-    """Move the file under ``quarantine/<model>/labels/`` beside ``<name>.error.json``; the bucket is
-    versioned, so the original version stays recoverable."""
-    destination = quarantine_ref(source.bucket, model, name)
-    moved = svc.objects.move(source, destination)
-    report = {
-        "model": model or None,
-        "kind": "labels",
-        "source": source.uri,
-        "source_version_id": source.version_id,
-        "quarantined_as": moved.uri,
-        "quarantined_version_id": moved.version_id,
-        "at": datetime.now(UTC).isoformat(),
-        "error": error,
-        "summary": summary,
-        "problems": problems,
-    }
-    svc.objects.put(
-        ObjectRef(source.bucket, f"{destination.key}{ERROR_SUFFIX}"),
-        json.dumps(report, indent=2, default=str).encode(),
-        "application/json",
-    )
-    metrics.add_metric(name="LabelFileQuarantined", unit=MetricUnit.Count, value=1)
-    logger.warning(
-        "label file quarantined", extra={"source": source.uri, "to": moved.uri, "problems": len(problems)}
+    """Refuse the file: moved under ``quarantine/<model>/labels/`` beside its ``.error.json``."""
+    refusal = quarantine(
+        svc.objects,
+        source,
+        quarantine_ref(FileKind.LABELS, source.bucket, model or None, name),
+        error,
+        kind=FileKind.LABELS,
+        model=model or None,
     )
     return LabelOutcome(
         model=model,
         source=source.uri,
         source_version_id=source.version_id,
         accepted=False,
-        problems=[p if isinstance(p, dict) else {"message": str(p)} for p in problems],
-        quarantined_as=moved.uri,
-        detail=summary,
+        problems=refusal.problems,
+        quarantined_as=refusal.quarantined_as,
+        detail=refusal.summary,
     )
 
 

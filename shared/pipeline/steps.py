@@ -22,6 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from shared.data.catalog import load_contract
 from shared.data.contract import DataContract
 from shared.data.datasets import frame_to_parquet, read_parquet, store_dataset
+from shared.data.quarantine import FileKind, quarantine, quarantine_ref
 from shared.data.validation import ROW_ID_COLUMN, validate_file
 from shared.errors import DataValidationError, FlywheelError, NotFoundError
 from shared.featurestore.contracts import join_views, load_training_contract, view_signature
@@ -109,8 +110,18 @@ def validate_step(state: RunState, svc: Services) -> RunState:
             stored = svc.objects.get(source.ref)
             data = validate_file(stored.body, PurePosixPath(source.key).name, contract)
         except FlywheelError as exc:
-            if not isinstance(exc, NotFoundError):
-                quarantine(svc, state, exc)
+            if not isinstance(exc, NotFoundError):  # a file deleted before its run: nothing to move
+                relative = source.key.removeprefix(f"{DataPrefix.INCOMING}{state.model}/")
+                destination = quarantine_ref(FileKind.DATA, source.bucket, state.model, relative)
+                quarantine(
+                    svc.objects,
+                    source.ref,
+                    destination,
+                    exc,
+                    kind=FileKind.DATA,
+                    model=state.model,
+                    run_id=state.run_id,
+                )
             raise
         dataset_id = dataset_id_for(state.model, source)
         dataset = store_dataset(
@@ -132,37 +143,6 @@ def validate_step(state: RunState, svc: Services) -> RunState:
             "dataset accepted", extra={"dataset_id": dataset_id, "rows": data.rows, "source": source.uri}
         )
         return state.model_copy(update={"dataset_id": dataset.dataset_id})
-
-
-def quarantine(svc: Services, state: RunState, error: FlywheelError) -> ObjectRef:
-    """Move the source file under ``quarantine/<model>/`` with ``<name>.error.json`` listing every problem.
-
-    The bucket is versioned: the move leaves the original version recoverable, and nothing is lost.
-    """
-    source: SourceFile = state.require("source")
-    relative = source.key.removeprefix(f"{DataPrefix.INCOMING}{state.model}/")
-    destination = ObjectRef(source.bucket, f"{DataPrefix.QUARANTINE}{state.model}/{relative}")
-    moved = svc.objects.move(source.ref, destination)
-    report = {
-        "model": state.model,
-        "source": source.uri,
-        "source_version_id": source.version_id,
-        "quarantined_as": moved.uri,
-        "quarantined_version_id": moved.version_id,
-        "run_id": state.run_id,
-        "at": datetime.now(UTC).isoformat(),
-        "error": type(error).__name__,
-        "summary": str(error),
-        "problems": error.problems,
-    }
-    svc.objects.put(
-        ObjectRef(source.bucket, f"{destination.key}.error.json"), _json(report), "application/json"
-    )
-    metrics.add_metric(name="FileQuarantined", unit=MetricUnit.Count, value=1)
-    logger.warning(
-        "file quarantined", extra={"source": source.uri, "to": moved.uri, "problems": len(error.problems)}
-    )
-    return moved
 
 
 # --- Train ------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ Step Functions, whose ``ExecutionAlreadyExists`` is the duplicate signal) and st
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -22,13 +21,13 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, S3Mo
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.data.catalog import contract_models, load_contract
+from shared.data.quarantine import FileKind, quarantine, quarantine_ref, refused
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import NodeType, Run, RunReason, RunStatus
 from shared.observability import logger, metrics
 from shared.pipeline.state import RunState, SourceFile
 from shared.services import Services
-from shared.storage import ObjectRef
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
@@ -122,24 +121,9 @@ def on_new_object(
 
 def _refuse_unroutable(svc: Services, source: SourceFile) -> TriggerOutcome:
     """A file directly under ``incoming/`` names no model: keep it, beside the reason, in quarantine."""
-    destination = ObjectRef(
-        source.bucket, f"{DataPrefix.QUARANTINE}_unrouted/{PurePosixPath(source.key).name}"
-    )
-    moved = svc.objects.move(source.ref, destination)
     reason = f"{source.key} is not under incoming/<model>/: upload it as incoming/<model>/<file>"
-    report = {
-        "source": source.uri,
-        "quarantined_as": moved.uri,
-        "version_id": moved.version_id,
-        "reason": reason,
-    }
-    svc.objects.put(
-        ObjectRef(destination.bucket, f"{destination.key}.error.json"),
-        json.dumps(report).encode(),
-        "application/json",
-    )
-    logger.warning("file names no model", extra={"source": source.uri})
-    metrics.add_metric(name="FileQuarantined", unit=MetricUnit.Count, value=1)
+    destination = quarantine_ref(FileKind.DATA, source.bucket, None, PurePosixPath(source.key).name)
+    quarantine(svc.objects, source.ref, destination, refused("unrouted", reason), kind=FileKind.DATA)
     return TriggerOutcome(
         run_id="", model="", reason=RunReason.NEW_DATA, started=False, skipped=True, detail=reason
     )

@@ -38,7 +38,6 @@ from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
 from shared.data.contract import parse_contract
 from shared.featurestore.contracts import put_contract
-from shared.featurestore.ingest import QUARANTINE_PREFIX
 from shared.featurestore.offline import join_view, read_offline
 from shared.featurestore.online import DynamoOnlineStore, fresh
 from shared.featurestore.view import parse_feature_view
@@ -50,6 +49,8 @@ from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
 from shared.storage import ObjectRef
 from tests.fixtures.feature_store import reference_point_in_time_join
+
+QUARANTINE_PREFIX = "quarantine/_feature-sources/"  # where a refused feature-source file goes
 
 pytestmark = pytest.mark.integration
 

@@ -523,7 +523,12 @@ class TestTheLoop:
         assert len(flywheel.executions()) == executions_before
         report = flywheel.quarantine_report("quarantine/_unrouted/loose.csv")
         assert report["source"] == f"s3://{flywheel.bucket}/incoming/loose.csv"
-        assert "incoming/<model>/" in report["reason"]
+        assert "incoming/<model>/" in report["summary"]
+        assert (
+            report["kind"] == "data"
+            and report["model"] is None
+            and report["problems"][0]["rule"] == "unrouted"
+        )
         assert flywheel.get("quarantine/_unrouted/loose.csv") == body
         assert not flywheel.exists("incoming/loose.csv")
         assert flywheel.get("incoming/loose.csv", file_version) == body

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import ContractError, DataValidationError
-from shared.featurestore.ingest import QUARANTINE_PREFIX, ingest_feature_file, source_view
+from shared.featurestore.ingest import ingest_feature_file, source_view
 from shared.featurestore.offline import (
     join_view,
     offline_files,
@@ -43,6 +43,8 @@ from tests.fixtures.feature_store import (
     source_parquet,
 )
 from tests.unit.test_registry import in_threads
+
+QUARANTINE_PREFIX = "quarantine/_feature-sources/"  # where a refused feature-source file goes
 
 pytestmark = pytest.mark.unit
 

@@ -35,7 +35,7 @@ from shared.featurestore.contracts import (
     training_contract,
     view_signature,
 )
-from shared.featurestore.ingest import QUARANTINE_PREFIX, ingest_feature_file
+from shared.featurestore.ingest import ingest_feature_file
 from shared.featurestore.offline import point_in_time_join, read_offline
 from shared.featurestore.online import InMemoryOnlineStore, OnlineRow, OnlineStore
 from shared.featurestore.sources import validate_feature_file
@@ -51,6 +51,8 @@ from shared.serving.lookup import fill_from_store
 from shared.serving.runtime import RowProblem, Signature
 from shared.storage import ObjectRef
 from tests.fixtures.services import churn_contract, in_memory_services, serving_invoker, upload
+
+QUARANTINE_PREFIX = "quarantine/_feature-sources/"  # where a refused feature-source file goes
 
 pytestmark = pytest.mark.unit
 

@@ -255,7 +255,10 @@ def test_a_file_directly_under_incoming_is_quarantined_as_unrouted_with_the_reas
     report = json.loads(svc.objects.get(ObjectRef(bucket, "quarantine/_unrouted/loose.csv.error.json")).body)
     assert report["source"] == f"s3://{bucket}/incoming/loose.csv"
     assert report["quarantined_as"] == f"s3://{bucket}/quarantine/_unrouted/loose.csv"
-    assert "incoming/<model>/" in report["reason"]
+    assert "incoming/<model>/" in report["summary"]
+    assert (
+        report["kind"] == "data" and report["model"] is None and report["problems"][0]["rule"] == "unrouted"
+    )
     assert svc.objects.get(uploaded).body == body  # the original version is still there
 
 
