@@ -57,10 +57,11 @@ Problems
     noise.
 
 Building blocks
-    The feature store checks feature files against a feature view with the same reader and rules: a
-    :class:`Rulebook` names what a file is checked against in messages and caps its size;
-    :func:`read_upload`, :func:`presence_problems`, :class:`ColumnChecks` (typing and rules per column),
-    :func:`clean`, :func:`canonical_text` and :func:`rejection` are what :func:`validate_file` is made of.
+    Label files and feature files are checked with the same reader and rules: a :class:`Rulebook` names
+    what a file is checked against in messages and caps its size; :func:`read_upload`, :func:`check_header`
+    (the one header check: a single-column header, missing, unexpected and repeated columns, no rows),
+    :class:`ColumnChecks` (typing and rules per column), :func:`clean`, :func:`canonical_text` and
+    :func:`rejection` are what :func:`validate_file` is made of.
 """
 
 from __future__ import annotations
@@ -183,17 +184,18 @@ def validate_frame(
 
     ``source_id`` prefixes generated row ids when the contract has no id column (see the module docstring);
     without it, a digest of the frame's content is used."""
-    names = [str(c).strip() for c in frame.columns]
-    single = single_column_problem(names)
-    if single is not None:
-        return None, [single]
-    frame = frame.set_axis(names, axis=1).reset_index(drop=True)
-    problems = _column_problems(names, contract)
-    frame = frame.loc[:, ~frame.columns.duplicated()]
-    rows = len(frame)
-    if rows == 0:
-        problems.append(header_only_problem())
+    checked, problems = check_header(
+        frame,
+        contract.columns,
+        Rulebook.of_contract(contract),
+        role_of=lambda name: _role(name, contract),
+        target=contract.target,
+        tolerated=frozenset({ROW_ID_COLUMN}) if contract.id_column is None else frozenset(),
+    )
+    if checked is None:
         return None, problems
+    frame = checked
+    rows = len(frame)
 
     checks = ColumnChecks(problems)
     typed: dict[str, pd.Series] = {}
@@ -450,15 +452,32 @@ def _read_parquet(body: bytes) -> pd.DataFrame:
 # --- checking ---------------------------------------------------------------------------------------------
 
 
-def _column_problems(names: list[str], contract: DataContract) -> list[Problem]:
-    return presence_problems(
-        names,
-        contract.columns,
-        Rulebook.of_contract(contract),
-        role_of=lambda name: _role(name, contract),
-        target=contract.target,
-        tolerated=frozenset({ROW_ID_COLUMN}) if contract.id_column is None else frozenset(),
+def check_header(
+    frame: pd.DataFrame,
+    expected: list[str],
+    rulebook: Rulebook,
+    *,
+    role_of: Callable[[str], str],
+    target: str | None = None,
+    tolerated: frozenset[str] = frozenset(),
+) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """The check every kind of file (data, labels, feature sources) starts with: its header.
+
+    Returns the frame named by its stripped header (a repeated column keeps its first occurrence) with the
+    header's problems (:func:`presence_problems`), or ``(None, problems)`` when no row can be checked at
+    all: the header was read as one column (another delimiter), or there are no rows below it."""
+    names = [str(c).strip() for c in frame.columns]
+    single = single_column_problem(names)
+    if single is not None:
+        return None, [single]
+    problems = presence_problems(
+        names, expected, rulebook, role_of=role_of, target=target, tolerated=tolerated
     )
+    frame = frame.set_axis(names, axis=1).reset_index(drop=True)
+    frame = frame.loc[:, ~frame.columns.duplicated()]
+    if len(frame) == 0:
+        return None, [*problems, header_only_problem()]
+    return frame, problems
 
 
 def presence_problems(

@@ -30,12 +30,10 @@ from shared.data.validation import (
     ColumnChecks,
     Problem,
     Rulebook,
+    check_header,
     clean,
-    header_only_problem,
-    presence_problems,
     read_upload,
     rejection,
-    single_column_problem,
 )
 from shared.featurestore.view import FeatureView
 
@@ -60,15 +58,10 @@ def validate_feature_frame(
     frame: pd.DataFrame, view: FeatureView
 ) -> tuple[ValidatedFeatures | None, list[Problem]]:
     """Check ``frame`` against ``view``: ``(features, [])`` when it passes, ``(None, problems)`` otherwise."""
-    names = [str(c).strip() for c in frame.columns]
-    single = single_column_problem(names)
-    if single is not None:
-        return None, [single]
-    frame = frame.set_axis(names, axis=1).reset_index(drop=True)
-    problems = presence_problems(names, view.columns, rulebook_of(view), role_of=lambda c: _role(c, view))
-    frame = frame.loc[:, ~frame.columns.duplicated()]
-    if len(frame) == 0:
-        return None, [*problems, header_only_problem()]
+    checked, problems = check_header(frame, view.columns, rulebook_of(view), role_of=lambda c: _role(c, view))
+    if checked is None:
+        return None, problems
+    frame = checked
     checks = ColumnChecks(problems, document="feature view", all_missing_allowed=True)
     typed: dict[str, pd.Series] = {}
     for name in (c for c in view.columns if c in frame.columns):

@@ -53,12 +53,10 @@ from shared.data.validation import (
     Problem,
     Rulebook,
     canonical_text,
+    check_header,
     clean,
-    header_only_problem,
-    presence_problems,
     read_upload,
     rejection,
-    single_column_problem,
 )
 from shared.errors import ContractError, DataValidationError, FlywheelError, NotFoundError
 from shared.hashing import sha256_hex
@@ -129,16 +127,21 @@ def validate_labels(body: bytes, filename: str, contract: DataContract) -> Valid
 
 def check_labels(frame: pd.DataFrame, contract: DataContract) -> tuple[ValidatedLabels | None, list[Problem]]:
     """``(labels, row problems)`` when some rows are usable; ``(None, problems)`` when the file is not."""
-    names = [str(c).strip() for c in frame.columns]
-    single = single_column_problem(names)
-    if single is not None:
-        return None, [single]
-    frame = frame.set_axis(names, axis=1).reset_index(drop=True)
-    problems = _column_problems(names, contract)
-    if problems:
+    roles = {
+        LABEL_ID_COLUMN: "the request id the prediction API returned (it joins a label to its prediction)",
+        contract.target: "the label of each request",
+    }
+    checked, problems = check_header(
+        frame,
+        label_columns(contract),
+        label_rulebook(contract),
+        role_of=roles.__getitem__,
+        target=contract.target,
+        tolerated=frozenset({LABEL_TIME_COLUMN}),
+    )
+    if checked is None or problems:
         return None, problems
-    if frame.empty:
-        return None, [header_only_problem()]
+    frame = checked
     rows = len(frame)
     ids = canonical_text(clean(frame[LABEL_ID_COLUMN]))
     target, target_faults = _target(clean(frame[contract.target]), contract)
@@ -204,21 +207,6 @@ def check_labels(frame: pd.DataFrame, contract: DataContract) -> tuple[Validated
         }
     ).reset_index(drop=True)
     return ValidatedLabels(frame=accepted, rows_read=rows, problems=row_problems), row_problems
-
-
-def _column_problems(names: list[str], contract: DataContract) -> list[Problem]:
-    roles = {
-        LABEL_ID_COLUMN: "the request id the prediction API returned (it joins a label to its prediction)",
-        contract.target: "the label of each request",
-    }
-    return presence_problems(
-        names,
-        label_columns(contract),
-        label_rulebook(contract),
-        role_of=roles.__getitem__,
-        target=contract.target,
-        tolerated=frozenset({LABEL_TIME_COLUMN}),
-    )
 
 
 def _target(values: pd.Series, contract: DataContract) -> tuple[pd.Series, list[tuple[pd.Series, Problem]]]:
