@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,13 +28,11 @@ class Context:
         return self._services
 
     def invoke_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
-        import boto3
+        return self.invoke(self.services.settings.trigger_function, payload)
 
-        settings = self.services.settings
-        response = boto3.client("lambda", region_name=settings.region).invoke(
-            FunctionName=settings.trigger_function, Payload=json.dumps(payload).encode()
-        )
-        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
+    def invoke(self, function: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A function's answer: its result, or Lambda's ``{errorType, errorMessage}`` when it failed."""
+        answer: dict[str, Any] = self.services.function(function).invoke(payload).payload or {}
         return answer
 
 

@@ -20,9 +20,11 @@ from cli import actions, render
 from cli.common import Context, json_option, pass_context, report_push, reported
 from cli.render import table
 from cli.uploads import upload, wait_for_verdict
+from shared.aws import AwsClients
 from shared.data.catalog import load_contract
 from shared.data.quarantine import FileKind, Refusal, quarantine_ref
 from shared.errors import FlywheelError, NotFoundError
+from shared.invoke import LambdaFunction
 from shared.layout import DataPrefix
 from shared.metadata import RunStatus
 from shared.monitoring.labels import LabelOutcome, accepted_refs, label_set_id
@@ -121,17 +123,11 @@ def labels_text(outcome: LabelOutcome) -> str:
 def invoker(settings: Settings) -> Invoke:
     """Invoke a function of the stack synchronously, waiting as long as the monitor may run."""
 
-    def invoke(function_name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        import boto3
-        from botocore.config import Config
+    clients = AwsClients(settings.region)
 
-        client = boto3.client(
-            "lambda",
-            region_name=settings.region,
-            config=Config(read_timeout=910, retries={"max_attempts": 1}),
-        )
-        response = client.invoke(FunctionName=function_name, Payload=json.dumps(payload).encode())
-        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
+    def invoke(function_name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        client = clients.client("lambda", read_timeout=910, retries={"max_attempts": 1})
+        answer: dict[str, Any] = LambdaFunction(function_name, client).invoke(payload).payload or {}
         return answer
 
     return invoke
@@ -180,10 +176,7 @@ class ReportView(BaseModel):
 def reports(svc: Services, model: str, limit: int = 10, log: MonitorLog | None = None) -> ReportView:
     """The model's latest monitor report and its recent monitor runs (held-back decisions included)."""
     if log is None:
-        import boto3
-
-        client = boto3.client("dynamodb", region_name=svc.settings.region)
-        log = DynamoMonitorLog(svc.settings.metadata_table, client=client)
+        log = DynamoMonitorLog(svc.settings.metadata_table, client=svc.clients.client("dynamodb"))
     history = log.history(model, limit)
     if not history:
         raise NotFoundError(f"model {model!r} has no monitor report yet; run `flywheel monitor {model}`")

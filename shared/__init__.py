@@ -4,7 +4,8 @@ Layers, from the ground up; a module imports only from its own layer or the ones
 higher one, and no two modules import each other in a circle (``tests/unit/test_layering.py`` holds both):
 
 1. the ground floor, these modules: ``errors``, ``env_names``, ``layout``, ``naming``, ``hashing``,
-   ``observability``, ``settings``, ``dynamo``, ``storage``, ``workflow`` — ports and adapters that know
+   ``observability``, ``settings``, ``aws`` (the one place boto3 clients are made), ``dynamo``,
+   ``storage``, ``workflow``, ``invoke`` (another function, invoked) — ports and adapters that know
    nothing of models or data;
 2. the stores: ``metadata`` (runs, datasets, lineage) and ``registry`` (model versions and aliases);
 3. ``services``: the adapters a function works with, each made on first use;

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+from shared.aws import AwsClients
 from shared.errors import TransientError
 
 TRANSIENT_CODES: Final = frozenset(
@@ -74,7 +75,5 @@ class LazyClient:
     def get(self) -> Any:
         with self._lock:
             if self._client is None:
-                import boto3  # noqa: PLC0415
-
-                self._client = boto3.session.Session().client("dynamodb")
+                self._client = AwsClients().client("dynamodb")
             return self._client

@@ -16,6 +16,6 @@ from shared.services import services
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     svc = services()
-    log, runs = monitor_adapters(svc.settings)
+    log, runs = monitor_adapters(svc)
     outcomes = monitor(svc, log, runs, parse_monitor_event(event))
     return {"models": [outcome.model_dump(mode="json") for outcome in outcomes]}

@@ -23,7 +23,6 @@ from shared.featurestore.online import DynamoOnlineStore, OnlineStore
 from shared.layout import DataPrefix
 from shared.observability import logger
 from shared.services import Services
-from shared.settings import Settings
 from shared.storage import ObjectRef
 
 
@@ -38,18 +37,14 @@ class _OnlineStores:
     def __call__(self, svc: Services) -> OnlineStore:
         with self._lock:
             if self._held is None or self._held[0] is not svc:
-                self._held = (svc, _dynamo_store(svc.settings))
+                self._held = (svc, _dynamo_store(svc))
             return self._held[1]
 
 
-def _dynamo_store(settings: Settings) -> OnlineStore:
-    if not settings.features_table:
+def _dynamo_store(svc: Services) -> OnlineStore:
+    if not svc.settings.features_table:
         raise ContractError("this stack declares no features table for the online store")
-    import boto3  # noqa: PLC0415  (made when the function first runs, after any mock)
-
-    return DynamoOnlineStore(
-        settings.features_table, client=boto3.client("dynamodb", region_name=settings.region)
-    )
+    return DynamoOnlineStore(svc.settings.features_table, client=svc.clients.client("dynamodb"))
 
 
 online_store = _OnlineStores()

@@ -51,6 +51,7 @@ from shared.data.catalog import contract_models, load_contract
 from shared.data.contract import DataContract
 from shared.errors import FlywheelError, IntegrityError, NotFoundError, TransientError
 from shared.hashing import sha256_hex
+from shared.invoke import LambdaFunction
 from shared.layout import ArtifactPrefix
 from shared.metadata import Artifact, ArtifactKind, NodeType, Relation, RunReason, file_id
 from shared.ml.evaluation import Evaluation
@@ -145,29 +146,18 @@ class RunRequester(Protocol):
 class LambdaRunRequester:
     """:class:`RunRequester` that invokes the trigger function, as ``flywheel run`` does."""
 
-    def __init__(self, function_name: str, client: Any = None) -> None:
-        self.function_name = function_name
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
-
-            self._client = boto3.client("lambda")
-        return self._client
+    def __init__(self, trigger: LambdaFunction) -> None:
+        self.trigger = trigger
 
     def request_run(self, request: RunRequest) -> TriggerOutcome:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         try:
-            response = self.client.invoke(
-                FunctionName=self.function_name, Payload=json.dumps(request.model_dump(mode="json")).encode()
-            )
+            invoked = self.trigger.invoke(request.model_dump(mode="json"))
         except (BotoCoreError, ClientError) as exc:
-            raise TransientError(f"could not invoke the trigger {self.function_name}: {exc}") from exc
-        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
-        if response.get("FunctionError"):
+            raise TransientError(f"could not invoke the trigger {self.trigger.name}: {exc}") from exc
+        answer: dict[str, Any] = invoked.payload if isinstance(invoked.payload, dict) else {}
+        if invoked.error:
             error_type = str(answer.get("errorType", "Unknown"))
             message = f"the trigger failed: {error_type}: {answer.get('errorMessage', '')}"
             if error_type in {TransientError.__name__, "Sandbox.Timedout"}:
@@ -190,17 +180,10 @@ class DirectRunRequester:
 
 @warm
 @lru_cache(maxsize=1)
-def monitor_adapters(settings: Settings) -> tuple[MonitorLog, RunRequester]:
+def monitor_adapters(svc: Services) -> tuple[MonitorLog, RunRequester]:
     """The monitor log and the trigger client a deployed monitor function uses."""
-    import boto3  # noqa: PLC0415  (clients are made when the function first runs, after any mock)
-
-    log = DynamoMonitorLog(
-        settings.metadata_table, client=boto3.client("dynamodb", region_name=settings.region)
-    )
-    requester = LambdaRunRequester(
-        settings.trigger_function, boto3.client("lambda", region_name=settings.region)
-    )
-    return log, requester
+    log = DynamoMonitorLog(svc.settings.metadata_table, client=svc.clients.client("dynamodb"))
+    return log, LambdaRunRequester(svc.function(svc.settings.trigger_function))
 
 
 # --- the event ------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.aws import AwsClients
 from shared.pipeline.state import RunState
 from shared.services import Services
 from shared.settings import warm
@@ -37,7 +38,7 @@ def once_per_run(step: Step, key: str = "run_id") -> GuardedStep:
     """
 
     def run(state: RunState, svc: Services, context: LambdaContext) -> RunState:
-        guarded, config = _guarded(step, key, svc.settings.idempotency_table, svc.settings.region)
+        guarded, config = _guarded(step, key, svc.settings.idempotency_table, svc.clients)
         # With the context, an in-progress record expires with the invocation instead of blocking retries.
         config.register_lambda_context(context)
         result: RunState = guarded(state=state, svc=svc)
@@ -51,13 +52,9 @@ def once_per_run(step: Step, key: str = "run_id") -> GuardedStep:
 @warm
 @lru_cache(maxsize=16)
 def _guarded(
-    step: Step, key: str, table: str, region: str
+    step: Step, key: str, table: str, clients: AwsClients
 ) -> tuple[Callable[..., RunState], IdempotencyConfig]:
-    import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
-
-    persistence = DynamoDBPersistenceLayer(
-        table_name=table, boto3_client=boto3.client("dynamodb", region_name=region)
-    )
+    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=clients.client("dynamodb"))
     config = IdempotencyConfig(
         event_key_jmespath=key, raise_on_no_idempotency_key=True, expires_after_seconds=RETAIN_SECONDS
     )

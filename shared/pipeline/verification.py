@@ -293,29 +293,20 @@ class PostDeployCheckError(FlywheelError):
     """Production did not answer well after a promotion; the previous version was put back."""
 
 
-class LambdaInvoker:
-    """Calls the ``predict`` function with an HTTP API event, as API Gateway would; returns its response."""
-
-    def __init__(self, function_name: str, client: Any = None) -> None:
-        self.function_name = function_name
-        self._client = client
-
-    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
-        if self._client is None:
-            import boto3  # noqa: PLC0415  (made on first use, after any mock)
-
-            self._client = boto3.client("lambda")
-        response = self._client.invoke(FunctionName=self.function_name, Payload=json.dumps(event).encode())
-        payload = json.loads(response["Payload"].read() or b"null")
-        if "FunctionError" in response:
-            return {"statusCode": 502, "body": json.dumps(payload)}
-        return payload if isinstance(payload, dict) else {"statusCode": 502, "body": json.dumps(payload)}
-
-
 def predict_invoker(svc: Services) -> Invoke:
+    """The ``predict`` function, asked with an HTTP API event as API Gateway would ask it; a failed
+    invocation answers as API Gateway would (502)."""
     if not svc.settings.predict_function:
         raise FlywheelError("the stack declares no predict function to verify against")
-    return LambdaInvoker(svc.settings.predict_function)
+    predict = svc.function(svc.settings.predict_function)
+
+    def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        answer = predict.invoke(event)
+        if answer.error is None and isinstance(answer.payload, dict):
+            return answer.payload
+        return {"statusCode": 502, "body": json.dumps(answer.payload)}
+
+    return invoke
 
 
 def verify_version(

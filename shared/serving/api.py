@@ -44,12 +44,12 @@ from shared.errors import IntegrityError, NotFoundError, TransientError
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
 from shared.naming import ALIAS_NAME, MODEL_NAME
 from shared.observability import logger, metrics
-from shared.registry import PRODUCTION_ALIAS, DynamoRegistryStore, ModelRegistry
+from shared.registry import PRODUCTION_ALIAS, ModelRegistry
+from shared.services import Services
 from shared.serving.capture import CaptureRecord, CaptureSink, FirehoseCaptureSink
 from shared.serving.lookup import fill_from_store
 from shared.serving.runtime import ModelCache
 from shared.settings import Settings, get_settings, warm
-from shared.storage import S3ObjectStore
 
 API_TITLE = "Flywheel prediction API"
 # Requests Flywheel makes itself (Verify, PostDeployCheck) name themselves in this header, so their captures
@@ -161,23 +161,15 @@ class _Serving:
 @warm
 @lru_cache(maxsize=1)
 def _serving_for(settings: Settings) -> _Serving:
-    import boto3  # noqa: PLC0415  (clients are made on the first request, after any mock)
-
-    objects = S3ObjectStore(boto3.client("s3", region_name=settings.region))
-    registry = ModelRegistry(
-        DynamoRegistryStore(
-            settings.registry_table, client=boto3.client("dynamodb", region_name=settings.region)
-        )
-    )
-    models = ModelCache(registry, objects, refresh_seconds=settings.alias_refresh_seconds)
+    svc = Services(settings)  # its clients are made on the first request, after any mock
+    models = ModelCache(svc.registry, svc.objects, refresh_seconds=settings.alias_refresh_seconds)
     features = (
-        DynamoOnlineStore(
-            settings.features_table, client=boto3.client("dynamodb", region_name=settings.region)
-        )
+        DynamoOnlineStore(settings.features_table, client=svc.clients.client("dynamodb"))
         if settings.features_table
         else None
     )
-    return _Serving(settings, registry, models, FirehoseCaptureSink(settings.capture_stream), features)
+    captures = FirehoseCaptureSink(settings.capture_stream)  # its client is made on the first capture
+    return _Serving(settings, svc.registry, models, captures, features)
 
 
 def serving() -> _Serving:

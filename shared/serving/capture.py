@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.aws import AwsClients
 from shared.observability import logger
 
 # PutRecordBatch's limits: records per call, bytes per call, bytes per record (before base64).
@@ -124,15 +125,12 @@ class FirehoseCaptureSink:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
-            from botocore.config import Config  # noqa: PLC0415
-
             # Short timeouts and few SDK retries: this runs beside a prediction, and send() retries itself.
-            self._client = boto3.client(
+            self._client = AwsClients().client(
                 "firehose",
-                config=Config(
-                    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 2}
-                ),
+                connect_timeout=2,
+                read_timeout=5,
+                retries={"mode": "standard", "max_attempts": 2},
             )
         return self._client
 

@@ -8,7 +8,6 @@ tests/integration/test_delivery.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -199,7 +198,7 @@ def test_the_service_reads_the_stack_default_from_its_settings_and_the_contract_
     }
     settings = Settings.model_validate(variables)
     assert settings.promotion_policy == PROD.model_copy(update={"approval_timeout_hours": 72.0})
-    svc = dataclasses.replace(in_memory_services(), settings=settings)
+    svc = in_memory_services(settings)
     put_churn_contract(svc, churn_contract(promotion={"prod": {"policy": "auto"}}))
     put_churn_contract(svc, churn_contract(model="churn-silent"))
 
