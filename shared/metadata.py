@@ -60,7 +60,11 @@ def utcnow() -> datetime:
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True)
+    # defer_build: a model's validators are built when it is first used, not at import, so a function pays
+    # only for the records its step reads and writes (a light function imports many it never touches).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True, defer_build=True
+    )
 
 
 class RunReason(StrEnum):

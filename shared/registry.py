@@ -64,7 +64,9 @@ ANY: Final = _Any.ANY
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validators are built when it is first used, not at import, so a function pays
+    # only for the records its step reads and writes (a light function imports many it never touches).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Stage(StrEnum):

@@ -3,7 +3,6 @@ to production, archiving the one it replaces; each move at most once per run."""
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
@@ -19,6 +18,6 @@ promote = once_per_run(promote_step, key="[run_id, version, approval]")
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_parser(model=RunState)
-def handler(event: RunState, context: LambdaContext) -> dict[str, Any]:
-    return promote(event, services(), context).dump()
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = RunState.model_validate(event)
+    return promote(state, services(), context).dump()

@@ -68,7 +68,9 @@ METRICS: dict[Task, dict[str, bool]] = {
 
 
 class _Block(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: a model's validators are built when it is first used, not at import, so a function pays
+    # only for the parts of a contract it reads (a light function imports many it never touches).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Feature(_Block):

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.aws import AwsClients
 from shared.pipeline.state import RunState
 from shared.services import Services
 from shared.settings import warm
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 
 Step = Callable[[RunState, Services], RunState]
 GuardedStep = Callable[[RunState, Services, LambdaContext], RunState]
@@ -54,6 +52,17 @@ def once_per_run(step: Step, key: str = "run_id") -> GuardedStep:
 def _guarded(
     step: Step, key: str, table: str, clients: AwsClients
 ) -> tuple[Callable[..., RunState], IdempotencyConfig]:
+    # Powertools' idempotency imports boto3 with its DynamoDB layer: like every adapter's, that happens when
+    # the first client is made (at the first invocation), not when the handler module is imported.
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (  # noqa: PLC0415
+        PydanticSerializer,
+    )
+
     persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=clients.client("dynamodb"))
     config = IdempotencyConfig(
         event_key_jmespath=key, raise_on_no_idempotency_key=True, expires_after_seconds=RETAIN_SECONDS

@@ -22,7 +22,7 @@ PIPELINE_ACTOR = "pipeline"
 
 
 class _State(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class SourceFile(_State):

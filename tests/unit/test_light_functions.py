@@ -10,6 +10,7 @@ it took (``bench/cold_imports.py`` measures that).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,27 @@ def test_the_labels_function_loads_pandas_and_arrow_but_no_ml_library() -> None:
 def test_the_probe_sees_a_heavy_import() -> None:
     """The check above can fail: a handler that does need scikit-learn is seen loading it."""
     assert "sklearn" in loaded_by("functions.train.handler")
+
+
+def tracer_kind(**env: str) -> str:
+    """Which tracer shared.observability makes in a fresh interpreter with ``env`` added."""
+    unset = {"LAMBDA_TASK_ROOT", "POWERTOOLS_TRACE_DISABLED"}
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
+    done = subprocess.run(
+        [sys.executable, "-c", "from shared.observability import tracer; print(type(tracer).__name__)"],
+        cwd=ROOT,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_tracer_is_powertools_where_it_traces_and_untraced_where_powertools_would_disable_it() -> None:
+    """Given Lambda's environment, the handlers are traced by Powertools' Tracer (X-Ray); outside Lambda or
+    with POWERTOOLS_TRACE_DISABLED, where Powertools would disable itself, the X-Ray SDK is never loaded."""
+    assert tracer_kind(LAMBDA_TASK_ROOT="/var/task") == "Tracer"
+    assert tracer_kind(LAMBDA_TASK_ROOT="/var/task", POWERTOOLS_TRACE_DISABLED="true") == "Untraced"
+    assert tracer_kind() == "Untraced"
