@@ -1,5 +1,3 @@
-# mypy: disable-error-code="import-untyped"
-# (pandas ships no type information and pandas-stubs is not installed, so pandas objects are Any here.)
 """Enforce a data contract on an uploaded CSV or Parquet file, and turn it into Flywheel's canonical frame.
 
 :func:`read_table` turns bytes into a frame of raw values, :func:`validate_frame` checks that frame against
@@ -615,7 +613,7 @@ class ColumnChecks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' (the id column) is empty in {_n(missing)} row(s) ({_where(missing)}); "
+                f"Column '{name}' (the id column) is empty in {_count(missing)} row(s) ({_where(missing)}); "
                 "every row needs an id.",
             )
         repeated = text.duplicated(keep=False) & ~missing
@@ -627,8 +625,8 @@ class ColumnChecks:
                 "duplicate_id",
                 repeated,
                 ids,
-                f"Column '{name}' repeats {distinct} id(s) across {_n(repeated)} rows (e.g. {_list(ids)}); "
-                "each row needs a unique id.",
+                f"Column '{name}' repeats {distinct} id(s) across {_count(repeated)} rows (e.g. "
+                f"{_list(ids)}); each row needs a unique id.",
             )
         return text
 
@@ -642,8 +640,8 @@ class ColumnChecks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' ({role}) is empty in {_n(missing)} row(s) ({_where(missing)}); every row "
-                "needs one.",
+                f"Column '{name}' ({role}) is empty in {_count(missing)} row(s) ({_where(missing)}); every "
+                "row needs one.",
             )
         return text
 
@@ -667,7 +665,7 @@ class ColumnChecks:
                 "bad_timestamp",
                 bad,
                 examples,
-                f"Column '{name}' has {_n(bad)} value(s) that are not valid dates/times (e.g. "
+                f"Column '{name}' has {_count(bad)} value(s) that are not valid dates/times (e.g. "
                 f"{_list(examples)}); expected ISO 8601 such as 2024-05-01T12:00:00Z between the years "
                 "1678 and 2261 (a time without a zone is read as UTC).",
             )
@@ -677,7 +675,7 @@ class ColumnChecks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' (the timestamp column) is empty in {_n(missing)} row(s) "
+                f"Column '{name}' (the timestamp column) is empty in {_count(missing)} row(s) "
                 f"({_where(missing)}); every row needs a timestamp.",
             )
         return stamps
@@ -696,8 +694,9 @@ class ColumnChecks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' is empty in {_n(missing)} row(s) ({_where(missing)}); the {self.document} "
-                "does not allow missing values in it (mark it nullable: true to allow them).",
+                f"Column '{name}' is empty in {_count(missing)} row(s) ({_where(missing)}); the "
+                f"{self.document} does not allow missing values in it (mark it nullable: true to allow "
+                "them).",
             )
         elif feature.nullable and missing.all() and not self.all_missing_allowed:
             self.add(
@@ -705,8 +704,8 @@ class ColumnChecks:
                 "all_missing",
                 missing,
                 [],
-                f"Column '{name}' is empty in all {_n(missing)} rows; it is nullable, but a feature needs at "
-                "least one value (check the export).",
+                f"Column '{name}' is empty in all {_count(missing)} rows; it is nullable, but a feature "
+                "needs at least one value (check the export).",
             )
         return typed
 
@@ -720,7 +719,7 @@ class ColumnChecks:
                 "wrong_type",
                 bad,
                 examples,
-                f"Column '{name}' has {_n(bad)} value(s) that are not numbers (e.g. {_list(examples)}); "
+                f"Column '{name}' has {_count(bad)} value(s) that are not numbers (e.g. {_list(examples)}); "
                 "it is a numeric feature and expects finite numbers such as 12 or 3.5.",
             )
         numbers = numbers.mask(bad)
@@ -733,7 +732,7 @@ class ColumnChecks:
                     "below_min",
                     below,
                     examples,
-                    f"Column '{name}' has {_n(below)} value(s) below its minimum {feature.min:g} "
+                    f"Column '{name}' has {_count(below)} value(s) below its minimum {feature.min:g} "
                     f"(e.g. {_list(examples)}).",
                 )
         if feature.max is not None:
@@ -745,7 +744,7 @@ class ColumnChecks:
                     "above_max",
                     above,
                     examples,
-                    f"Column '{name}' has {_n(above)} value(s) above its maximum {feature.max:g} "
+                    f"Column '{name}' has {_count(above)} value(s) above its maximum {feature.max:g} "
                     f"(e.g. {_list(examples)}).",
                 )
         return numbers
@@ -760,7 +759,7 @@ class ColumnChecks:
                 "wrong_type",
                 bad,
                 examples,
-                f"Column '{name}' has {_n(bad)} value(s) that are not booleans (e.g. {_list(examples)}); "
+                f"Column '{name}' has {_count(bad)} value(s) that are not booleans (e.g. {_list(examples)}); "
                 "expected true/false, yes/no or 1/0.",
             )
         return flags
@@ -777,7 +776,7 @@ class ColumnChecks:
                     "not_allowed",
                     bad,
                     examples,
-                    f"Column '{name}' has {_n(bad)} value(s) outside its allowed values (e.g. "
+                    f"Column '{name}' has {_count(bad)} value(s) outside its allowed values (e.g. "
                     f"{_list(examples)}); expected one of {_list(list(feature.allowed))}.",
                 )
         return text
@@ -790,7 +789,7 @@ class ColumnChecks:
                 "missing_target",
                 missing,
                 _rows(missing),
-                f"The target column '{name}' is empty in {_n(missing)} row(s) ({_where(missing)}); "
+                f"The target column '{name}' is empty in {_count(missing)} row(s) ({_where(missing)}); "
                 "every training row needs the value to learn.",
             )
         if contract.task is Task.REGRESSION:
@@ -803,7 +802,7 @@ class ColumnChecks:
                     "invalid_target",
                     bad,
                     examples,
-                    f"The target column '{name}' has {_n(bad)} value(s) that are not numbers (e.g. "
+                    f"The target column '{name}' has {_count(bad)} value(s) that are not numbers (e.g. "
                     f"{_list(examples)}); a regression target must be a finite number.",
                 )
             return numbers.mask(bad)
@@ -817,8 +816,9 @@ class ColumnChecks:
                     "invalid_target",
                     bad,
                     examples,
-                    f"The target column '{name}' has {_n(bad)} value(s) that are not classes of the contract "
-                    f"(e.g. {_list(examples)}); expected one of {_list(list(contract.target_values))}.",
+                    f"The target column '{name}' has {_count(bad)} value(s) that are not classes of the "
+                    f"contract (e.g. {_list(examples)}); expected one of "
+                    f"{_list(list(contract.target_values))}.",
                 )
         classes = labels[~missing].unique()
         if 0 < len(classes) < 2:
@@ -1022,7 +1022,7 @@ def _values(values: pd.Series) -> list[str]:
     return [_short(_value_text(v)) for v in pd.unique(values)[:MAX_EXAMPLES]]
 
 
-def _n(mask: pd.Series) -> int:
+def _count(mask: pd.Series) -> int:
     return int(mask.sum())
 
 

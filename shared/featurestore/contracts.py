@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """A data contract that lists feature views: its rules, the effective contract, and the training frame.
 
 A contract may name views (``feature_views: [customer_profile]``). Their features are not columns of the

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """Ingesting one feature-source file: validate it, append it to the offline store, materialise it online.
 
 A file under ``feature-sources/<view>/`` is checked against its view. A bad file is moved under

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """The offline store (feature history as Parquet) and the point-in-time join that builds training sets.
 
 Layout, in the data bucket::

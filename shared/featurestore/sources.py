@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """Feature-source files (``feature-sources/<view>/*.csv|parquet``) checked against their feature view.
 
 The reader and the column rules are the data contract's (:mod:`shared.data.validation`): the same formats,

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """Feedback data: what production was asked, with the ground truth that arrived for it, as training data.
 
 The monitor joins captures with their labels by request id (:mod:`shared.monitoring.monitor`);

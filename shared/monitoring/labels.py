@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """Labels: the ground truth that arrives after a prediction, joined to its capture by request id.
 
 A label file lands under ``labels/<model>/`` (CSV or Parquet, read as a data file is: the same formats,

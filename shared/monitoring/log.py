@@ -26,8 +26,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dynamo import LazyClient, dynamodb_errors
-from shared.dynamo import s as _s
+from shared.dynamo import LazyClient, dynamodb_errors, string_value
 from shared.errors import ConflictError
 from shared.metadata import UtcDatetime
 from shared.monitoring.window import ObjectCursor
@@ -176,7 +175,7 @@ class DynamoMonitorLog:
 
     @staticmethod
     def _key(model: str, sk: str) -> dict[str, Any]:
-        return {"pk": _s(f"MONITOR#{model}"), "sk": _s(sk)}
+        return {"pk": string_value(f"MONITOR#{model}"), "sk": string_value(sk)}
 
     def acquire(self, model: str, owner: str, now: datetime, ttl: timedelta) -> MonitorState:
         try:
@@ -187,9 +186,9 @@ class DynamoMonitorLog:
                     UpdateExpression="SET lease_owner = :o, lease_until = :u",
                     ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
                     ExpressionAttributeValues={
-                        ":o": _s(owner),
-                        ":u": _s(_stamp(now + ttl)),
-                        ":now": _s(_stamp(now)),
+                        ":o": string_value(owner),
+                        ":u": string_value(_stamp(now + ttl)),
+                        ":now": string_value(_stamp(now)),
                     },
                     ReturnValues="ALL_NEW",
                 )
@@ -209,7 +208,7 @@ class DynamoMonitorLog:
                         {
                             "Put": {
                                 "TableName": self.table_name,
-                                "Item": {**record_key, "doc": _s(record.model_dump_json())},
+                                "Item": {**record_key, "doc": string_value(record.model_dump_json())},
                                 "ConditionExpression": "attribute_not_exists(pk)",
                             }
                         },
@@ -220,8 +219,8 @@ class DynamoMonitorLog:
                                 "UpdateExpression": "SET doc = :doc REMOVE lease_owner, lease_until",
                                 "ConditionExpression": "lease_owner = :o",
                                 "ExpressionAttributeValues": {
-                                    ":doc": _s(state.model_dump_json()),
-                                    ":o": _s(owner),
+                                    ":doc": string_value(state.model_dump_json()),
+                                    ":o": string_value(owner),
                                 },
                             }
                         },
@@ -240,7 +239,7 @@ class DynamoMonitorLog:
                     Key=self._key(model, "STATE"),
                     UpdateExpression="REMOVE lease_owner, lease_until",
                     ConditionExpression="lease_owner = :o",
-                    ExpressionAttributeValues={":o": _s(owner)},
+                    ExpressionAttributeValues={":o": string_value(owner)},
                 )
         except _LostLeaseError:
             pass  # not ours any more: nothing to give back
@@ -252,7 +251,7 @@ class DynamoMonitorLog:
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
-            "ExpressionAttributeValues": {":p": _s(f"MONITOR#{model}"), ":s": _s("RUN#")},
+            "ExpressionAttributeValues": {":p": string_value(f"MONITOR#{model}"), ":s": string_value("RUN#")},
             "ScanIndexForward": False,
             "ConsistentRead": True,
         }
