@@ -67,7 +67,7 @@ warnings.filterwarnings("ignore", module="aws_lambda_powertools")
 import pandas as pd  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from examples.churn import generate  # noqa: E402
+from examples.churn import generate, request_rows  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
@@ -161,25 +161,6 @@ def train_models(cloud: LocalCloud, svc: Services) -> list[Model]:
         models.append(Model(name, estimator, contracts[name], version, pipeline, served))
         say(f"  {name}: v1 {version.serving_flavor.value} ({version.flavor_reason[:70]}...), v2 sklearn")
     return models
-
-
-def request_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as a client sends them in JSON: null for missing, booleans as true/false, the id too."""
-    rows = []
-    for record in frame.to_dict("records"):
-        charges, region = record["monthly_charges"], record["region"]
-        rows.append(
-            {
-                "customer_id": record["customer_id"],
-                "tenure_months": record["tenure_months"],
-                "monthly_charges": None if math.isnan(charges) else charges,
-                "plan": record["plan"],
-                "region": region if isinstance(region, str) and region != "nan" else None,
-                "autopay": record["autopay"] == "true",
-                "support_calls": record["support_calls"],
-            }
-        )
-    return rows
 
 
 # --- timing -------------------------------------------------------------------------------------------------

@@ -108,15 +108,9 @@ def wait_for_features(svc: Services, pushed: FeaturePush, timeout_s: float = 120
             problems=refusal.problems,
         )
 
-    return wait_for_verdict(
-        svc,
-        source,
-        quarantine_ref(FileKind.FEATURE_SOURCE, source.bucket, pushed.view, relative),
-        ingested,
-        quarantined,
-        f"the feature file {pushed.uri} was not ingested",
-        timeout_s,
-    )
+    refused_at = quarantine_ref(FileKind.FEATURE_SOURCE, source.bucket, pushed.view, relative)
+    unfinished = f"the feature file {pushed.uri} was not ingested"
+    return wait_for_verdict(svc, source, refused_at, ingested, quarantined, unfinished, timeout_s)
 
 
 # --- texts ------------------------------------------------------------------------------------------------

@@ -81,25 +81,11 @@ def wait_for_labels(svc: Services, pushed: LabelPush, timeout_s: float = 120.0) 
         )
 
     def quarantined(refusal: Refusal) -> LabelOutcome:
-        return LabelOutcome(
-            model=pushed.model,
-            source=pushed.uri,
-            source_version_id=pushed.version_id,
-            accepted=False,
-            problems=refusal.problems,
-            quarantined_as=refusal.quarantined_as,
-            detail=refusal.summary,
-        )
+        return LabelOutcome.refused(pushed.model, refusal)
 
-    return wait_for_verdict(
-        svc,
-        source,
-        quarantine_ref(FileKind.LABELS, source.bucket, pushed.model, name),
-        accepted,
-        quarantined,
-        f"the labels in {pushed.uri} were not checked",
-        timeout_s,
-    )
+    refused_at = quarantine_ref(FileKind.LABELS, source.bucket, pushed.model, name)
+    unfinished = f"the labels in {pushed.uri} were not checked"
+    return wait_for_verdict(svc, source, refused_at, accepted, quarantined, unfinished, timeout_s)
 
 
 def labels_text(outcome: LabelOutcome) -> str:

@@ -37,11 +37,13 @@ class Shelf[D: Document]:
     prefix: DataPrefix
     field: str  # the document's field that names it: "model", "view"
     parse: Callable[[str | bytes], D]
-    name_of: Callable[[D], str]
-    describe: Callable[[str], str]  # "data contract for model 'churn'"
-    put_hint: str  # the command that stores one
-    missing: type[FlywheelError]  # what reading one that is not there raises
+    kind: str  # how messages call one, before its name: "data contract for model", "feature view"
+    put_command: str  # the flywheel command that stores one: "contract put"
+    missing: type[FlywheelError] = NotFoundError  # what reading one that is not there raises
     name_pattern: str | None = None  # a name that cannot be a document's is not looked up
+
+    def name_of(self, document: D) -> str:
+        return str(getattr(document, self.field))
 
     def ref(self, bucket: str, name: str) -> ObjectRef:
         return ObjectRef(bucket, f"{self.prefix}{name}{SUFFIX}")
@@ -50,11 +52,12 @@ class Shelf[D: Document]:
         """The stored document, parsed; :attr:`missing` when there is none, :class:`ContractError` when it
         no longer parses or names another document than its key."""
         if self.name_pattern is not None and not re.match(self.name_pattern, name):
-            raise self.missing(f"there is no {self.describe(name)}: not a {self.field} name")
+            raise self.missing(f"there is no {self.kind} {name!r}: not a {self.field} name")
         try:
             stored = objects.get(self.ref(bucket, name))
         except NotFoundError as exc:
-            raise self.missing(f"there is no {self.describe(name)}; put one with `{self.put_hint}`") from exc
+            hint = f"put one with `flywheel {self.put_command} FILE`"
+            raise self.missing(f"there is no {self.kind} {name!r}; {hint}") from exc
         document = self.parse(stored.body)
         found = self.name_of(document)
         if found != name:
@@ -77,14 +80,8 @@ class Shelf[D: Document]:
         )
 
 
-CONTRACTS: Shelf[DataContract] = Shelf(
-    prefix=DataPrefix.CONTRACTS,
-    field="model",
-    parse=parse_contract,
-    name_of=lambda contract: contract.model,
-    describe=lambda model: f"data contract for model {model!r}",
-    put_hint="flywheel contract put FILE",
-    missing=ContractError,
+CONTRACTS = Shelf(
+    DataPrefix.CONTRACTS, "model", parse_contract, "data contract for model", "contract put", ContractError
 )
 
 

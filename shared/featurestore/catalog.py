@@ -18,14 +18,12 @@ from shared.layout import DataPrefix
 from shared.naming import VIEW_NAME
 from shared.storage import ObjectRef, ObjectStore
 
-VIEWS: Shelf[FeatureView] = Shelf(
-    prefix=DataPrefix.FEATURE_VIEWS,
-    field="view",
-    parse=parse_feature_view,
-    name_of=lambda view: view.view,
-    describe=lambda view: f"feature view {view!r}",
-    put_hint="flywheel features put FILE",
-    missing=NotFoundError,
+VIEWS = Shelf(
+    DataPrefix.FEATURE_VIEWS,
+    "view",
+    parse_feature_view,
+    "feature view",
+    "features put",
     name_pattern=VIEW_NAME,
 )
 

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.data.catalog import load_contract
 from shared.data.contract import DataContract, Task
-from shared.data.quarantine import FileKind, quarantine, quarantine_ref, read_refusal, refused
+from shared.data.quarantine import FileKind, Refusal, quarantine, quarantine_ref, read_refusal, refused
 from shared.data.validation import (
     MAX_EXAMPLES,
     ColumnChecks,
@@ -335,6 +335,22 @@ class LabelOutcome(BaseModel):
     duplicate: bool = False
     detail: str = ""
 
+    @classmethod
+    def refused(
+        cls, model: str, refusal: Refusal, *, duplicate: bool = False, detail: str | None = None
+    ) -> LabelOutcome:
+        """A refused file's outcome, from the refusal written beside it in quarantine."""
+        return cls(
+            model=model,
+            source=refusal.source,
+            source_version_id=refusal.source_version_id,
+            accepted=False,
+            problems=refusal.problems,
+            quarantined_as=refusal.quarantined_as,
+            duplicate=duplicate,
+            detail=refusal.summary if detail is None else detail,
+        )
+
 
 def accepted_refs(bucket: str, model: str, set_id: str) -> tuple[ObjectRef, ObjectRef]:
     """Where a label set's Parquet and its report are written."""
@@ -436,16 +452,8 @@ def _earlier_outcome(
     earlier = read_refusal(svc.objects, quarantine_ref(FileKind.LABELS, source.bucket, model or None, name))
     if earlier is None or earlier.source != source.uri or earlier.source_version_id != source.version_id:
         return None
-    return LabelOutcome(
-        model=model,
-        source=source.uri,
-        source_version_id=source.version_id,
-        accepted=False,
-        problems=earlier.problems,
-        quarantined_as=earlier.quarantined_as,
-        duplicate=True,
-        detail="already quarantined by an earlier delivery of the same event",
-    )
+    detail = "already quarantined by an earlier delivery of the same event"
+    return LabelOutcome.refused(model, earlier, duplicate=True, detail=detail)
 
 
 def _quarantine(
@@ -460,15 +468,7 @@ def _quarantine(
         kind=FileKind.LABELS,
         model=model or None,
     )
-    return LabelOutcome(
-        model=model,
-        source=source.uri,
-        source_version_id=source.version_id,
-        accepted=False,
-        problems=refusal.problems,
-        quarantined_as=refusal.quarantined_as,
-        detail=refusal.summary,
-    )
+    return LabelOutcome.refused(model, refusal)
 
 
 def on_label_files(svc: Services, event: S3Model) -> list[LabelOutcome]:
