@@ -179,3 +179,38 @@ def test_the_checker_sees_a_circle_and_an_upward_import() -> None:
     assert layer_of("shared.data.catalog") == 3
     assert layer_of("shared.monitoring.monitor") > layer_of("shared.pipeline.trigger")  # type: ignore[operator]
     assert layer_of("shared.datasets") is None  # a prefix must end at a dot
+
+
+def readme_layers() -> list[tuple[str, set[str]]]:
+    """The README's layer table: per row, its folder and the modules it lists."""
+    readme = (ROOT / "README.md").read_text()
+    rows = []
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0][:1].isdigit() and "`shared/" in cells[0]:
+            folder = cells[0].split("`")[1]
+            rows.append((folder, {m.strip().strip("`") for m in cells[1].split(",")}))
+    return rows
+
+
+def test_the_readme_layer_table_lists_every_module_of_shared_on_its_layer() -> None:
+    """Given the README's layout table, then its rows are the layers, in order, and each row lists exactly
+    the modules in that layer's folder: the table matches the tree."""
+    rows = readme_layers()
+    assert len(rows) == len(LAYERS)
+    for index, (folder, listed) in enumerate(rows):
+        package = folder.removesuffix("*.py").rstrip("/").replace("/", ".")
+        if folder.endswith("*.py"):
+            actual = {p.removeprefix("shared.") for p in LAYERS[index]}
+        else:
+            assert LAYERS[index] == (package,), folder
+            actual = {m.rpartition(".")[2] for m in modules(folder.rstrip("/")) if m != package}
+        assert listed == actual, folder
+    top_level = {m.removeprefix("shared.") for m in modules("shared") if m.count(".") == 1}
+    packages = {
+        m.removeprefix("shared.")
+        for m in modules("shared")
+        if m.count(".") == 1 and (ROOT / m.replace(".", "/")).is_dir()
+    }
+    flat = {name for folder, listed in rows if folder.endswith("*.py") for name in listed}
+    assert top_level - packages == flat
