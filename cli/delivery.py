@@ -14,7 +14,7 @@ import click
 from cli import render
 from cli.common import Context, json_option, pass_context, reported
 from shared.errors import FlywheelError
-from shared.pipeline.delivery import decide_approval, promote_manually, rollback
+from shared.pipeline.controls import decide_approval, promote_manually, rollback
 from shared.pipeline.policy import STAGING_PASSES_KEY
 from shared.registry import Stage
 

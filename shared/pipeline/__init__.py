@@ -6,10 +6,13 @@
 * :mod:`~shared.pipeline.runs`: a step recorded on its run; closing the run (Finish, RecordFailure).
 * :mod:`~shared.pipeline.steps`: Validate, Train, Evaluate, Register (the heavy ones: pandas, scikit-learn).
 * :mod:`~shared.pipeline.verification`: Verify and PostDeployCheck, proof on the serving path.
-* :mod:`~shared.pipeline.delivery`: Promote, AwaitApproval, Declined, and the CLI's manual controls.
+* :mod:`~shared.pipeline.delivery`: Promote, AwaitApproval, Declined (the policy arrives in the state).
+* :mod:`~shared.pipeline.controls`: the CLI's manual moves (promote, rollback, approve, reject), each under
+  the environment's policy.
 * :mod:`~shared.pipeline.policy`: which way a verified version may move in this environment (pure).
 * :mod:`~shared.pipeline.idempotency`: Register and Promote at most once per run.
 
 May import :mod:`shared.serving` and below. A function imports only the module of its own step: trigger,
-runs, delivery and policy import neither pandas, scikit-learn, scipy nor pyarrow.
+runs, delivery and policy import neither pandas, scikit-learn, scipy nor pyarrow, and delivery not even
+the contract.
 """

@@ -1,31 +1,30 @@
-"""Continuous delivery: promotion under the environment's policy, approvals, and the CLI's manual controls.
+"""Continuous delivery: the pipeline's promotion under the environment's policy, and its approvals.
 
 ``Promote`` moves a verified version to ``staging`` (approval policy, before the wait) or to ``production``
 (when the policy allows it, :mod:`shared.pipeline.policy`); ``AwaitApproval`` keeps the state machine's
 task token on the version until a person approves or rejects it, and ``Declined`` records a rejection or an
 expired wait. Every move is a conditional registry write with an audit entry naming the actor and reason.
-Proving a version on the serving path (Verify, PostDeployCheck) is :mod:`shared.pipeline.verification`'s.
-Light on purpose: the registry, the metadata store and the contract; no data or ML library.
+Proving a version on the serving path (Verify, PostDeployCheck) is :mod:`shared.pipeline.verification`'s;
+the CLI's manual moves are :mod:`shared.pipeline.controls`'. Light on purpose: the registry and the metadata
+store; the policy arrives in the run's state, so not even the contract is read.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
-from shared.data.catalog import load_contract
-from shared.errors import ConflictError, FlywheelError, NotFoundError
+from shared.errors import FlywheelError, NotFoundError
 from shared.metadata import NodeType, model_version_id
 from shared.observability import logger, metrics
-from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals, staging_passes
+from shared.pipeline.policy import STAGING_PASSES_KEY, refusals, staging_passes
 from shared.pipeline.runs import recorded_step
 from shared.pipeline.state import PIPELINE_ACTOR, RunState
-from shared.registry import PRODUCTION_ALIAS, ModelVersion, PendingApproval, Stage, TransitionKind
+from shared.registry import ModelVersion, PendingApproval, Stage, TransitionKind
 from shared.services import Services
 from shared.settings import EnvironmentPolicy, PolicyKind
 
@@ -42,15 +41,6 @@ class ApprovalRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     state: RunState
     task_token: str
-
-
-# --- the environment's policy ---------------------------------------------------------------------------
-
-
-def environment_policy(svc: Services, model: str) -> EnvironmentPolicy:
-    """The policy that moves ``model``'s versions in this stack's environment."""
-    contract = load_contract(svc.objects, svc.settings, model)
-    return policy_for(svc.settings.environment, contract.promotion, svc.settings.promotion_policy)
 
 
 # --- Promote -----------------------------------------------------------------------------------------------
@@ -219,96 +209,3 @@ def _drop_staging(svc: Services, version: ModelVersion, reason: str, run_id: str
             run_id=run_id,
             expected_version=version.version,
         )
-
-
-# --- manual control (the CLI) ------------------------------------------------------------------------------
-
-
-def promote_manually(
-    svc: Services, model: str, number: int, target: Stage, actor: str, reason: str
-) -> ModelVersion:
-    """``flywheel promote``: refused with the reasons when the environment's policy does not allow it.
-
-    Production moves only if it is still the version it was when this promotion was decided: of two
-    promotions issued at once, one wins and the other is refused (:class:`ConflictError` names both).
-    """
-    decided_against = _production_version(svc, model)
-    version = svc.registry.get_model_version(model, number)
-    policy = environment_policy(svc, model)
-    problems = refusals(version, target, policy)
-    if problems:
-        raise PromotionRefusedError(
-            f"cannot promote {model} v{number} to {target.value}: " + "; ".join(problems), problems=problems
-        )
-    if target is Stage.STAGING:
-        stage_version(svc, version, actor=actor, reason=reason, run_id=None)
-    else:
-        svc.registry.promote(model, number, actor=actor, reason=reason, expected_version=decided_against)
-    return svc.registry.get_model_version(model, number)
-
-
-def _production_version(svc: Services, model: str) -> int | None:
-    try:
-        return svc.registry.get_alias(model, PRODUCTION_ALIAS).version
-    except NotFoundError:
-        return None
-
-
-def rollback(svc: Services, model: str, actor: str, reason: str, to: int | None = None) -> tuple[int, int]:
-    """``flywheel rollback``: production back to ``to`` (default: the version it replaced). Returns
-    (from, to)."""
-    try:
-        alias = svc.registry.get_alias(model, PRODUCTION_ALIAS)
-    except NotFoundError as exc:
-        raise PromotionRefusedError(f"{model} has no production version to roll back") from exc
-    target = to if to is not None else alias.previous_version
-    if target is None:
-        raise PromotionRefusedError(f"{model} v{alias.version} replaced nothing: name a version with --to")
-    if target == alias.version:
-        raise PromotionRefusedError(f"{model} v{target} is already in production")
-    version = svc.registry.get_model_version(model, target)
-    if version.stage is Stage.REJECTED:
-        raise PromotionRefusedError(f"{model} v{target} was rejected and cannot serve production")
-    try:
-        svc.registry.promote(
-            model, target, actor=actor, reason=f"rollback: {reason}", expected_version=alias.version
-        )
-    except ConflictError as exc:
-        raise PromotionRefusedError(f"production moved while rolling back: {exc}") from exc
-    return alias.version, target
-
-
-def decide_approval(
-    svc: Services,
-    send: Callable[[str, bool, dict[str, Any]], None],
-    model: str,
-    number: int,
-    actor: str,
-    comment: str,
-    approve: bool,
-) -> PendingApproval:
-    """``flywheel approve`` / ``flywheel reject``: answer the waiting run and audit the decision."""
-    version = svc.registry.get_model_version(model, number)
-    pending = version.pending_approval
-    if pending is None:
-        raise PromotionRefusedError(f"{model} v{number} is not waiting for an approval")
-    if pending.expires_at < datetime.now(UTC):
-        raise PromotionRefusedError(
-            f"the approval of {model} v{number} expired at {pending.expires_at.isoformat()}"
-        )
-    detail = {
-        ("approved_by" if approve else "rejected_by"): actor,
-        "comment": comment,
-        "at": datetime.now(UTC).isoformat(),
-    }
-    send(pending.token, approve, detail)
-    svc.registry.record_decision(
-        model,
-        number,
-        approved=approve,
-        actor=actor,
-        reason=(comment or ("approved" if approve else "rejected")),
-        run_id=pending.run_id,
-    )
-    svc.registry.clear_pending_approval(model, number)
-    return pending

@@ -38,7 +38,8 @@ from shared.errors import FlywheelError, NotFoundError
 from shared.featurestore.contracts import load_training_contract, servable_rows
 from shared.ml.features import BOOLEAN, CATEGORICAL
 from shared.observability import logger, metrics
-from shared.pipeline.delivery import STAGING_ALIAS, environment_policy
+from shared.pipeline.controls import environment_policy
+from shared.pipeline.delivery import STAGING_ALIAS
 from shared.pipeline.policy import STAGING_PASSES_KEY, VERIFICATION_KEY, staging_passes
 from shared.pipeline.runs import recorded_step
 from shared.pipeline.state import PIPELINE_ACTOR, RunState

@@ -30,7 +30,8 @@ from shared.env_names import EnvVar
 from shared.errors import ConflictError, NotFoundError
 from shared.featurestore.contracts import put_contract
 from shared.metadata import Run, RunStatus, Step, StepStatus
-from shared.pipeline.delivery import STAGING_ALIAS, promote_manually
+from shared.pipeline.controls import promote_manually
+from shared.pipeline.delivery import STAGING_ALIAS
 from shared.pipeline.policy import STAGING_PASSES_KEY
 from shared.pipeline.verification import http_event
 from shared.registry import ModelRegistry, ModelVersion, Stage, Transition, TransitionKind

@@ -24,14 +24,8 @@ from infra.names import StackNames
 from shared.env_names import EnvVar
 from shared.errors import ConflictError, NotFoundError
 from shared.hashing import sha256_hex
-from shared.pipeline.delivery import (
-    STAGING_ALIAS,
-    PromotionRefusedError,
-    decide_approval,
-    environment_policy,
-    promote_manually,
-    rollback,
-)
+from shared.pipeline.controls import decide_approval, environment_policy, promote_manually, rollback
+from shared.pipeline.delivery import STAGING_ALIAS, PromotionRefusedError
 from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals
 from shared.pipeline.state import RunState
 from shared.pipeline.steps import evaluate_step, register_step, train_step, validate_step
