@@ -19,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
 from shared.errors import FlywheelError, NotFoundError
-from shared.metadata import NodeType, model_version_id
+from shared.metadata import ErrorInfo, NodeType, model_version_id
 from shared.observability import logger, metrics
 from shared.pipeline.policy import STAGING_PASSES_KEY, refusals, staging_passes
 from shared.pipeline.runs import recorded_step
@@ -189,9 +189,7 @@ def _rejection(svc: Services, state: RunState, number: int, caught: dict[str, An
     return str(detail.get("rejected_by") or "unknown"), str(detail.get("comment") or "")
 
 
-def _error(message: str) -> Any:
-    from shared.metadata import ErrorInfo  # noqa: PLC0415
-
+def _error(message: str) -> ErrorInfo:
     return ErrorInfo(step="approval", type="ApprovalDeclined", message=message)
 
 

@@ -37,6 +37,7 @@ from shared.data.datasets import read_parquet
 from shared.errors import FlywheelError, NotFoundError
 from shared.featurestore.contracts import load_training_contract, servable_rows
 from shared.ml.features import BOOLEAN, CATEGORICAL
+from shared.ml.training import PROBABILITY_PREFIX, predict_frame
 from shared.observability import logger, metrics
 from shared.pipeline.controls import environment_policy
 from shared.pipeline.delivery import STAGING_ALIAS
@@ -364,8 +365,6 @@ def _offline_predictions(
     svc: Services, version: ModelVersion, sample: Any, contract: Any
 ) -> list[dict[str, Any]]:
     """What the trained pipeline itself says about the sample: the answer the serving path must give."""
-    from shared.ml.training import PROBABILITY_PREFIX, predict_frame  # noqa: PLC0415  (pandas, scikit-learn)
-
     frame = predict_frame(load_model(svc, version.artifact), sample, contract)
     columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
     return [
@@ -423,8 +422,6 @@ def post_deploy_check_step(
     number: int = state.require("version")
     with recorded_step(svc, state, "post-deploy-check"):
         version = svc.registry.get_model_version(state.model, number)
-        from shared.serving.runtime import Signature  # noqa: PLC0415
-
         rows = request_rows(
             _holdout_of(svc, version).head(3).to_dict("records"), Signature.from_dict(version.signature)
         )
