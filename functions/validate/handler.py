@@ -5,8 +5,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.intake import validate_step
 from shared.pipeline.state import RunState
-from shared.pipeline.steps import validate_step
 from shared.services import services
 
 

@@ -4,7 +4,8 @@
   states (references only). It is an API: every step reads and returns it. Light: pydantic only.
 * :mod:`~shared.pipeline.trigger`: every way a run starts, through one door, named deterministically.
 * :mod:`~shared.pipeline.runs`: a step recorded on its run; closing the run (Finish, RecordFailure).
-* :mod:`~shared.pipeline.steps`: Validate, Train, Evaluate, Register (the heavy ones: pandas, scikit-learn).
+* :mod:`~shared.pipeline.intake`: Validate: a new file becomes a dataset or is refused (pandas, Arrow).
+* :mod:`~shared.pipeline.steps`: Train, Evaluate, Register (the heavy ones: pandas, scikit-learn, skl2onnx).
 * :mod:`~shared.pipeline.verification`: Verify and PostDeployCheck, proof on the serving path.
 * :mod:`~shared.pipeline.delivery`: Promote, AwaitApproval, Declined (the policy arrives in the state).
 * :mod:`~shared.pipeline.controls`: the CLI's manual moves (promote, rollback, approve, reject), each under

@@ -1,11 +1,12 @@
-"""What each pipeline step does, between the state machine and the pure ML modules.
+"""Train, Evaluate and Register: the steps that fit, judge and record a model.
 
-A step receives the run's :class:`RunState` (references only: ids and URIs), reads what those point at
-through the services, calls the pure functions (validation, training, evaluation), writes its results
-beside the run, records the step and the lineage, and returns the state with its own references added.
-Every step can be re-run with the same input without doing its work twice: datasets are found by their
-source version, versions by their run id, and a promotion to the version already in production changes
-nothing.
+A step receives the run's :class:`~shared.pipeline.state.RunState` (references only: ids and URIs), reads
+what those point at through the services, calls the pure functions (training, evaluation, packaging),
+writes its results beside the run, records the step and the lineage, and returns the state with its own
+references added. Every step can be re-run with the same input without doing its work twice: datasets are
+found by their source version and versions by their run id. The other states' steps: Validate in
+:mod:`~shared.pipeline.intake`, Verify and PostDeployCheck in :mod:`~shared.pipeline.verification`, Promote
+and approvals in :mod:`~shared.pipeline.delivery`, Finish and RecordFailure in :mod:`~shared.pipeline.runs`.
 """
 
 from __future__ import annotations
@@ -13,22 +14,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 import pandas as pd
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.data.catalog import load_contract
 from shared.data.contract import DataContract
-from shared.data.datasets import frame_to_parquet, read_parquet, store_dataset
-from shared.data.quarantine import FileKind, quarantine, quarantine_ref
-from shared.data.validation import ROW_ID_COLUMN, validate_file
+from shared.data.datasets import frame_to_parquet, read_parquet
+from shared.data.validation import ROW_ID_COLUMN
 from shared.errors import DataValidationError, FlywheelError, NotFoundError
 from shared.featurestore.contracts import join_views, load_training_contract, view_signature
 from shared.featurestore.view import FeatureView
 from shared.hashing import sha256_hex
-from shared.layout import ArtifactPrefix, DataPrefix
+from shared.layout import ArtifactPrefix
 from shared.metadata import (
     Artifact,
     ArtifactKind,
@@ -49,7 +47,7 @@ from shared.ml.training import (
 from shared.ml.training_window import combine, training_window
 from shared.observability import logger, metrics
 from shared.pipeline.runs import recorded_step
-from shared.pipeline.state import PIPELINE_ACTOR, Candidate, EvaluationSummary, RunState, SourceFile
+from shared.pipeline.state import PIPELINE_ACTOR, Candidate, EvaluationSummary, RunState
 from shared.registry import (
     ArtifactRef,
     GateResult,
@@ -87,62 +85,6 @@ def _put_artifact(svc: Services, state: RunState, name: str, body: bytes, kind: 
 def _json(value: Any) -> bytes:
     # Plain json on purpose: profiles hold ±inf bin edges, which pydantic's JSON would turn into null.
     return json.dumps(value, indent=2, sort_keys=True, default=str).encode()
-
-
-# --- Validate ---------------------------------------------------------------------------------------------
-
-
-def dataset_id_for(model: str, source: SourceFile) -> str:
-    """The dataset a source object version becomes: the same version always maps to the same id."""
-    return f"{model}-{sha256_hex(f'{source.uri}#{source.version_id or source.etag}'.encode())[:16]}"
-
-
-def validate_step(state: RunState, svc: Services) -> RunState:
-    """Check the new file against the contract: a typed dataset on success, quarantine with reasons else."""
-    source: SourceFile = state.require("source")
-    with recorded_step(svc, state, "validate"):
-        existing = svc.metadata.find_dataset_by_source(state.model, source.uri, source.version_id)
-        if existing is not None:
-            logger.info("dataset already validated", extra={"dataset_id": existing.dataset_id})
-            return state.model_copy(update={"dataset_id": existing.dataset_id})
-        try:
-            contract = load_contract(svc.objects, svc.settings, state.model)
-            stored = svc.objects.get(source.ref)
-            data = validate_file(stored.body, PurePosixPath(source.key).name, contract)
-        except FlywheelError as exc:
-            if not isinstance(exc, NotFoundError):  # a file deleted before its run: nothing to move
-                relative = source.key.removeprefix(f"{DataPrefix.INCOMING}{state.model}/")
-                destination = quarantine_ref(FileKind.DATA, source.bucket, state.model, relative)
-                quarantine(
-                    svc.objects,
-                    source.ref,
-                    destination,
-                    exc,
-                    kind=FileKind.DATA,
-                    model=state.model,
-                    run_id=state.run_id,
-                )
-            raise
-        dataset_id = dataset_id_for(state.model, source)
-        dataset = store_dataset(
-            svc.objects,
-            svc.metadata,
-            svc.settings,
-            dataset_id,
-            state.model,
-            data,
-            source_uri=source.uri,
-            source_version_id=source.version_id,
-        )
-        source_node = file_id(source.uri, source.version_id)
-        svc.metadata.link(NodeType.FILE, source_node, NodeType.DATASET, dataset.dataset_id, Relation.DERIVED)
-        svc.metadata.link(NodeType.FILE, source_node, NodeType.RUN, state.run_id, Relation.INPUT)
-        metrics.add_metric(name="DatasetAccepted", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="RowsAccepted", unit=MetricUnit.Count, value=data.rows)
-        logger.info(
-            "dataset accepted", extra={"dataset_id": dataset_id, "rows": data.rows, "source": source.uri}
-        )
-        return state.model_copy(update={"dataset_id": dataset.dataset_id})
 
 
 # --- Train ------------------------------------------------------------------------------------------------
@@ -288,7 +230,7 @@ def _champion_on(
         return champion, None, [note]
 
 
-# --- Register, Promote, Finish ------------------------------------------------------------------------------
+# --- Register ---------------------------------------------------------------------------------------------
 
 
 def register_step(state: RunState, svc: Services) -> RunState:

@@ -26,9 +26,10 @@ from shared.errors import ConflictError, NotFoundError
 from shared.hashing import sha256_hex
 from shared.pipeline.controls import decide_approval, environment_policy, promote_manually, rollback
 from shared.pipeline.delivery import STAGING_ALIAS, PromotionRefusedError
+from shared.pipeline.intake import validate_step
 from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals
 from shared.pipeline.state import RunState
-from shared.pipeline.steps import evaluate_step, register_step, train_step, validate_step
+from shared.pipeline.steps import evaluate_step, register_step, train_step
 from shared.pipeline.trigger import on_new_object
 from shared.pipeline.verification import _compare, _latency, verify_version
 from shared.registry import (

@@ -43,8 +43,9 @@ from shared.featurestore.view import FeatureView, parse_feature_view
 from shared.metadata import NodeType, Relation, RunReason, file_id
 from shared.ml.training import predict_frame, reference_profile, train
 from shared.monitoring.drift import capture_frames, compute_drift
+from shared.pipeline.intake import validate_step
 from shared.pipeline.state import RunState, SourceFile
-from shared.pipeline.steps import evaluate_step, register_step, signature, train_step, validate_step
+from shared.pipeline.steps import evaluate_step, register_step, signature, train_step
 from shared.pipeline.verification import verify_step
 from shared.services import Services
 from shared.serving.lookup import fill_from_store

@@ -2,7 +2,8 @@
 
 Importing the scientific stack costs a cold start about two seconds and two thousand modules. The functions
 that only route or record a run (trigger, approval, finish, record-failure, promote) need none of it, and
-the labels function needs pandas and Arrow but not scikit-learn or SciPy. Each import runs in a fresh
+those that read files (labels, validate, features) need pandas and Arrow but nothing that trains. Each
+import runs in a fresh
 interpreter, as a cold Lambda instance would; what is asserted is which modules it loaded, never how long
 it took (``bench/cold_imports.py`` measures that).
 """
@@ -42,9 +43,11 @@ def test_a_function_that_routes_or_records_a_run_loads_no_scientific_library(fun
     assert loaded_by(f"functions.{function}.handler") == set()
 
 
-def test_the_labels_function_loads_pandas_and_arrow_but_no_ml_library() -> None:
-    """Label files are read as tables (pandas, Arrow); nothing in checking them trains or tests anything."""
-    loaded = loaded_by("functions.labels.handler")
+@pytest.mark.parametrize("function", ["labels", "validate", "features"])
+def test_a_function_that_reads_files_loads_pandas_and_arrow_but_no_ml_library(function: str) -> None:
+    """Label, data and feature files are read as tables (pandas, Arrow); nothing in checking them trains,
+    tests or converts a model, so scikit-learn, SciPy, skl2onnx and onnxruntime stay out."""
+    loaded = loaded_by(f"functions.{function}.handler")
     assert {"pandas", "pyarrow"} <= loaded
     assert loaded.isdisjoint({"sklearn", "scipy", "skl2onnx", "onnxruntime"})
 

@@ -34,9 +34,10 @@ from shared.ml.evaluation import score
 from shared.ml.training import library_versions, prepare_features, prepare_row
 from shared.ml.training_window import combine, training_window
 from shared.pipeline.delivery import promote_step
+from shared.pipeline.intake import validate_step
 from shared.pipeline.runs import finish_step, record_failure
 from shared.pipeline.state import RunState, SourceFile
-from shared.pipeline.steps import evaluate_step, load_model, register_step, train_step, validate_step
+from shared.pipeline.steps import evaluate_step, load_model, register_step, train_step
 from shared.pipeline.trigger import RunRequest, on_new_object, on_request
 from shared.pipeline.verification import post_deploy_check_step, verify_step
 from shared.registry import ServingFlavor, Stage
