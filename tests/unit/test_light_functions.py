@@ -3,9 +3,8 @@
 Importing the scientific stack costs a cold start about two seconds and two thousand modules. The functions
 that only route or record a run (trigger, approval, finish, record-failure, promote) need none of it, and
 those that read files (labels, validate, features) need pandas and Arrow but nothing that trains. Each
-import runs in a fresh
-interpreter, as a cold Lambda instance would; what is asserted is which modules it loaded, never how long
-it took (``bench/cold_imports.py`` measures that).
+import runs in a fresh interpreter, as a cold Lambda instance would; what is asserted is which modules it
+loaded, never how long it took (``bench/cold_imports.py`` measures that).
 """
 
 from __future__ import annotations
