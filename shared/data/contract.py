@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -386,26 +387,48 @@ def _mapping(document: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def parse_contract(text: str | bytes) -> DataContract:
-    """Parse and check a YAML contract; :class:`ContractError` lists every problem found."""
+def parse_document[M: BaseModel](
+    text: str | bytes,
+    model: type[M],
+    *,
+    what: str,
+    cross_field: Callable[[dict[str, Any]], list[str]],
+    describe: Callable[[Any], str],
+    summary: Callable[[dict[str, Any], list[str]], str],
+) -> M:
+    """The one way a YAML document (a contract, a feature view) becomes its model: :class:`ContractError`
+    lists every problem at once — each field's (``describe`` words pydantic's errors) and the cross-field
+    rules read from the raw document — so a user fixes it in one pass."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ContractError(f"the contract is not valid YAML: {exc}", problems=[str(exc)]) from exc
+        raise ContractError(f"the {what} is not valid YAML: {exc}", problems=[str(exc)]) from exc
     if not isinstance(document, dict):
         raise ContractError(
-            "the contract must be a YAML mapping", problems=["expected a mapping at the top level"]
+            f"the {what} must be a YAML mapping", problems=["expected a mapping at the top level"]
         )
     problems: list[str] = []
-    contract: DataContract | None = None
+    parsed: M | None = None
     try:
-        contract = DataContract.model_validate(document)
+        parsed = model.model_validate(document)
     except ValidationError as exc:
-        problems.extend(_describe(error) for error in exc.errors())
-    problems.extend(p for p in contract_problems(document) if p not in problems)
-    if problems or contract is None:
-        raise ContractError(_summary(document, problems), problems=problems)
-    return contract
+        problems.extend(describe(error) for error in exc.errors())
+    problems.extend(p for p in cross_field(document) if p not in problems)
+    if problems or parsed is None:
+        raise ContractError(summary(document, problems), problems=problems)
+    return parsed
+
+
+def parse_contract(text: str | bytes) -> DataContract:
+    """Parse and check a YAML contract; :class:`ContractError` lists every problem found."""
+    return parse_document(
+        text,
+        DataContract,
+        what="contract",
+        cross_field=contract_problems,
+        describe=_describe,
+        summary=_summary,
+    )
 
 
 def _describe(error: Any) -> str:
