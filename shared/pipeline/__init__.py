@@ -1,7 +1,8 @@
 """The pipeline: what each state of the state machine does, and how a run starts and ends.
 
 * :mod:`~shared.pipeline.state`: :class:`~shared.pipeline.state.RunState`, the payload passed between
-  states (references only). It is an API: every step reads and returns it. Light: pydantic only.
+  states (references only). It is an API: every step reads and returns it. Light: pydantic and the
+  stores' record types.
 * :mod:`~shared.pipeline.trigger`: every way a run starts, through one door, named deterministically.
 * :mod:`~shared.pipeline.runs`: a step recorded on its run; closing the run (Finish, RecordFailure).
 * :mod:`~shared.pipeline.intake`: Validate: a new file becomes a dataset or is refused (pandas, Arrow).
