@@ -2,13 +2,13 @@
 
 One seeded dataset (numpy; not timed) of 20 features, half numeric (normal, log-normal, Poisson counts
 with many ties, uniform; some with missing values) and half categorical (2 to 40 categories, some
-missing); a reference profile built by ``shared.training.reference_profile`` from ``--reference-rows``
+missing); a reference profile built by ``shared.ml.training.reference_profile`` from ``--reference-rows``
 training rows (a 5,000-value KS sample, the contract's default); and a current window of ``--rows`` rows
 drawn with a mild shift in some features, a missing-rate jump in one, and categories the reference never
-saw in others, in object columns holding numbers, text and None, as ``shared.drift.capture_frames`` builds
-them from captures. Then, in the same run:
+saw in others, in object columns holding numbers, text and None, as ``shared.monitoring.drift.capture_frames``
+builds them from captures. Then, in the same run:
 
-- **Flywheel**: ``shared.drift.compute_drift`` on the window (every statistic of every feature);
+- **Flywheel**: ``shared.monitoring.drift.compute_drift`` on the window (every statistic of every feature);
 - **direct**: a plain loop over the columns with scipy and numpy: ``pd.cut`` into the reference bins and
   PSI written out, ``scipy.stats.ks_2samp`` against the reference sample, ``value_counts`` and
   ``scipy.stats.chisquare`` for categories, the missing rate; the same epsilon rule (1e-4 floor, buckets
@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from shared.contract import DataContract
-from shared.drift import EPSILON, compute_drift
-from shared.training import MISSING, reference_profile
+from shared.data.contract import DataContract
+from shared.ml.training import MISSING, reference_profile
+from shared.monitoring.drift import EPSILON, compute_drift
 
 GOAL_ROWS, GOAL_SECONDS, GOAL_DIFFERENCE = 1_000_000, 3.0, 1e-9
 NUMERIC, CATEGORICAL = 10, 10
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = f"{args.rows:,} x {len(report.features)} ({NUMERIC} numeric, {CATEGORICAL} categorical)"
     print(f"rows x features:   {shape}")
     print(f"machine:           {cpus} CPU(s), fastest of {args.repeat} run(s) per side")
-    print(f"Flywheel:          {flywheel_s:.3f} s  (shared.drift.compute_drift)")
+    print(f"Flywheel:          {flywheel_s:.3f} s  (shared.monitoring.drift.compute_drift)")
     print(f"direct:            {direct_s:.3f} s  (per-column ks_2samp, chi2_contingency, numpy PSI)")
     print(f"ratio:             {flywheel_s / direct_s:.2f}x the direct loop")
     print(f"largest |diff|:    {largest:.3g}" + (f" ({where})" if where else ""))

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
@@ -51,15 +51,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from shared.featurestore.offline import point_in_time_join, sequence_of  # noqa: E402
-from shared.featurestore.online import (  # noqa: E402
-    SEQUENCE_COLUMN,
-    DynamoOnlineStore,
-    online_table_definition,
-)
-from shared.featurestore.view import parse_feature_view  # noqa: E402
+from shared.featurestore.online import DynamoOnlineStore, online_table_definition  # noqa: E402
+from shared.featurestore.view import SEQUENCE_COLUMN, parse_feature_view  # noqa: E402
 from tests.fixtures.feature_store import FeatureHistory  # noqa: E402
 
-T = TypeVar("T")
 SEED = 11
 START = pd.Timestamp("2024-01-01T00:00:00Z")
 YEAR_HOURS = 365 * 24
@@ -84,7 +79,7 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def timed(work: Callable[[], T], repeat: int = 1) -> tuple[T, float]:
+def timed[T](work: Callable[[], T], repeat: int = 1) -> tuple[T, float]:
     """The result of ``work`` and the fastest of ``repeat`` runs, in seconds."""
     best, result = float("inf"), None
     for _ in range(repeat):

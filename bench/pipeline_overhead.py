@@ -11,7 +11,7 @@ For each size, one churn CSV is generated (``examples.churn.generate``; not time
 - **baseline**: a bare script doing the same work directly: ``pd.read_csv`` with the contract's dtypes,
   the contract's checks as pandas one-liners (required columns, nulls, ranges, allowed values, booleans,
   target values, duplicate ids, minimum rows), the same holdout (the latest 20% by time), the same model
-  (``shared.training.build_pipeline``, reused so that the fits are identical work: same preprocessing,
+  (``shared.ml.training.build_pipeline``, reused so that the fits are identical work: same preprocessing,
   estimator and seed) fitted on the same rows and scored with the same metrics. The table says whether
   both sides ended with identical metrics.
 
@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 # The functions log and emit metrics as they would in Lambda; the table is easier to read without them.
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -66,10 +66,10 @@ from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
 from infra.local.output import WithoutMetrics  # noqa: E402
-from shared.catalog import put_contract  # noqa: E402
-from shared.contract import DataContract, FeatureType, parse_contract  # noqa: E402
+from shared.data.contract import DataContract, FeatureType, parse_contract  # noqa: E402
+from shared.featurestore.contracts import put_contract  # noqa: E402
+from shared.ml.training import MISSING, build_pipeline  # noqa: E402
 from shared.services import services  # noqa: E402
-from shared.training import MISSING, build_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "examples" / "churn.yaml"
@@ -90,9 +90,6 @@ def bench_contract() -> DataContract:
         update={"window": contract.training.window.model_copy(update={"days": None, "files": 20})}
     )
     return contract.model_copy(update={"training": training})
-
-
-Result = TypeVar("Result")
 
 
 @dataclass
@@ -132,7 +129,7 @@ def say(message: str) -> None:
 # --- threads ----------------------------------------------------------------------------------------------
 
 
-def in_own_thread(work: Callable[[], Result]) -> Result:
+def in_own_thread[Result](work: Callable[[], Result]) -> Result:
     """Run ``work`` in a thread of its own, as the local runtime runs each function, and return its result.
 
     Not a detail: libgomp throttles its spin-waiting once more OpenMP threads exist than CPUs, and the

@@ -14,8 +14,8 @@ flavour so both flavours can be asked for. Then:
   kept in memory, and with captures sent to the capture stream (moto's Firehose over loopback HTTP, as the
   function does in AWS; the send is synchronous, so it is part of the latency). Ratios are bare / served.
 - **(b) cold start**, each in a fresh ``python`` process, per model and flavour, median of ``--cold-runs``:
-  the serving core (import ``shared.serving``, load the model from bytes already in memory: sha256 check,
-  deserialisation, warm-up; then the first prediction) and the whole handler module (import
+  the serving core (import ``shared.serving.runtime``, load the model from bytes already in memory: sha256
+  check, deserialisation, warm-up; then the first prediction) and the whole handler module (import
   ``functions.predict.handler`` with Powertools and pydantic, then the first request: boto3 clients, the
   registry, the artifact from S3, the load, the prediction, the capture). The process's own start-up
   (interpreter and ``site``) is shown apart; Lambda's init is not included.
@@ -67,19 +67,19 @@ warnings.filterwarnings("ignore", module="aws_lambda_powertools")
 import pandas as pd  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from examples.churn import generate  # noqa: E402
+from examples.churn import generate, request_rows  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
-from shared import prediction_api  # noqa: E402
-from shared.capture import InMemoryCaptureSink  # noqa: E402
-from shared.catalog import put_contract  # noqa: E402
-from shared.contract import DataContract, parse_contract  # noqa: E402
+from shared.data.contract import DataContract, parse_contract  # noqa: E402
+from shared.featurestore.contracts import put_contract  # noqa: E402
+from shared.ml.training import model_from_bytes, prepare_features  # noqa: E402
 from shared.registry import PRODUCTION_ALIAS, ModelVersion, NewModelVersion, ServingFlavor  # noqa: E402
 from shared.services import Services, services  # noqa: E402
-from shared.serving import ServedModel, load_served_model  # noqa: E402
+from shared.serving import api  # noqa: E402
+from shared.serving.capture import InMemoryCaptureSink  # noqa: E402
+from shared.serving.runtime import ServedModel, load_served_model  # noqa: E402
 from shared.storage import ObjectRef  # noqa: E402
-from shared.training import model_from_bytes, prepare_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "examples" / "churn.yaml"
@@ -163,25 +163,6 @@ def train_models(cloud: LocalCloud, svc: Services) -> list[Model]:
     return models
 
 
-def request_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as a client sends them in JSON: null for missing, booleans as true/false, the id too."""
-    rows = []
-    for record in frame.to_dict("records"):
-        charges, region = record["monthly_charges"], record["region"]
-        rows.append(
-            {
-                "customer_id": record["customer_id"],
-                "tenure_months": record["tenure_months"],
-                "monthly_charges": None if math.isnan(charges) else charges,
-                "plan": record["plan"],
-                "region": region if isinstance(region, str) and region != "nan" else None,
-                "autopay": record["autopay"] == "true",
-                "support_calls": record["support_calls"],
-            }
-        )
-    return rows
-
-
 # --- timing -------------------------------------------------------------------------------------------------
 
 
@@ -242,8 +223,8 @@ def http_api_event(model: str, body: str, query: str = "") -> dict[str, Any]:
 @contextmanager
 def captures_in_memory() -> Iterator[None]:
     """The warm predict state with an in-memory capture sink in place of the Firehose one."""
-    state = replace(prediction_api.serving(), captures=InMemoryCaptureSink())
-    with mock.patch.object(prediction_api, "serving", lambda: state):
+    state = replace(api.serving(), captures=InMemoryCaptureSink())
+    with mock.patch.object(api, "serving", lambda: state):
         yield
 
 
@@ -320,7 +301,7 @@ CORE_CHILD = """
 import json, sys, time
 started = time.perf_counter()
 from types import SimpleNamespace
-from shared.serving import load_served_model
+from shared.serving.runtime import load_served_model
 from shared.storage import InMemoryObjectStore, ObjectRef
 imported = time.perf_counter()
 spec = json.loads(sys.argv[1])
@@ -434,7 +415,10 @@ def measure_cold(
 
 def cold_lines(model: Model, cold: dict[str, Cold], startup: float) -> list[str]:
     lines = []
-    for kind, name in (("core", "serving core (shared.serving)"), ("handler", "whole handler module")):
+    for kind, name in (
+        ("core", "serving core (shared.serving.runtime)"),
+        ("handler", "whole handler module"),
+    ):
         onnx, sklearn = cold[f"{kind}-onnx"], cold[f"{kind}-sklearn"]
         ms = {flavor: c.parts["total"] * 1000 for flavor, c in (("onnx", onnx), ("sklearn", sklearn))}
         part = {key: value * 1000 for key, value in onnx.parts.items()}

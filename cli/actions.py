@@ -5,7 +5,6 @@ Each returns plain data (pydantic models or dicts) that ``cli/render.py`` prints
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,15 +13,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.catalog import contract_ref, load_contract, put_contract
-from shared.contract import DataContract
+from cli.uploads import upload
+from shared.data.catalog import contract_ref, load_contract
+from shared.data.contract import DataContract
+from shared.data.quarantine import FileKind, quarantine_ref, read_refusal, report_ref
 from shared.errors import FlywheelError, NotFoundError
+from shared.featurestore.contracts import put_contract
 from shared.layout import DataPrefix
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, model_version_id
+from shared.pipeline.trigger import RunRequest, execution_name
 from shared.registry import ModelVersion
 from shared.services import Services
-from shared.storage import ObjectRef
-from shared.trigger import RunRequest, execution_name
 
 FINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.SKIPPED}
 Progress = Callable[[str], None]
@@ -63,10 +64,8 @@ def contract_show(svc: Services, model: str) -> DataContract:
 def push(svc: Services, path: Path, model: str, name: str | None = None) -> PushResult:
     """Upload a data file under ``incoming/<model>/``; the S3 event starts its run."""
     load_contract(svc.objects, svc.settings, model)  # refuse early, with the reason, when there is none
-    if not path.is_file():
-        raise NotFoundError(f"no such file: {path}")
     key = f"{DataPrefix.INCOMING}{model}/{name or path.name}"
-    stored = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), path.read_bytes())
+    stored = upload(svc, path, key)
     etag = svc.objects.head(stored).etag
     run_id = execution_name(RunReason.NEW_DATA, model, stored.bucket, key, stored.version_id or etag)
     return PushResult(model=model, uri=stored.uri, version_id=stored.version_id, run_id=run_id)
@@ -121,13 +120,11 @@ def _quarantine_report(svc: Services, run: Run) -> dict[str, Any] | None:
     relative = str(source.get("key", "")).removeprefix(f"{DataPrefix.INCOMING}{run.model}/")
     if not relative:
         return None
-    ref = ObjectRef(svc.settings.data_bucket, f"{DataPrefix.QUARANTINE}{run.model}/{relative}.error.json")
-    try:
-        report: dict[str, Any] = json.loads(svc.objects.get(ref).body)
-    except NotFoundError:
+    destination = quarantine_ref(FileKind.DATA, svc.settings.data_bucket, run.model, relative)
+    refusal = read_refusal(svc.objects, destination)
+    if refusal is None:
         return None
-    report["report_uri"] = ref.uri
-    return report
+    return {**refusal.model_dump(mode="json"), "report_uri": report_ref(destination).uri}
 
 
 def list_runs(svc: Services, model: str | None, limit: int) -> list[Run]:

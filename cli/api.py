@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from cli.stack import LOCAL, StackNotFoundError, pulumi_output
-from shared.contract import DataContract, FeatureType
+from shared.data.contract import DataContract, FeatureType
 from shared.errors import FlywheelError
 
 API_URL_VARIABLE = "FLYWHEEL_API_URL"

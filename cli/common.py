@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
+from pydantic import BaseModel
 
+from cli import render
 from cli.stack import settings_for
 from shared.errors import ContractError, DataValidationError, FlywheelError
 from shared.services import Services
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:
@@ -29,17 +28,15 @@ class Context:
         return self._services
 
     def invoke_trigger(self, payload: dict[str, Any]) -> dict[str, Any]:
-        import boto3
+        return self.invoke(self.services.settings.trigger_function, payload)
 
-        settings = self.services.settings
-        response = boto3.client("lambda", region_name=settings.region).invoke(
-            FunctionName=settings.trigger_function, Payload=json.dumps(payload).encode()
-        )
-        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
+    def invoke(self, function: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A function's answer: its result, or Lambda's ``{errorType, errorMessage}`` when it failed."""
+        answer: dict[str, Any] = self.services.function(function).invoke(payload).payload or {}
         return answer
 
 
-def reported(command: F) -> F:
+def reported[F: Callable[..., Any]](command: F) -> F:
     """Turn Flywheel's errors into a clear message and a non-zero exit, never a traceback."""
 
     @functools.wraps(command)
@@ -54,6 +51,22 @@ def reported(command: F) -> F:
             sys.exit(1)
 
     return run  # type: ignore[return-value]
+
+
+def report_push(
+    pushed: Any, wait: bool, as_json: bool, verdict: Callable[[], tuple[BaseModel, str, bool]]
+) -> None:
+    """The end of a ``push`` command: the upload, or with ``--wait`` the verdict (``verdict()`` answers it,
+    its text, and whether the file was accepted); a refused file exits 2, like any invalid input."""
+    if not wait:
+        click.echo(
+            render.as_json(pushed) if as_json else f"uploaded {pushed.uri} (version {pushed.version_id})"
+        )
+        return
+    outcome, text, accepted = verdict()
+    click.echo(render.as_json(outcome) if as_json else text)
+    if not accepted:
+        sys.exit(2)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

@@ -1,7 +1,7 @@
 """``flywheel promote | rollback | audit | approve | reject | verify``: the manual controls of delivery.
 
-Each refuses with the reason when the environment's policy does not allow the move (``shared.delivery``),
-and every move is an audit entry naming who and why.
+Each refuses with the reason when the environment's policy does not allow the move
+(``shared.pipeline.policy``), and every move is an audit entry naming who and why.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import click
 
 from cli import render
 from cli.common import Context, json_option, pass_context, reported
-from shared.delivery import STAGING_PASSES_KEY
-from shared.delivery_steps import decide_approval, promote_manually, rollback
 from shared.errors import FlywheelError
+from shared.pipeline.controls import decide_approval, promote_manually, rollback
+from shared.pipeline.policy import STAGING_PASSES_KEY
 from shared.registry import Stage
 
 
@@ -148,7 +148,7 @@ def verify(ctx: Context, reference: str, as_json: bool) -> None:
     settings = ctx.services.settings
     if not settings.verify_function:
         raise FlywheelError("this stack has no verify function")
-    answer = _invoke(ctx, settings.verify_function, {"model": name, "version": number})
+    answer = ctx.invoke(settings.verify_function, {"model": name, "version": number})
     if "errorType" in answer:
         raise FlywheelError(f"{answer['errorType']}: {answer.get('errorMessage', '')}")
     if as_json:
@@ -165,19 +165,7 @@ def verify(ctx: Context, reference: str, as_json: bool) -> None:
 
 
 def _stepfunctions(ctx: Context) -> Any:
-    import boto3
-
-    return boto3.client("stepfunctions", region_name=ctx.services.settings.region)
-
-
-def _invoke(ctx: Context, function: str, payload: dict[str, Any]) -> dict[str, Any]:
-    import boto3
-
-    response = boto3.client("lambda", region_name=ctx.services.settings.region).invoke(
-        FunctionName=function, Payload=json.dumps(payload).encode()
-    )
-    answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
-    return answer
+    return ctx.services.clients.client("stepfunctions")
 
 
 COMMANDS = (promote, rollback_command, audit, approve, reject, verify)

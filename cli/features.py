@@ -6,9 +6,6 @@ too; their texts and the click commands follow, and ``COMMANDS`` is what ``cli/m
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,16 +13,16 @@ import click
 from pydantic import BaseModel, Field
 
 from cli import render
-from cli.common import Context, json_option, pass_context, reported
-from shared.errors import NotFoundError
+from cli.common import Context, json_option, pass_context, report_push, reported
+from cli.uploads import upload, wait_for_verdict
+from shared.data.quarantine import FileKind, Refusal, quarantine_ref
+from shared.data.validation import source_id_of
 from shared.featurestore.catalog import load_view, put_view, view_names
-from shared.featurestore.ingest import QUARANTINE_PREFIX
 from shared.featurestore.offline import offline_files, offline_prefix
 from shared.featurestore.view import FeatureView
 from shared.layout import DataPrefix
 from shared.services import Services
 from shared.storage import ObjectRef
-from shared.validation import source_id_of
 
 # --- actions ----------------------------------------------------------------------------------------------
 
@@ -81,43 +78,39 @@ def push(svc: Services, path: Path, view: str, name: str | None = None) -> Featu
     load_view(
         svc.objects, svc.settings.data_bucket, view
     )  # refuse early, with the reason, when there is none
-    if not path.is_file():
-        raise NotFoundError(f"no such file: {path}")
-    body = path.read_bytes()
-    key = f"{DataPrefix.FEATURE_SOURCES}{view}/{name or path.name}"
-    stored = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), body)
-    return FeaturePush(view=view, uri=stored.uri, version_id=stored.version_id, digest=source_id_of(body))
+    stored = upload(svc, path, f"{DataPrefix.FEATURE_SOURCES}{view}/{name or path.name}")
+    return FeaturePush(
+        view=view, uri=stored.uri, version_id=stored.version_id, digest=source_id_of(path.read_bytes())
+    )
 
 
 def wait_for_features(svc: Services, pushed: FeaturePush, timeout_s: float = 120.0) -> FeatureArrival:
     """Wait until the upload's rows are in the offline store, or its quarantine report is written."""
     source = ObjectRef.parse(pushed.uri, pushed.version_id)
     relative = source.key.removeprefix(f"{DataPrefix.FEATURE_SOURCES}{pushed.view}/")
-    report = ObjectRef(source.bucket, f"{QUARANTINE_PREFIX}{pushed.view}/{relative}.error.json")
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def ingested() -> FeatureArrival | None:
         offline = [
             o.ref.uri
             for o in svc.objects.list(source.bucket, offline_prefix(pushed.view))
             if o.ref.key.endswith(f"/{pushed.digest}.parquet")
         ]
-        if offline:
-            return FeatureArrival(view=pushed.view, source=pushed.uri, status="ingested", offline=offline)
-        try:
-            refused: dict[str, Any] = json.loads(svc.objects.get(report).body)
-        except NotFoundError:
-            refused = {}
-        if refused and refused.get("source_version_id") == pushed.version_id:
-            return FeatureArrival(
-                view=pushed.view,
-                source=pushed.uri,
-                status="quarantined",
-                quarantined_as=refused.get("quarantined_as"),
-                problems=list(refused.get("problems") or []),
-            )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the feature file {pushed.uri} was not ingested within {timeout_s:.0f}s")
-        time.sleep(0.2)
+        if not offline:
+            return None
+        return FeatureArrival(view=pushed.view, source=pushed.uri, status="ingested", offline=offline)
+
+    def quarantined(refusal: Refusal) -> FeatureArrival:
+        return FeatureArrival(
+            view=pushed.view,
+            source=pushed.uri,
+            status="quarantined",
+            quarantined_as=refusal.quarantined_as,
+            problems=refusal.problems,
+        )
+
+    refused_at = quarantine_ref(FileKind.FEATURE_SOURCE, source.bucket, pushed.view, relative)
+    unfinished = f"the feature file {pushed.uri} was not ingested"
+    return wait_for_verdict(svc, source, refused_at, ingested, quarantined, unfinished, timeout_s)
 
 
 # --- texts ------------------------------------------------------------------------------------------------
@@ -231,15 +224,12 @@ def features_list(ctx: Context, as_json: bool) -> None:
 def features_push(ctx: Context, file: Path, view: str, wait: bool, as_json: bool) -> None:
     """Upload a feature file (CSV or Parquet) under feature-sources/<view>/."""
     pushed = push(ctx.services, file, view)
-    if not wait:
-        click.echo(
-            render.as_json(pushed) if as_json else f"uploaded {pushed.uri} (version {pushed.version_id})"
-        )
-        return
-    arrival = wait_for_features(ctx.services, pushed)
-    click.echo(render.as_json(arrival) if as_json else arrival_text(arrival))
-    if arrival.status != "ingested":
-        sys.exit(2)
+
+    def verdict() -> tuple[FeatureArrival, str, bool]:
+        arrival = wait_for_features(ctx.services, pushed)
+        return arrival, arrival_text(arrival), arrival.status == "ingested"
+
+    report_push(pushed, wait, as_json, verdict)
 
 
 COMMANDS = (features_group,)

@@ -81,7 +81,7 @@ def local(port: int, gateway_port: int, config_stack: str) -> None:
 
 def _predict_example() -> str | None:
     from cli.api import curl_example
-    from shared.contract import parse_contract
+    from shared.data.contract import parse_contract
 
     path = Path(__file__).resolve().parents[1] / "examples" / "churn.yaml"
     if not path.is_file():  # an installed CLI without the checkout's examples

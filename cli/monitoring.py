@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,15 +17,19 @@ import click
 from pydantic import BaseModel
 
 from cli import actions, render
-from cli.common import Context, json_option, pass_context, reported
+from cli.common import Context, json_option, pass_context, report_push, reported
 from cli.render import table
-from shared.catalog import load_contract
+from cli.uploads import upload, wait_for_verdict
+from shared.aws import AwsClients
+from shared.data.catalog import load_contract
+from shared.data.quarantine import FileKind, Refusal, quarantine_ref
 from shared.errors import FlywheelError, NotFoundError
-from shared.labels import ERROR_SUFFIX, LabelOutcome, accepted_refs, label_set_id, quarantine_ref
+from shared.invoke import LambdaFunction
 from shared.layout import DataPrefix
 from shared.metadata import RunStatus
-from shared.monitor import MonitorOutcome
-from shared.monitor_log import DynamoMonitorLog, MonitorLog, MonitorRecord
+from shared.monitoring.labels import LabelOutcome, accepted_refs, label_set_id
+from shared.monitoring.log import DynamoMonitorLog, MonitorLog, MonitorRecord
+from shared.monitoring.monitor import MonitorOutcome
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage import ObjectRef
@@ -47,10 +50,7 @@ class LabelPush(BaseModel):
 def push_labels(svc: Services, path: Path, model: str, name: str | None = None) -> LabelPush:
     """Upload a label file under ``labels/<model>/``; its arrival invokes the labels function."""
     load_contract(svc.objects, svc.settings, model)  # refuse early, with the reason, when there is none
-    if not path.is_file():
-        raise NotFoundError(f"no such file: {path}")
-    key = f"{DataPrefix.LABELS}{model}/{name or path.name}"
-    stored = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), path.read_bytes())
+    stored = upload(svc, path, f"{DataPrefix.LABELS}{model}/{name or path.name}")
     return LabelPush(
         model=model, uri=stored.uri, version_id=stored.version_id, label_set_id=label_set_id(model, stored)
     )
@@ -59,47 +59,33 @@ def push_labels(svc: Services, path: Path, model: str, name: str | None = None) 
 def wait_for_labels(svc: Services, pushed: LabelPush, timeout_s: float = 120.0) -> LabelOutcome:
     """What the labels function made of an upload: its accepted report, or its quarantine report."""
     source = ObjectRef.parse(pushed.uri, pushed.version_id)
-    _, report = accepted_refs(source.bucket, pushed.model, pushed.label_set_id)
+    parquet, report = accepted_refs(source.bucket, pushed.model, pushed.label_set_id)
     name = source.key.removeprefix(f"{DataPrefix.LABELS}{pushed.model}/")
-    error = ObjectRef(source.bucket, f"{quarantine_ref(source.bucket, pushed.model, name).key}{ERROR_SUFFIX}")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        accepted = _json(svc, report)
-        if accepted is not None:
-            return LabelOutcome(
-                model=pushed.model,
-                source=pushed.uri,
-                source_version_id=pushed.version_id,
-                accepted=True,
-                label_set_id=pushed.label_set_id,
-                accepted_uri=report.uri.removesuffix(".report.json") + ".parquet",
-                report_uri=report.uri,
-                rows=int(accepted.get("rows", 0)),
-                rejected_rows=int(accepted.get("rejected_rows", 0)),
-                problems=list(accepted.get("problems") or []),
-            )
-        refused = _json(svc, error)
-        if refused is not None and refused.get("source_version_id") == pushed.version_id:
-            return LabelOutcome(
-                model=pushed.model,
-                source=pushed.uri,
-                source_version_id=pushed.version_id,
-                accepted=False,
-                problems=list(refused.get("problems") or []),
-                quarantined_as=refused.get("quarantined_as"),
-                detail=str(refused.get("summary", "")),
-            )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the labels in {pushed.uri} were not checked within {timeout_s:.0f}s")
-        time.sleep(0.2)
 
+    def accepted() -> LabelOutcome | None:
+        try:
+            found: dict[str, Any] = json.loads(svc.objects.get(report).body)
+        except NotFoundError:
+            return None
+        return LabelOutcome(
+            model=pushed.model,
+            source=pushed.uri,
+            source_version_id=pushed.version_id,
+            accepted=True,
+            label_set_id=pushed.label_set_id,
+            accepted_uri=parquet.uri,
+            report_uri=report.uri,
+            rows=int(found.get("rows", 0)),
+            rejected_rows=int(found.get("rejected_rows", 0)),
+            problems=list(found.get("problems") or []),
+        )
 
-def _json(svc: Services, ref: ObjectRef) -> dict[str, Any] | None:
-    try:
-        found: dict[str, Any] = json.loads(svc.objects.get(ref).body)
-    except NotFoundError:
-        return None
-    return found
+    def quarantined(refusal: Refusal) -> LabelOutcome:
+        return LabelOutcome.refused(pushed.model, refusal)
+
+    refused_at = quarantine_ref(FileKind.LABELS, source.bucket, pushed.model, name)
+    unfinished = f"the labels in {pushed.uri} were not checked"
+    return wait_for_verdict(svc, source, refused_at, accepted, quarantined, unfinished, timeout_s)
 
 
 def labels_text(outcome: LabelOutcome) -> str:
@@ -123,17 +109,11 @@ def labels_text(outcome: LabelOutcome) -> str:
 def invoker(settings: Settings) -> Invoke:
     """Invoke a function of the stack synchronously, waiting as long as the monitor may run."""
 
-    def invoke(function_name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        import boto3
-        from botocore.config import Config
+    clients = AwsClients(settings.region)
 
-        client = boto3.client(
-            "lambda",
-            region_name=settings.region,
-            config=Config(read_timeout=910, retries={"max_attempts": 1}),
-        )
-        response = client.invoke(FunctionName=function_name, Payload=json.dumps(payload).encode())
-        answer: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
+    def invoke(function_name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        client = clients.client("lambda", read_timeout=910, retries={"max_attempts": 1})
+        answer: dict[str, Any] = LambdaFunction(function_name, client).invoke(payload).payload or {}
         return answer
 
     return invoke
@@ -182,10 +162,7 @@ class ReportView(BaseModel):
 def reports(svc: Services, model: str, limit: int = 10, log: MonitorLog | None = None) -> ReportView:
     """The model's latest monitor report and its recent monitor runs (held-back decisions included)."""
     if log is None:
-        import boto3
-
-        client = boto3.client("dynamodb", region_name=svc.settings.region)
-        log = DynamoMonitorLog(svc.settings.metadata_table, client=client)
+        log = DynamoMonitorLog(svc.settings.metadata_table, client=svc.clients.client("dynamodb"))
     history = log.history(model, limit)
     if not history:
         raise NotFoundError(f"model {model!r} has no monitor report yet; run `flywheel monitor {model}`")
@@ -287,15 +264,12 @@ def labels_group() -> None:
 def labels_push(ctx: Context, file: Path, model: str, wait: bool, as_json: bool) -> None:
     """Upload a label file (request_id, the target, optionally time) under labels/<model>/."""
     pushed = push_labels(ctx.services, file, model)
-    if not wait:
-        click.echo(
-            render.as_json(pushed) if as_json else f"uploaded {pushed.uri} (version {pushed.version_id})"
-        )
-        return
-    outcome = wait_for_labels(ctx.services, pushed)
-    click.echo(render.as_json(outcome) if as_json else labels_text(outcome))
-    if not outcome.accepted:
-        sys.exit(2)
+
+    def verdict() -> tuple[LabelOutcome, str, bool]:
+        outcome = wait_for_labels(ctx.services, pushed)
+        return outcome, labels_text(outcome), outcome.accepted
+
+    report_push(pushed, wait, as_json, verdict)
 
 
 @click.command("report")

@@ -15,9 +15,11 @@ the name ends in ``.parquet``).
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -140,6 +142,26 @@ def generate(
         },
         columns=list(COLUMNS),
     )
+
+
+def request_rows(frame: pd.DataFrame, *, with_id: bool = True) -> list[dict[str, Any]]:
+    """``frame``'s customers as a client sends them to ``predict`` in JSON: null for a missing value,
+    booleans as true/false, and the customer id (the contract's id column) unless ``with_id`` is False."""
+    rows = []
+    for record in frame.to_dict("records"):
+        charges, region = record["monthly_charges"], record["region"]
+        rows.append(
+            {
+                **({"customer_id": record["customer_id"]} if with_id else {}),
+                "tenure_months": record["tenure_months"],
+                "monthly_charges": None if isinstance(charges, float) and math.isnan(charges) else charges,
+                "plan": record["plan"],
+                "region": region if isinstance(region, str) and region != "nan" else None,
+                "autopay": record["autopay"] == "true",
+                "support_calls": record["support_calls"],
+            }
+        )
+    return rows
 
 
 def write(frame: pd.DataFrame, path: Path) -> None:

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from shared.contract import EnvironmentPolicy
 from shared.env_names import EnvVar
+from shared.settings import EnvironmentPolicy
 
 NAMESPACE = "flywheel"
 ROOT = Path(__file__).resolve().parents[1]

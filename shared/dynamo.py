@@ -1,4 +1,5 @@
-"""What the DynamoDB adapters share: how DynamoDB's failures map onto Flywheel's, and attribute values.
+"""What the DynamoDB adapters share: how DynamoDB's failures map onto Flywheel's, and attribute values
+(:func:`string_value`, :func:`number_value`).
 
 Throttling and outages are :class:`TransientError` (the pipeline retries them); a failed condition or a
 transaction cancelled by one is a lost race, which each store turns into its own answer.
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+from shared.aws import AwsClients
 from shared.errors import TransientError
 
 TRANSIENT_CODES: Final = frozenset(
@@ -56,11 +58,13 @@ def dynamodb_errors(operation: str, lost_race: Callable[[str], Exception]) -> It
         raise TransientError(f"DynamoDB {operation}: {error}") from error
 
 
-def s(value: str) -> dict[str, str]:
+def string_value(value: str) -> dict[str, str]:
+    """A DynamoDB string attribute value (``{"S": ...}``), for keys and conditions."""
     return {"S": value}
 
 
-def n(value: int) -> dict[str, str]:
+def number_value(value: int) -> dict[str, str]:
+    """A DynamoDB number attribute value (``{"N": ...}``; DynamoDB sends numbers as text)."""
     return {"N": str(value)}
 
 
@@ -74,7 +78,5 @@ class LazyClient:
     def get(self) -> Any:
         with self._lock:
             if self._client is None:
-                import boto3  # noqa: PLC0415
-
-                self._client = boto3.session.Session().client("dynamodb")
+                self._client = AwsClients().client("dynamodb")
             return self._client

@@ -12,7 +12,7 @@ class DataPrefix(StrEnum):
     DATASETS = "datasets/"
     QUARANTINE = "quarantine/"
     LABELS = "labels/"
-    # Label files the labels function accepted, as Parquet (shared.labels); the monitor reads them.
+    # Label files the labels function accepted, as Parquet (shared.monitoring.labels); the monitor reads them.
     LABELS_ACCEPTED = "labels-accepted/"
     CAPTURES = "captures/"
     CAPTURE_ERRORS = "captures-errors/"

@@ -34,16 +34,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.dynamo import LazyClient, dynamodb_errors
-from shared.dynamo import n as _n
-from shared.dynamo import s as _s
+from shared.dynamo import LazyClient, dynamodb_errors, number_value, string_value
 from shared.errors import ConflictError, NotFoundError, TransientError
-
-R = TypeVar("R", bound=BaseModel)
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -62,7 +58,11 @@ def utcnow() -> datetime:
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True)
+    # defer_build: a model's validators are built when it is first used, not at import, so a function pays
+    # only for the records its step reads and writes (a light function imports many it never touches).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True, defer_build=True
+    )
 
 
 class RunReason(StrEnum):
@@ -682,7 +682,7 @@ class InMemoryMetadataStore(_MetadataRules):
             ]
 
 
-def _until_written(attempt: Callable[[], R | None], what: str, attempts: int = 50) -> R:
+def _until_written[R: BaseModel](attempt: Callable[[], R | None], what: str, attempts: int = 50) -> R:
     """Call ``attempt`` until it returns a value; None means a conditional write lost a race."""
     for number in range(attempts):
         written = attempt()
@@ -697,7 +697,7 @@ def _source_key(model: str, uri: str, version_id: str | None) -> tuple[str, str,
     return (model, version_id or "null", uri)
 
 
-def _copy(record: R) -> R:
+def _copy[R: BaseModel](record: R) -> R:
     # A JSON round trip, as DynamoDB would: callers never share mutable dicts with the store.
     return type(record).model_validate_json(record.model_dump_json())
 
@@ -740,7 +740,7 @@ class DynamoMetadataStore(_MetadataRules):
 
     def _insert_run(self, run: Run) -> bool:
         listed = f"{_sort_time(run.started_at)}#{run.run_id}"
-        listing = {"pk": _s("RUNS"), "sk": _s(listed), "run_id": _s(run.run_id)}
+        listing = {"pk": string_value("RUNS"), "sk": string_value(listed), "run_id": string_value(run.run_id)}
         try:
             self._transact(
                 [
@@ -757,7 +757,7 @@ class DynamoMetadataStore(_MetadataRules):
         return (Run.model_validate_json(item["doc"]["S"]), int(item["rev"]["N"])) if item else None
 
     def _replace_run(self, run: Run, revision: int) -> bool:
-        request = self._put(self._run_item(run, revision + 1), "rev = :rev", {":rev": _n(revision)})
+        request = self._put(self._run_item(run, revision + 1), "rev = :rev", {":rev": number_value(revision)})
         return self._conditional("put_item", request)
 
     def _runs(self, model: str | None, limit: int, status: RunStatus | None) -> list[Run]:
@@ -765,18 +765,18 @@ class DynamoMetadataStore(_MetadataRules):
             request: dict[str, Any] = {
                 "IndexName": "gsi1",
                 "KeyConditionExpression": "gsi1pk = :p",
-                "ExpressionAttributeValues": {":p": _s(f"RUNS#{model}")},
+                "ExpressionAttributeValues": {":p": string_value(f"RUNS#{model}")},
                 "ScanIndexForward": False,
             }
             if status is not None:
                 request["FilterExpression"] = "#status = :s"
                 request["ExpressionAttributeNames"] = {"#status": "status"}
-                request["ExpressionAttributeValues"][":s"] = _s(status.value)
+                request["ExpressionAttributeValues"][":s"] = string_value(status.value)
             return [Run.model_validate_json(i["doc"]["S"]) for i in self._query(request, limit)]
         runs: list[Run] = []
         listing = {
             "KeyConditionExpression": "pk = :p",
-            "ExpressionAttributeValues": {":p": _s("RUNS")},
+            "ExpressionAttributeValues": {":p": string_value("RUNS")},
             "ScanIndexForward": False,
             "ConsistentRead": True,
         }
@@ -790,19 +790,22 @@ class DynamoMetadataStore(_MetadataRules):
 
     def _run_item(self, run: Run, revision: int) -> dict[str, Any]:
         return {
-            "pk": _s(f"RUN#{run.run_id}"),
-            "sk": _s("RUN"),
-            "gsi1pk": _s(f"RUNS#{run.model}"),
-            "gsi1sk": _s(f"{_sort_time(run.started_at)}#{run.run_id}"),
-            "doc": _s(run.model_dump_json()),
-            "status": _s(run.status.value),
-            "rev": _n(revision),
+            "pk": string_value(f"RUN#{run.run_id}"),
+            "sk": string_value("RUN"),
+            "gsi1pk": string_value(f"RUNS#{run.model}"),
+            "gsi1sk": string_value(f"{_sort_time(run.started_at)}#{run.run_id}"),
+            "doc": string_value(run.model_dump_json()),
+            "status": string_value(run.status.value),
+            "rev": number_value(revision),
         }
 
     def _batch_runs(self, run_ids: list[str]) -> list[Run]:
         runs: list[Run] = []
         for start in range(0, len(run_ids), 100):
-            keys = [{"pk": _s(f"RUN#{i}"), "sk": _s("RUN")} for i in run_ids[start : start + 100]]
+            keys = [
+                {"pk": string_value(f"RUN#{i}"), "sk": string_value("RUN")}
+                for i in run_ids[start : start + 100]
+            ]
             request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
             while request:
                 with dynamodb_errors("batch_get_item", _ConditionFailedError):
@@ -818,7 +821,10 @@ class DynamoMetadataStore(_MetadataRules):
     def _step_attempts(self, run_id: str, name: str) -> list[Step]:
         request = {
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
-            "ExpressionAttributeValues": {":p": _s(f"RUN#{run_id}"), ":s": _s(f"STEP#{name}#")},
+            "ExpressionAttributeValues": {
+                ":p": string_value(f"RUN#{run_id}"),
+                ":s": string_value(f"STEP#{name}#"),
+            },
             "ConsistentRead": True,
         }
         return [Step.model_validate_json(i["doc"]["S"]) for i in self._query(request)]
@@ -826,7 +832,7 @@ class DynamoMetadataStore(_MetadataRules):
     def _steps(self, run_id: str) -> list[Step]:
         request = {
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
-            "ExpressionAttributeValues": {":p": _s(f"RUN#{run_id}"), ":s": _s("STEP#")},
+            "ExpressionAttributeValues": {":p": string_value(f"RUN#{run_id}"), ":s": string_value("STEP#")},
             "ConsistentRead": True,
         }
         return [Step.model_validate_json(i["doc"]["S"]) for i in self._query(request)]
@@ -838,7 +844,7 @@ class DynamoMetadataStore(_MetadataRules):
         request = self._put(
             self._step_item(step),
             "#status = :expected",
-            {":expected": _s(expected.value)},
+            {":expected": string_value(expected.value)},
             {"#status": "status"},
         )
         return self._conditional("put_item", request)
@@ -846,26 +852,26 @@ class DynamoMetadataStore(_MetadataRules):
     def _step_item(self, step: Step) -> dict[str, Any]:
         # Step names come from the state machine and hold no '#', so one step's attempts share a prefix.
         return {
-            "pk": _s(f"RUN#{step.run_id}"),
-            "sk": _s(f"STEP#{step.name}#{step.attempt:04d}"),
-            "doc": _s(step.model_dump_json()),
-            "status": _s(step.status.value),
+            "pk": string_value(f"RUN#{step.run_id}"),
+            "sk": string_value(f"STEP#{step.name}#{step.attempt:04d}"),
+            "doc": string_value(step.model_dump_json()),
+            "status": string_value(step.status.value),
         }
 
     # datasets and artifacts
 
     def _insert_dataset(self, dataset: Dataset) -> bool:
         item = {
-            "pk": _s(f"DATASET#{dataset.dataset_id}"),
-            "sk": _s("DATASET"),
-            "gsi1pk": _s(f"DATASETS#{dataset.model}"),
-            "gsi1sk": _s(f"{_sort_time(dataset.created_at)}#{dataset.dataset_id}"),
-            "doc": _s(dataset.model_dump_json()),
+            "pk": string_value(f"DATASET#{dataset.dataset_id}"),
+            "sk": string_value("DATASET"),
+            "gsi1pk": string_value(f"DATASETS#{dataset.model}"),
+            "gsi1sk": string_value(f"{_sort_time(dataset.created_at)}#{dataset.dataset_id}"),
+            "doc": string_value(dataset.model_dump_json()),
         }
         source = {
-            "pk": _s(self._source_pk(dataset.model, dataset.source_uri, dataset.source_version_id)),
-            "sk": _s("DATASET"),
-            "dataset_id": _s(dataset.dataset_id),
+            "pk": string_value(self._source_pk(dataset.model, dataset.source_uri, dataset.source_version_id)),
+            "sk": string_value("DATASET"),
+            "dataset_id": string_value(dataset.dataset_id),
         }
         try:
             self._transact(
@@ -890,7 +896,7 @@ class DynamoMetadataStore(_MetadataRules):
         request = {
             "IndexName": "gsi1",
             "KeyConditionExpression": "gsi1pk = :p",
-            "ExpressionAttributeValues": {":p": _s(f"DATASETS#{model}")},
+            "ExpressionAttributeValues": {":p": string_value(f"DATASETS#{model}")},
         }
         return [Dataset.model_validate_json(i["doc"]["S"]) for i in self._query(request)]
 
@@ -901,9 +907,9 @@ class DynamoMetadataStore(_MetadataRules):
 
     def _insert_artifact(self, artifact: Artifact) -> bool:
         item = {
-            "pk": _s(f"ARTIFACT#{artifact.artifact_id}"),
-            "sk": _s("ARTIFACT"),
-            "doc": _s(artifact.model_dump_json()),
+            "pk": string_value(f"ARTIFACT#{artifact.artifact_id}"),
+            "sk": string_value("ARTIFACT"),
+            "doc": string_value(artifact.model_dump_json()),
         }
         return self._conditional("put_item", self._put(item, "attribute_not_exists(pk)"))
 
@@ -914,13 +920,13 @@ class DynamoMetadataStore(_MetadataRules):
     # lineage
 
     def _put_event(self, event: Event) -> None:
-        doc = _s(event.model_dump_json())
+        doc = string_value(event.model_dump_json())
 
         def keep_first(pk: str, sk: str) -> dict[str, Any]:
             return {
                 "Update": {
                     "TableName": self.table_name,
-                    "Key": {"pk": _s(pk), "sk": _s(sk)},
+                    "Key": {"pk": string_value(pk), "sk": string_value(sk)},
                     "UpdateExpression": "SET doc = if_not_exists(doc, :doc)",
                     "ExpressionAttributeValues": {":doc": doc},
                 }
@@ -936,7 +942,10 @@ class DynamoMetadataStore(_MetadataRules):
     def _events(self, node: Node, *, incoming: bool) -> list[Event]:
         request = {
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
-            "ExpressionAttributeValues": {":p": _s(_node_pk(node)), ":s": _s("IN#" if incoming else "OUT#")},
+            "ExpressionAttributeValues": {
+                ":p": string_value(_node_pk(node)),
+                ":s": string_value("IN#" if incoming else "OUT#"),
+            },
             "ConsistentRead": True,
         }
         return [Event.model_validate_json(i["doc"]["S"]) for i in self._query(request)]
@@ -976,7 +985,9 @@ class DynamoMetadataStore(_MetadataRules):
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         with dynamodb_errors("get_item", _ConditionFailedError):
             response = self.client.get_item(
-                TableName=self.table_name, Key={"pk": _s(pk), "sk": _s(sk)}, ConsistentRead=True
+                TableName=self.table_name,
+                Key={"pk": string_value(pk), "sk": string_value(sk)},
+                ConsistentRead=True,
             )
         item: dict[str, Any] | None = response.get("Item")
         return item

@@ -37,18 +37,15 @@ from typing import Any, Final, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dynamo import LazyClient, dynamodb_errors
-from shared.dynamo import n as _n
-from shared.dynamo import s as _s
+from shared.dynamo import LazyClient, dynamodb_errors, number_value, string_value
 from shared.errors import ConflictError, NotFoundError, TransientError
 from shared.metadata import TimeRange, UtcDatetime, utcnow
+from shared.naming import ALIAS_NAME, MODEL_NAME
 from shared.observability import logger
 
 T = TypeVar("T")
 
 PRODUCTION_ALIAS: Final = "production"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
 class _Any(Enum):
@@ -65,7 +62,9 @@ ANY: Final = _Any.ANY
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validators are built when it is first used, not at import, so a function pays
+    # only for the records its step reads and writes (a light function imports many it never touches).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Stage(StrEnum):
@@ -890,12 +889,12 @@ def _alias_conflict(name: str, alias: str, expected: int | _Any | None, actual: 
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise ValueError(f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only")
+    if not re.match(MODEL_NAME, name):
+        raise ValueError(f"invalid model name {name!r}: lower-case letters, digits and '-' only")
 
 
 def _check_alias(alias: str) -> None:
-    if not _ALIAS.match(alias):
+    if not re.match(ALIAS_NAME, alias):
         raise ValueError(f"invalid alias {alias!r}: lower-case letters, digits, '_' and '-' only")
 
 
@@ -1070,7 +1069,7 @@ class DynamoRegistryStore:
         return _model_from_item(item) if item else None
 
     def list_models(self) -> list[RegisteredModel]:
-        items = self._query("gsi1pk = :p", {":p": _s("MODELS")}, index="gsi1")
+        items = self._query("gsi1pk = :p", {":p": string_value("MODELS")}, index="gsi1")
         return [_model_from_item(i) for i in items]
 
     def get_version(self, name: str, version: int) -> ModelVersion | None:
@@ -1081,10 +1080,10 @@ class DynamoRegistryStore:
         return [_version_from_item(i) for i in self._in_model(name, "VERSION#")]
 
     def versions_in_stage(self, stage: Stage, name: str | None = None) -> list[ModelVersion]:
-        condition, values = "gsi1pk = :p", {":p": _s(f"STAGE#{stage.value}")}
+        condition, values = "gsi1pk = :p", {":p": string_value(f"STAGE#{stage.value}")}
         if name is not None:
             condition += " AND begins_with(gsi1sk, :n)"
-            values[":n"] = _s(f"{name}#")
+            values[":n"] = string_value(f"{name}#")
         items = self._query(condition, values, index="gsi1")
         # The index lags the table a little: trust the item's own stage.
         return [v for v in map(_version_from_item, items) if v.stage is stage]
@@ -1121,30 +1120,30 @@ class DynamoRegistryStore:
         table = self.table_name
         match write:
             case BumpModel():
-                at = _s(_iso(write.at))
+                at = string_value(_iso(write.at))
                 if write.expected_latest == 0 and write.expected_audit_seq == 0:
                     item = {
-                        "pk": _s(_model_pk(write.name)),
-                        "sk": _s("MODEL"),
-                        "gsi1pk": _s("MODELS"),
-                        "gsi1sk": _s(write.name),
+                        "pk": string_value(_model_pk(write.name)),
+                        "sk": string_value("MODEL"),
+                        "gsi1pk": string_value("MODELS"),
+                        "gsi1sk": string_value(write.name),
                         "created_at": at,
                         "updated_at": at,
-                        "latest_version": _n(write.latest_version),
-                        "audit_seq": _n(write.audit_seq),
+                        "latest_version": number_value(write.latest_version),
+                        "audit_seq": number_value(write.audit_seq),
                     }
                     return {"Put": _put(table, item, "attribute_not_exists(pk)")}
                 return {
                     "Update": {
                         "TableName": table,
-                        "Key": {"pk": _s(_model_pk(write.name)), "sk": _s("MODEL")},
+                        "Key": {"pk": string_value(_model_pk(write.name)), "sk": string_value("MODEL")},
                         "UpdateExpression": "SET latest_version = :l, audit_seq = :a, updated_at = :at",
                         "ConditionExpression": "latest_version = :el AND audit_seq = :ea",
                         "ExpressionAttributeValues": {
-                            ":l": _n(write.latest_version),
-                            ":a": _n(write.audit_seq),
-                            ":el": _n(write.expected_latest),
-                            ":ea": _n(write.expected_audit_seq),
+                            ":l": number_value(write.latest_version),
+                            ":a": number_value(write.audit_seq),
+                            ":el": number_value(write.expected_latest),
+                            ":ea": number_value(write.expected_audit_seq),
                             ":at": at,
                         },
                     }
@@ -1153,50 +1152,58 @@ class DynamoRegistryStore:
                 return {"Put": _put(table, _version_item(v), "attribute_not_exists(pk)")}
             case PutRunLookup():
                 item = {
-                    "pk": _s(f"RUN#{write.run_id}"),
-                    "sk": _s(f"VERSION#{write.name}"),
-                    "version": _n(write.version),
+                    "pk": string_value(f"RUN#{write.run_id}"),
+                    "sk": string_value(f"VERSION#{write.name}"),
+                    "version": number_value(write.version),
                 }
                 return {"Put": _put(table, item, "attribute_not_exists(pk)")}
             case AppendTransition(transition=t):
                 item = {
-                    "pk": _s(_model_pk(t.model)),
-                    "sk": _s(f"AUDIT#{t.seq:010d}"),
-                    "doc": _s(t.model_dump_json()),
+                    "pk": string_value(_model_pk(t.model)),
+                    "sk": string_value(f"AUDIT#{t.seq:010d}"),
+                    "doc": string_value(t.model_dump_json()),
                 }
                 return {"Put": _put(table, item, "attribute_not_exists(pk)")}
             case SetStage():
                 return {
                     "Update": {
                         "TableName": table,
-                        "Key": {"pk": _s(_model_pk(write.name)), "sk": _s(_version_sk(write.version))},
+                        "Key": {
+                            "pk": string_value(_model_pk(write.name)),
+                            "sk": string_value(_version_sk(write.version)),
+                        },
                         "UpdateExpression": "SET #stage = :to, gsi1pk = :g",
                         "ConditionExpression": "#stage = :from",
                         "ExpressionAttributeNames": {"#stage": "stage"},
                         "ExpressionAttributeValues": {
-                            ":to": _s(write.stage.value),
-                            ":from": _s(write.expected_stage.value),
-                            ":g": _s(f"STAGE#{write.stage.value}"),
+                            ":to": string_value(write.stage.value),
+                            ":from": string_value(write.expected_stage.value),
+                            ":g": string_value(f"STAGE#{write.stage.value}"),
                         },
                     }
                 }
             case PutAlias(alias=a):
                 item = {
-                    "pk": _s(_model_pk(a.model)),
-                    "sk": _s(f"ALIAS#{a.alias}"),
-                    "doc": _s(a.model_dump_json()),
+                    "pk": string_value(_model_pk(a.model)),
+                    "sk": string_value(f"ALIAS#{a.alias}"),
+                    "doc": string_value(a.model_dump_json()),
                 }
-                item["version"] = _n(a.version)
+                item["version"] = number_value(a.version)
                 if write.expected_version is None:
                     return {"Put": _put(table, item, "attribute_not_exists(pk)")}
-                return {"Put": _put(table, item, "version = :e", {":e": _n(write.expected_version)})}
+                return {
+                    "Put": _put(table, item, "version = :e", {":e": number_value(write.expected_version)})
+                }
             case RemoveAlias():
                 return {
                     "Delete": {
                         "TableName": table,
-                        "Key": {"pk": _s(_model_pk(write.name)), "sk": _s(f"ALIAS#{write.alias}")},
+                        "Key": {
+                            "pk": string_value(_model_pk(write.name)),
+                            "sk": string_value(f"ALIAS#{write.alias}"),
+                        },
                         "ConditionExpression": "version = :e",
-                        "ExpressionAttributeValues": {":e": _n(write.expected_version)},
+                        "ExpressionAttributeValues": {":e": number_value(write.expected_version)},
                     }
                 }
             case PatchVersion():
@@ -1205,7 +1212,9 @@ class DynamoRegistryStore:
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         with dynamodb_errors("get_item", WriteConflictError):
             response = self.client.get_item(
-                TableName=self.table_name, Key={"pk": _s(pk), "sk": _s(sk)}, ConsistentRead=True
+                TableName=self.table_name,
+                Key={"pk": string_value(pk), "sk": string_value(sk)},
+                ConsistentRead=True,
             )
         item: dict[str, Any] | None = response.get("Item")
         return item
@@ -1215,7 +1224,7 @@ class DynamoRegistryStore:
     ) -> list[dict[str, Any]]:
         return self._query(
             "pk = :p AND begins_with(sk, :s)",
-            {":p": _s(_model_pk(name)), ":s": _s(prefix)},
+            {":p": string_value(_model_pk(name)), ":s": string_value(prefix)},
             newest_first=newest_first,
             limit=limit,
         )
@@ -1276,19 +1285,21 @@ def _model_from_item(item: dict[str, Any]) -> RegisteredModel:
 
 def _version_item(version: ModelVersion) -> dict[str, Any]:
     return {
-        "pk": _s(_model_pk(version.name)),
-        "sk": _s(_version_sk(version.version)),
-        "gsi1pk": _s(f"STAGE#{version.stage.value}"),
-        "gsi1sk": _s(f"{version.name}#{version.version:010d}"),
+        "pk": string_value(_model_pk(version.name)),
+        "sk": string_value(_version_sk(version.version)),
+        "gsi1pk": string_value(f"STAGE#{version.stage.value}"),
+        "gsi1sk": string_value(f"{version.name}#{version.version:010d}"),
         # The immutable part as one JSON document (no Decimal or NaN trouble); the rest as attributes that
         # updates change in place, so tagging never races a stage change.
-        "doc": _s(version.model_dump_json(exclude=_MUTABLE)),
-        "stage": _s(version.stage.value),
-        "runtime_metrics": {"M": {k: _s(json.dumps(v)) for k, v in version.runtime_metrics.items()}},
-        "tags": {"M": {k: _s(v) for k, v in version.tags.items()}},
-        "approvals": {"L": [_s(a.model_dump_json()) for a in version.approvals]},
+        "doc": string_value(version.model_dump_json(exclude=_MUTABLE)),
+        "stage": string_value(version.stage.value),
+        "runtime_metrics": {
+            "M": {k: string_value(json.dumps(v)) for k, v in version.runtime_metrics.items()}
+        },
+        "tags": {"M": {k: string_value(v) for k, v in version.tags.items()}},
+        "approvals": {"L": [string_value(a.model_dump_json()) for a in version.approvals]},
     } | (
-        {"pending_approval": _s(version.pending_approval.model_dump_json())}
+        {"pending_approval": string_value(version.pending_approval.model_dump_json())}
         if version.pending_approval
         else {}
     )
@@ -1312,28 +1323,28 @@ def _patch_update(table: str, patch: PatchVersion) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for i, (key, value) in enumerate(patch.runtime_metrics.items()):
         names[f"#m{i}"] = key
-        values[f":m{i}"] = _s(json.dumps(value))
+        values[f":m{i}"] = string_value(json.dumps(value))
         sets.append(f"runtime_metrics.#m{i} = :m{i}")
     for i, (key, tag) in enumerate(patch.tags.items()):
         names[f"#t{i}"] = key
-        values[f":t{i}"] = _s(tag)
+        values[f":t{i}"] = string_value(tag)
         sets.append(f"tags.#t{i} = :t{i}")
     for i, key in enumerate(k for k in patch.remove_tags if k not in patch.tags):
         names[f"#r{i}"] = key
         removes.append(f"tags.#r{i}")
     if patch.approvals:
-        values[":a"] = {"L": [_s(a.model_dump_json()) for a in patch.approvals]}
+        values[":a"] = {"L": [string_value(a.model_dump_json()) for a in patch.approvals]}
         sets.append("approvals = list_append(approvals, :a)")
     if patch.clear_pending:
         removes.append("pending_approval")
     elif patch.pending is not None:
-        values[":p"] = _s(patch.pending.model_dump_json())
+        values[":p"] = string_value(patch.pending.model_dump_json())
         sets.append("pending_approval = :p")
     clauses = [f"SET {', '.join(sets)}"] if sets else []
     clauses += [f"REMOVE {', '.join(removes)}"] if removes else []
     params: dict[str, Any] = {
         "TableName": table,
-        "Key": {"pk": _s(_model_pk(patch.name)), "sk": _s(_version_sk(patch.version))},
+        "Key": {"pk": string_value(_model_pk(patch.name)), "sk": string_value(_version_sk(patch.version))},
         "UpdateExpression": " ".join(clauses),
         "ConditionExpression": "attribute_exists(pk)",
     }

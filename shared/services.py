@@ -1,15 +1,18 @@
-"""The adapters a function works with, built once per process from the settings.
+"""The adapters a function works with, each made from the settings on first use.
 
-Handlers call :func:`services` on their first invocation (never at import, so a test's mock is active
-first) and pass the result into ``shared``; tests build a :class:`Services` from in-memory fakes instead.
+Handlers call :func:`services` on their first invocation and pass the result into ``shared``. An adapter —
+and the boto3 client under it, from the one factory (:mod:`shared.aws`) — is made the first time a step
+asks for it, never at import, so a test's mock is active first and a cold start pays only for the clients
+its step uses. Tests build a :class:`Services` from in-memory fakes instead, handing them in by name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
+from shared.aws import AwsClients
+from shared.invoke import LambdaFunction
 from shared.metadata import DynamoMetadataStore, MetadataStore
 from shared.registry import DynamoRegistryStore, ModelRegistry
 from shared.settings import Settings, get_settings, warm
@@ -17,28 +20,51 @@ from shared.storage import ObjectStore, S3ObjectStore
 from shared.workflow import StepFunctionsWorkflow, Workflow
 
 
-@dataclass(frozen=True)
 class Services:
-    settings: Settings
-    objects: ObjectStore
-    registry: ModelRegistry
-    metadata: MetadataStore
-    workflow: Workflow
+    """The buckets, the registry, the metadata store, the workflow and the stack's other functions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        objects: ObjectStore | None = None,
+        registry: ModelRegistry | None = None,
+        metadata: MetadataStore | None = None,
+        workflow: Workflow | None = None,
+        clients: AwsClients | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients or AwsClients(settings.region)
+        given = {"objects": objects, "registry": registry, "metadata": metadata, "workflow": workflow}
+        # A cached_property reads the instance's dict first: what is handed in is never built.
+        self.__dict__.update({name: adapter for name, adapter in given.items() if adapter is not None})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        import boto3  # noqa: PLC0415  (clients are made when a function first runs, after any mock)
+        return cls(settings)
 
-        def client(service: str) -> Any:
-            return boto3.client(service, region_name=settings.region)
+    @cached_property
+    def objects(self) -> ObjectStore:
+        return S3ObjectStore(self.clients.client("s3"))
 
-        return cls(
-            settings=settings,
-            objects=S3ObjectStore(client("s3")),
-            registry=ModelRegistry(DynamoRegistryStore(settings.registry_table, client=client("dynamodb"))),
-            metadata=DynamoMetadataStore(settings.metadata_table, client=client("dynamodb")),
-            workflow=StepFunctionsWorkflow(settings.state_machine_arn, client("stepfunctions")),
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(
+            DynamoRegistryStore(self.settings.registry_table, client=self.clients.client("dynamodb"))
         )
+
+    @cached_property
+    def metadata(self) -> MetadataStore:
+        return DynamoMetadataStore(self.settings.metadata_table, client=self.clients.client("dynamodb"))
+
+    @cached_property
+    def workflow(self) -> Workflow:
+        return StepFunctionsWorkflow(self.settings.state_machine_arn, self.clients.client("stepfunctions"))
+
+    def function(self, name: str, **config: Any) -> LambdaFunction:
+        """Another function of the stack, to invoke synchronously (``config``: botocore options, such as a
+        ``read_timeout`` for a function that runs long)."""
+        return LambdaFunction(name, self.clients.client("lambda", **config))
 
 
 def services() -> Services:
@@ -49,4 +75,4 @@ def services() -> Services:
 @warm
 @lru_cache(maxsize=1)
 def _services_for(settings: Settings) -> Services:
-    return Services.from_settings(settings)
+    return Services(settings)

@@ -11,14 +11,34 @@ two clouds one after the other in one process never share a client or a loaded m
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.contract import EnvironmentPolicy
 from shared.env_names import EnvVar
+
+
+class PolicyKind(StrEnum):
+    AUTO = "auto"
+    APPROVAL = "approval"
+
+
+class EnvironmentPolicy(BaseModel):
+    """How a verified version is promoted in one environment (see :mod:`shared.pipeline.policy`): the
+    stack's default for its environment, which a contract's ``promotion:`` block overrides per model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: PolicyKind = PolicyKind.AUTO
+    min_staging_successes: int = Field(default=0, ge=0, le=100)
+    approval_timeout_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+
+    @property
+    def approval_timeout_seconds(self) -> int:
+        return max(1, round(self.approval_timeout_hours * 3600))
 
 
 class Settings(BaseSettings):
@@ -66,11 +86,10 @@ class _Cached(Protocol):
     def cache_clear(self) -> None: ...
 
 
-Cached = TypeVar("Cached", bound=_Cached)
 _WARM: list[Callable[[], None]] = []
 
 
-def warm(cached: Cached) -> Cached:
+def warm[Cached: _Cached](cached: Cached) -> Cached:
     """Mark ``cached`` (an ``lru_cache`` function) as state a warm instance keeps between invocations."""
     _WARM.append(cached.cache_clear)
     return cached

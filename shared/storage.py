@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from shared.aws import AwsClients
 from shared.errors import NotFoundError, TransientError
 from shared.hashing import sha256_hex
 
@@ -82,9 +83,7 @@ class S3ObjectStore:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
-
-            self._client = boto3.client("s3")
+            self._client = AwsClients().client("s3")
         return self._client
 
     def get(self, ref: ObjectRef) -> StoredObject:

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared.aws import AwsClients
 from shared.errors import NotFoundError, TransientError
 
 THROTTLED = frozenset(
@@ -43,9 +44,7 @@ class StepFunctionsWorkflow:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
-
-            self._client = boto3.client("stepfunctions")
+            self._client = AwsClients().client("stepfunctions")
         return self._client
 
     def execution_arn(self, name: str) -> str:

@@ -5,10 +5,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.delivery_steps import ApprovalRequest, declined_step, request_approval_step
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.delivery import ApprovalRequest, declined_step, request_approval_step
+from shared.pipeline.state import RunState
 from shared.services import services
-from shared.steps import RunState
 
 
 @logger.inject_lambda_context

@@ -1,5 +1,5 @@
 """labels: check a label file that landed under labels/<model>/; store its usable rows for the monitor, or
-quarantine it with every problem (logic in `shared.labels`)."""
+quarantine it with every problem (logic in `shared.monitoring.labels`)."""
 
 from typing import Any
 
@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import S3Model
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.labels import on_label_files
+from shared.monitoring.labels import on_label_files
 from shared.observability import logger, metrics, tracer
 from shared.services import services
 

@@ -1,4 +1,4 @@
-"""predict: the prediction API (routes, validation, errors and capture in `shared.prediction_api`)."""
+"""predict: the prediction API (routes, validation, errors and capture in `shared.serving.api`)."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
-from shared.prediction_api import answer
+from shared.serving.api import answer
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -3,14 +3,13 @@ to production, archiving the one it replaces; each move at most once per run."""
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.delivery_steps import promote_step
-from shared.idempotency import once_per_run
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.delivery import promote_step
+from shared.pipeline.idempotency import once_per_run
+from shared.pipeline.state import RunState
 from shared.services import services
-from shared.steps import RunState
 
 # The same run promotes twice under the approval policy: before the approval (staging) and after it.
 promote = once_per_run(promote_step, key="[run_id, version, approval]")
@@ -19,6 +18,6 @@ promote = once_per_run(promote_step, key="[run_id, version, approval]")
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_parser(model=RunState)
-def handler(event: RunState, context: LambdaContext) -> dict[str, Any]:
-    return promote(event, services(), context).dump()
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = RunState.model_validate(event)
+    return promote(state, services(), context).dump()

@@ -3,13 +3,13 @@ reasons when not; at most once per run."""
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.idempotency import once_per_run
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.idempotency import once_per_run
+from shared.pipeline.state import RunState
+from shared.pipeline.steps import register_step
 from shared.services import services
-from shared.steps import RunState, register_step
 
 register = once_per_run(register_step)
 
@@ -17,6 +17,6 @@ register = once_per_run(register_step)
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_parser(model=RunState)
-def handler(event: RunState, context: LambdaContext) -> dict[str, Any]:
-    return register(event, services(), context).dump()
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = RunState.model_validate(event)
+    return register(state, services(), context).dump()

@@ -6,8 +6,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.trigger import parse_trigger_event, trigger
 from shared.services import services
-from shared.trigger import parse_trigger_event, trigger
 
 
 @logger.inject_lambda_context

@@ -2,17 +2,17 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.intake import validate_step
+from shared.pipeline.state import RunState
 from shared.services import services
-from shared.steps import RunState, validate_step
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-@event_parser(model=RunState)
-def handler(event: RunState, context: LambdaContext) -> dict[str, Any]:
-    return validate_step(event, services()).dump()
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = RunState.model_validate(event)
+    return validate_step(state, services()).dump()

@@ -5,10 +5,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.delivery_steps import VerifyRequest, predict_invoker, verify_on_request, verify_step
 from shared.observability import logger, metrics, tracer
+from shared.pipeline.state import RunState
+from shared.pipeline.verification import VerifyRequest, predict_invoker, verify_on_request, verify_step
 from shared.services import services
-from shared.steps import RunState
 
 
 @logger.inject_lambda_context

@@ -11,15 +11,20 @@
 
 Wired into Flywheel:
 
-* :mod:`~shared.featurestore.catalog`: views stored as ``feature-views/<view>.yaml`` in the data bucket.
+* :mod:`~shared.featurestore.catalog`: views stored as ``feature-views/<view>.yaml`` in the data bucket
+  (on the same :class:`~shared.data.catalog.Shelf` as contracts).
 * :mod:`~shared.featurestore.arrivals`: the ``features`` function: each file an S3 event announces, ingested.
 * :mod:`~shared.featurestore.contracts`: a contract's ``feature_views``: the rules, the effective contract
-  (the views' features appended) that training, evaluation, verification and the signature use, the join.
-* :mod:`~shared.featurestore.lookup`: serving: the features a request leaves out, filled from the online
-  store by entity key (one batched read per view). No pandas.
+  (the views' features appended) that training, evaluation, verification and the signature use, the join;
+  and putting a contract, checked completely (its views, its estimator's parameters).
+
+Serving fills a request's missing view features from the online store in :mod:`shared.serving.lookup`
+(the serving layer's, since it checks a request against the signature).
 
 Which row is "the latest" is decided the same way everywhere: by event time, then by ``__sequence__`` (the
 source file's delivery time, then its digest), so a late file never overwrites a newer value, a
 re-delivered file changes nothing, and the online value of an entity is what the offline join gives for
 "now". Import the submodules; this package imports nothing, so serving pays only for what it uses.
+
+May import :mod:`shared.ml` and below (the row rule, the contract, validation's reader, quarantine).
 """

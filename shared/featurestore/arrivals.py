@@ -15,17 +15,15 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.parser.models import S3Model
 
-from shared.errors import ContractError, DataValidationError, NotFoundError
+from shared.data.quarantine import UNROUTED, refused
+from shared.errors import ContractError, NotFoundError
 from shared.featurestore.catalog import load_view
 from shared.featurestore.ingest import IngestResult, ingest_feature_file, quarantine_feature_file, source_view
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
 from shared.layout import DataPrefix
 from shared.observability import logger
 from shared.services import Services
-from shared.settings import Settings
 from shared.storage import ObjectRef
-
-UNROUTED = "_unrouted"
 
 
 class _OnlineStores:
@@ -39,18 +37,14 @@ class _OnlineStores:
     def __call__(self, svc: Services) -> OnlineStore:
         with self._lock:
             if self._held is None or self._held[0] is not svc:
-                self._held = (svc, _dynamo_store(svc.settings))
+                self._held = (svc, _dynamo_store(svc))
             return self._held[1]
 
 
-def _dynamo_store(settings: Settings) -> OnlineStore:
-    if not settings.features_table:
+def _dynamo_store(svc: Services) -> OnlineStore:
+    if not svc.settings.features_table:
         raise ContractError("this stack declares no features table for the online store")
-    import boto3  # noqa: PLC0415  (made when the function first runs, after any mock)
-
-    return DynamoOnlineStore(
-        settings.features_table, client=boto3.client("dynamodb", region_name=settings.region)
-    )
+    return DynamoOnlineStore(svc.settings.features_table, client=svc.clients.client("dynamodb"))
 
 
 online_store = _OnlineStores()
@@ -78,7 +72,7 @@ def ingest_source(svc: Services, online: OnlineStore, source: ObjectRef) -> Inge
     if name is None:
         return _refuse(
             svc,
-            UNROUTED,
+            None,
             source,
             "no_view",
             f"{source.key} is not under {DataPrefix.FEATURE_SOURCES}<view>/: "
@@ -99,13 +93,11 @@ def ingest_source(svc: Services, online: OnlineStore, source: ObjectRef) -> Inge
     return ingest_feature_file(svc.objects, online, view, source, metadata=svc.metadata)
 
 
-def _refuse(svc: Services, view: str, source: ObjectRef, rule: str, message: str) -> IngestResult:
-    error = DataValidationError(
-        message, problems=[{"column": None, "rule": rule, "count": 0, "examples": [], "message": message}]
-    )
+def _refuse(svc: Services, view: str | None, source: ObjectRef, rule: str, message: str) -> IngestResult:
+    error = refused(rule, message)
     moved = quarantine_feature_file(svc.objects, view, source, error)
     return IngestResult(
-        view=view,
+        view=view or UNROUTED,
         source=source.uri,
         source_version_id=source.version_id,
         status="quarantined",

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """A data contract that lists feature views: its rules, the effective contract, and the training frame.
 
 A contract may name views (``feature_views: [customer_profile]``). Their features are not columns of the
@@ -29,10 +28,13 @@ from typing import Any
 
 import pandas as pd
 
-from shared.contract import DataContract, Feature
+from shared.data.catalog import CONTRACTS, load_contract
+from shared.data.contract import DataContract, Feature, parse_contract
 from shared.errors import ContractError
+from shared.featurestore.catalog import load_views
 from shared.featurestore.offline import join_view_with_sources
 from shared.featurestore.view import FeatureView
+from shared.settings import Settings
 from shared.storage import ObjectRef, ObjectStore
 
 __all__ = [
@@ -143,7 +145,7 @@ def join_views(
 
 def view_signature(views: Sequence[FeatureView]) -> dict[str, Any]:
     """The registry signature's ``feature_views``: per view its entity (the model's id column), its TTL and
-    the features it provides (:class:`shared.serving.ViewSpec` reads it back)."""
+    the features it provides (:class:`shared.serving.runtime.ViewSpec` reads it back)."""
     return {
         view.view: {"entity": view.entity, "ttl_days": view.ttl_days, "features": list(view.features)}
         for view in views
@@ -164,3 +166,35 @@ def servable_rows(frame: pd.DataFrame, signature: Mapping[str, Any]) -> pd.DataF
         return frame
     servable = frame[frame[required].notna().all(axis=1)]
     return servable if len(servable) else frame
+
+
+def put_contract(
+    objects: ObjectStore, settings: Settings, text: str | bytes
+) -> tuple[DataContract, ObjectRef]:
+    """Check a contract completely (format, cross-field rules, estimator parameters, the feature views it
+    lists: stored, and fitting it) and store it."""
+    # scikit-learn checks the estimator's parameters: only putting a contract pays for importing it.
+    from shared.ml.training import check_training_params  # noqa: PLC0415
+
+    contract = parse_contract(text)
+    check_training_params(contract)
+    if contract.feature_views:
+        views = load_views(objects, settings.data_bucket, contract.feature_views)
+        problems = contract_view_problems(contract, views)
+        if problems:
+            lines = "\n".join(f"  - {p}" for p in problems)
+            raise ContractError(
+                f"contract for model {contract.model!r} has {len(problems)} problem(s):\n{lines}",
+                problems=problems,
+            )
+    return contract, CONTRACTS.put(objects, settings.data_bucket, contract)
+
+
+def load_training_contract(objects: ObjectStore, settings: Settings, model: str) -> TrainingContract:
+    """The model's contract with the feature views it lists, as Train, Evaluate, Register and Verify read
+    it: :attr:`TrainingContract.contract` is the effective contract. :class:`ContractError` when a view is
+    gone or no longer fits (a view put again with other features, say)."""
+    contract = load_contract(objects, settings, model)
+    if not contract.feature_views:
+        return TrainingContract(base=contract, contract=contract)
+    return training_contract(contract, load_views(objects, settings.data_bucket, contract.feature_views))

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """Ingesting one feature-source file: validate it, append it to the offline store, materialise it online.
 
 A file under ``feature-sources/<view>/`` is checked against its view. A bad file is moved under
@@ -12,9 +11,8 @@ holds: nothing changes.
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -22,18 +20,18 @@ import pandas as pd
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.data.quarantine import FileKind, quarantine, quarantine_ref
+from shared.data.validation import source_id_of
 from shared.errors import DataValidationError
 from shared.featurestore.offline import sequence_of, write_offline
 from shared.featurestore.online import MaterializeResult, OnlineStore
 from shared.featurestore.sources import validate_feature_file
-from shared.featurestore.view import VIEW_NAME, FeatureView
+from shared.featurestore.view import FeatureView
 from shared.layout import DataPrefix
 from shared.metadata import MetadataStore, NodeType, Relation, file_id
+from shared.naming import VIEW_NAME
 from shared.observability import logger, metrics
 from shared.storage import ObjectRef, ObjectStore
-from shared.validation import source_id_of
-
-QUARANTINE_PREFIX = f"{DataPrefix.QUARANTINE}_feature-sources/"
 
 
 class Materialized(BaseModel):
@@ -141,33 +139,11 @@ def ingest_feature_file(
 
 
 def quarantine_feature_file(
-    objects: ObjectStore, view: str, source: ObjectRef, error: DataValidationError
+    objects: ObjectStore, view: str | None, source: ObjectRef, error: DataValidationError
 ) -> ObjectRef:
-    """Move a refused file under ``quarantine/_feature-sources/<view>/`` with ``<name>.error.json`` beside
-    it; the bucket is versioned, so the original version stays recoverable. (No model name starts with
-    ``_``, so this never mixes with a model's quarantine, like ``quarantine/_unrouted/``.)"""
-    relative = source.key.removeprefix(f"{DataPrefix.FEATURE_SOURCES}{view}/")
-    destination = ObjectRef(source.bucket, f"{QUARANTINE_PREFIX}{view}/{relative}")
-    moved = objects.move(source, destination)
-    report = {
-        "view": view,
-        "source": source.uri,
-        "source_version_id": source.version_id,
-        "quarantined_as": moved.uri,
-        "quarantined_version_id": moved.version_id,
-        "at": datetime.now(UTC).isoformat(),
-        "error": type(error).__name__,
-        "summary": str(error),
-        "problems": error.problems,
-    }
-    objects.put(
-        ObjectRef(source.bucket, f"{destination.key}.error.json"),
-        json.dumps(report, indent=2, sort_keys=True, default=str).encode(),
-        "application/json",
-    )
-    metrics.add_metric(name="FeatureFileQuarantined", unit=MetricUnit.Count, value=1)
-    logger.warning(
-        "feature file quarantined",
-        extra={"view": view, "source": source.uri, "to": moved.uri, "problems": len(error.problems)},
-    )
-    return moved
+    """Refuse a feature-source file: moved under ``quarantine/_feature-sources/<view>/`` (``_unrouted``
+    for a key that names no view) beside its ``.error.json`` (:mod:`shared.data.quarantine`)."""
+    relative = source.key.removeprefix(f"{DataPrefix.FEATURE_SOURCES}{view}/") if view else source.key
+    destination = quarantine_ref(FileKind.FEATURE_SOURCE, source.bucket, view, relative)
+    refusal = quarantine(objects, source, destination, error, kind=FileKind.FEATURE_SOURCE, view=view)
+    return ObjectRef.parse(refusal.quarantined_as, refusal.quarantined_version_id)

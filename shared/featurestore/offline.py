@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """The offline store (feature history as Parquet) and the point-in-time join that builds training sets.
 
 Layout, in the data bucket::
@@ -28,13 +27,12 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from shared.contract import FeatureType
+from shared.data.contract import FeatureType
+from shared.data.validation import canonical_text
 from shared.errors import NotFoundError
-from shared.featurestore.online import SEQUENCE_COLUMN
-from shared.featurestore.view import FeatureView
+from shared.featurestore.view import SEQUENCE_COLUMN, FeatureView
 from shared.layout import DataPrefix
 from shared.storage import ObjectRef, ObjectStore, StoredObject
-from shared.validation import canonical_text
 
 _DATE = "date="
 _KEY, _TIME, _POS, _ROW = "__key__", "__time__", "__pos__", "__row__"

@@ -38,23 +38,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from shared.dynamo import LazyClient, dynamodb_errors
-from shared.dynamo import s as _s
+from shared.dynamo import LazyClient, dynamodb_errors, string_value
 from shared.errors import ConflictError, TransientError
-from shared.features import is_missing
+from shared.featurestore.view import SEQUENCE_COLUMN, FeatureView
+from shared.ml.features import is_missing
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from shared.featurestore.view import FeatureView
-
-SEQUENCE_COLUMN: Final = "__sequence__"
-"""The tiebreak column of stored feature rows (see :mod:`shared.featurestore`)."""
-
 ONLINE_TABLE_KEYS: Final = {"partition_key": {"name": "pk", "type": "S"}}
 """The keys of the online table, in the shape of ``infra.spec.Key`` fields: ``pk`` (string) only."""
 
-_INTEGRAL_DECIMAL: Final = re.compile(r"[+-]?\d+\.0*")  # as shared.validation reads integral text
+_INTEGRAL_DECIMAL: Final = re.compile(r"[+-]?\d+\.0*")  # as shared.data.validation reads integral text
 BATCH_GET_LIMIT: Final = 100  # BatchGetItem's cap on keys per request
 _NS_PER_US: Final = 1000
 
@@ -297,12 +292,12 @@ class DynamoOnlineStore:
     def put(self, view: str, record: OnlineRecord) -> bool:
         """One conditional ``PutItem``; False when the stored row is newer or the same."""
         item = {
-            "pk": _s(online_key(view, record.entity)),
-            "view": _s(view),
-            "entity": _s(record.entity),
+            "pk": string_value(online_key(view, record.entity)),
+            "view": string_value(view),
+            "entity": string_value(record.entity),
             "event_time": {"N": str(record.event_time_ns)},
-            "sequence": _s(record.sequence),
-            "values": _s(json.dumps(record.values, allow_nan=False, separators=(",", ":"))),
+            "sequence": string_value(record.sequence),
+            "values": string_value(json.dumps(record.values, allow_nan=False, separators=(",", ":"))),
         }
         try:
             with dynamodb_errors("put_item", _StaleWriteError):
@@ -322,7 +317,7 @@ class DynamoOnlineStore:
         found: dict[str, OnlineRow] = {}
         for start in range(0, len(wanted), BATCH_GET_LIMIT):
             chunk = wanted[start : start + BATCH_GET_LIMIT]
-            for item in self._batch_get([{"pk": _s(online_key(view, e))} for e in chunk]):
+            for item in self._batch_get([{"pk": string_value(online_key(view, e))} for e in chunk]):
                 entity = item["pk"]["S"].split("#", 1)[1]
                 found[entity] = _row_of(item)
         return found

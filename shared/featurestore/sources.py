@@ -1,9 +1,8 @@
-# mypy: disable-error-code="import-untyped"
 """Feature-source files (``feature-sources/<view>/*.csv|parquet``) checked against their feature view.
 
-The reader and the column rules are the data contract's (:mod:`shared.validation`): the same formats,
+The reader and the column rules are the data contract's (:mod:`shared.data.validation`): the same formats,
 missing-value tokens, size limit, typing, ranges, allowed values and nullability, and the same
-:class:`~shared.validation.Problem` rules and messages, every problem reported at once. What differs:
+:class:`~shared.data.validation.Problem` rules and messages, every problem reported at once. What differs:
 
 * columns: exactly the view's entity, event time and features (any order); nothing else;
 * the entity key is text (integral numbers as ``"1"``, like ids), present in every row, and repeats: one row
@@ -26,18 +25,16 @@ from datetime import datetime
 
 import pandas as pd
 
-from shared.featurestore.view import FeatureView
-from shared.validation import (
+from shared.data.validation import (
     ColumnChecks,
     Problem,
     Rulebook,
+    check_header,
     clean,
-    header_only_problem,
-    presence_problems,
     read_upload,
     rejection,
-    single_column_problem,
 )
+from shared.featurestore.view import FeatureView
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,15 +57,10 @@ def validate_feature_frame(
     frame: pd.DataFrame, view: FeatureView
 ) -> tuple[ValidatedFeatures | None, list[Problem]]:
     """Check ``frame`` against ``view``: ``(features, [])`` when it passes, ``(None, problems)`` otherwise."""
-    names = [str(c).strip() for c in frame.columns]
-    single = single_column_problem(names)
-    if single is not None:
-        return None, [single]
-    frame = frame.set_axis(names, axis=1).reset_index(drop=True)
-    problems = presence_problems(names, view.columns, rulebook_of(view), role_of=lambda c: _role(c, view))
-    frame = frame.loc[:, ~frame.columns.duplicated()]
-    if len(frame) == 0:
-        return None, [*problems, header_only_problem()]
+    checked, problems = check_header(frame, view.columns, rulebook_of(view), role_of=lambda c: _role(c, view))
+    if checked is None:
+        return None, problems
+    frame = checked
     checks = ColumnChecks(problems, document="feature view", all_missing_allowed=True)
     typed: dict[str, pd.Series] = {}
     for name in (c for c in view.columns if c in frame.columns):

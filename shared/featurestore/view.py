@@ -24,15 +24,13 @@ from datetime import timedelta
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.contract import Feature
-from shared.errors import ContractError
-from shared.featurestore.online import SEQUENCE_COLUMN
+from shared.data.contract import Feature, parse_document
+from shared.naming import VIEW_NAME
 
-# Like a model name, but also allowing '_' (``customer_profile``); never '#' or '/', which separate the
-# view from the entity in online keys and from the date in offline keys.
-VIEW_NAME: Final = r"^[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?$"
+SEQUENCE_COLUMN: Final = "__sequence__"
+"""The tiebreak column of stored feature rows (see :mod:`shared.featurestore`)."""
 
 # Columns the feature store adds to stored rows; a view may not use these names.
 RESERVED_COLUMNS: Final = frozenset({SEQUENCE_COLUMN, "__row_id__"})
@@ -111,28 +109,19 @@ def view_problems(document: dict[str, Any]) -> list[str]:
 
 def parse_feature_view(text: str | bytes) -> FeatureView:
     """Parse and check a YAML feature view; :class:`ContractError` lists every problem found."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ContractError(f"the feature view is not valid YAML: {exc}", problems=[str(exc)]) from exc
-    if not isinstance(document, dict):
-        raise ContractError(
-            "the feature view must be a YAML mapping", problems=["expected a mapping at the top level"]
-        )
-    problems: list[str] = []
-    view: FeatureView | None = None
-    try:
-        view = FeatureView.model_validate(document)
-    except ValidationError as exc:
-        problems.extend(_describe(error) for error in exc.errors())
-    problems.extend(p for p in view_problems(document) if p not in problems)
-    if problems or view is None:
-        name = document.get("view", "?")
-        lines = "\n".join(f"  - {p}" for p in problems)
-        raise ContractError(
-            f"feature view {name!r} has {len(problems)} problem(s):\n{lines}", problems=problems
-        )
-    return view
+    return parse_document(
+        text,
+        FeatureView,
+        what="feature view",
+        cross_field=view_problems,
+        describe=_describe,
+        summary=_summary,
+    )
+
+
+def _summary(document: dict[str, Any], problems: list[str]) -> str:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"feature view {document.get('view', '?')!r} has {len(problems)} problem(s):\n{lines}"
 
 
 def _describe(error: Any) -> str:

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from infra.flywheel import flywheel_stack
-from shared.contract import EnvironmentPolicy, PolicyKind
 from shared.env_names import EnvVar
-from shared.settings import Settings
+from shared.settings import EnvironmentPolicy, PolicyKind, Settings
 from tests.infra.harness import Deployment, T, reset_pulumi, run_program
 
 pytestmark = pytest.mark.infra

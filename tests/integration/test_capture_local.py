@@ -16,7 +16,7 @@ from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
 from infra.local.cloud import ACCOUNT
-from shared.capture import CaptureRecord, FirehoseCaptureSink
+from shared.serving.capture import CaptureRecord, FirehoseCaptureSink
 from shared.settings import get_settings
 from tests.conftest import free_port
 

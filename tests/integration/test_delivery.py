@@ -26,18 +26,19 @@ from examples.churn import generate
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared import prediction_api
-from shared.catalog import put_contract
-from shared.delivery import STAGING_PASSES_KEY
-from shared.delivery_steps import STAGING_ALIAS, promote_manually
 from shared.env_names import EnvVar
 from shared.errors import ConflictError, NotFoundError
+from shared.featurestore.contracts import put_contract
 from shared.metadata import Run, RunStatus, Step, StepStatus
+from shared.pipeline.controls import promote_manually
+from shared.pipeline.delivery import STAGING_ALIAS
+from shared.pipeline.policy import STAGING_PASSES_KEY
+from shared.pipeline.verification import http_event
 from shared.registry import ModelRegistry, ModelVersion, Stage, Transition, TransitionKind
 from shared.services import Services, services
-from shared.serving import Predictions, ServedModel
+from shared.serving import api
+from shared.serving.runtime import Predictions, ServedModel
 from shared.storage import ObjectRef
-from shared.verification import http_event
 from tests.fixtures.services import churn_contract
 
 pytestmark = pytest.mark.integration
@@ -371,7 +372,7 @@ class TestAutomaticPolicy:
             altered.append((ref, svc.objects.get(ref).body))
             svc.objects.put(ref, b"an ONNX model overwritten after promotion", "application/octet-stream")
             # A warm predict keeps the model it loaded for Verify; a new instance reads the object again.
-            prediction_api._serving_for.cache_clear()
+            api._serving_for.cache_clear()
             return check(state, svc, *args, **kwargs)
 
         monkeypatch.setattr(post_deploy, "post_deploy_check_step", alter_then_check)

@@ -36,20 +36,21 @@ from examples.profiles import current_profiles, profile_updates
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.catalog import put_contract
-from shared.contract import parse_contract
-from shared.featurestore.ingest import QUARANTINE_PREFIX
+from shared.data.contract import parse_contract
+from shared.featurestore.contracts import put_contract
 from shared.featurestore.offline import join_view, read_offline
 from shared.featurestore.online import DynamoOnlineStore, fresh
 from shared.featurestore.view import parse_feature_view
 from shared.metadata import Direction, NodeType, model_version_id
-from shared.monitor import MonitorOutcome
+from shared.ml.training import TrainedModel
+from shared.ml.training import train as real_train
+from shared.monitoring.monitor import MonitorOutcome
 from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
 from shared.storage import ObjectRef
-from shared.training import TrainedModel
-from shared.training import train as real_train
 from tests.fixtures.feature_store import reference_point_in_time_join
+
+QUARANTINE_PREFIX = "quarantine/_feature-sources/"  # where a refused feature-source file goes
 
 pytestmark = pytest.mark.integration
 
@@ -359,7 +360,7 @@ def trained(store: Store, ingested: dict[str, Any]) -> Iterator[int]:
         store.trained_on.append(frame.copy())
         return real_train(frame, contract)
 
-    monkeypatch.setattr("shared.steps.train", spy)
+    monkeypatch.setattr("shared.pipeline.steps.train", spy)
     try:
         put_contract(store.svc.objects, store.svc.settings, contract_text())
         store.cloud.client("s3").put_object(

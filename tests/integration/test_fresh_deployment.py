@@ -8,8 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from shared.steps import load_model
-from shared.training import PROBABILITY_PREFIX, predict_frame
+from shared.ml.training import PROBABILITY_PREFIX, predict_frame
+from shared.pipeline.steps import load_model
 from tests.fixtures.services import churn_contract
 from tests.fixtures.serving import MODEL, ROW, TRAINING, served_churn
 

@@ -9,7 +9,7 @@ import pytest
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.monitor_log import DynamoMonitorLog, MonitorLog
+from shared.monitoring.log import DynamoMonitorLog, MonitorLog
 from tests.integration.test_stores_dynamodb import emptied
 from tests.unit.test_monitor_log import LEASE, NOW, MonitorLogContract, record, state
 

@@ -25,10 +25,10 @@ from examples.churn import generate
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.catalog import put_contract
+from shared.featurestore.contracts import put_contract
 from shared.metadata import DatasetKind, Direction, NodeType, Run, RunReason, RunStatus, file_id
-from shared.monitor import MonitorOutcome
-from shared.monitor_log import DynamoMonitorLog
+from shared.monitoring.log import DynamoMonitorLog
+from shared.monitoring.monitor import MonitorOutcome
 from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
 from tests.fixtures.monitoring import label_csv, monitoring_contract, request_rows

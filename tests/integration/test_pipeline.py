@@ -22,17 +22,18 @@ from examples.churn import generate
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.local import LocalCloud
-from shared.catalog import put_contract, read_parquet
-from shared.contract import DataContract, parse_contract
+from shared.data.contract import DataContract, parse_contract
+from shared.data.datasets import read_parquet
 from shared.errors import TransientError
-from shared.evaluation import score
+from shared.featurestore.contracts import put_contract
 from shared.hashing import sha256_hex
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, StepStatus, file_id
+from shared.ml.evaluation import score
+from shared.ml.training import TrainedModel
+from shared.ml.training import train as real_train
+from shared.pipeline.steps import load_model
 from shared.registry import ModelVersion, Stage
 from shared.services import Services, services
-from shared.steps import load_model
-from shared.training import TrainedModel
-from shared.training import train as real_train
 from tests.fixtures.bad_files import bad_files
 from tests.fixtures.services import CHURN_YAML
 
@@ -213,7 +214,7 @@ def train_behaving(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[int],
             before(calls[-1])
             return real_train(frame, contract)
 
-        monkeypatch.setattr("shared.steps.train", train)
+        monkeypatch.setattr("shared.pipeline.steps.train", train)
         return calls
 
     return install
@@ -522,7 +523,12 @@ class TestTheLoop:
         assert len(flywheel.executions()) == executions_before
         report = flywheel.quarantine_report("quarantine/_unrouted/loose.csv")
         assert report["source"] == f"s3://{flywheel.bucket}/incoming/loose.csv"
-        assert "incoming/<model>/" in report["reason"]
+        assert "incoming/<model>/" in report["summary"]
+        assert (
+            report["kind"] == "data"
+            and report["model"] is None
+            and report["problems"][0]["rule"] == "unrouted"
+        )
         assert flywheel.get("quarantine/_unrouted/loose.csv") == body
         assert not flywheel.exists("incoming/loose.csv")
         assert flywheel.get("incoming/loose.csv", file_version) == body

@@ -23,13 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 
+import shared.serving.api as prediction_api
 from functions.predict.handler import handler
 from infra.flywheel import PREDICT_ROUTES
 from infra.local.runtime import LambdaContext
-from shared import prediction_api, serving
 from shared.env_names import EnvVar
 from shared.hashing import sha256_hex
 from shared.registry import ArtifactRef, NewModelVersion
+from shared.serving import runtime
 from shared.storage import ObjectRef
 from tests.fixtures.services import churn_contract, put_churn_contract
 from tests.fixtures.serving import FEATURES, MODEL, ROW, Answer, ServedChurn, request_rows, served_churn
@@ -462,13 +463,13 @@ def test_a_tampered_artifact_is_refused_with_a_503_and_never_loaded(
     altered = genuine.replace(b"flywheel.classes", b"flywheel.clas5es")
     api.cloud.client("s3").put_object(Bucket=bucket, Key=key, Body=altered)
     sessions: list[bytes] = []
-    real_session = serving.onnx_session
+    real_session = runtime.onnx_session
 
     def spy(model: bytes) -> Any:
         sessions.append(model)
         return real_session(model)
 
-    monkeypatch.setattr(serving, "onnx_session", spy)
+    monkeypatch.setattr(runtime, "onnx_session", spy)
 
     answers = [
         api.predict({"instances": [ROW]}, f"?version={version}", model=TAMPERED_MODEL) for _ in range(2)

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 
 from examples.churn import generate
-from shared.drift import compute_drift
-from shared.monitoring import MetricPoint, MonitorReport, decide, live_performance
-from shared.report import render_html
-from shared.training import predict_frame, reference_profile, train
-from shared.validation import validate_file
+from shared.data.validation import validate_file
+from shared.ml.training import predict_frame, reference_profile, train
+from shared.monitoring.decision import MetricPoint, MonitorReport, decide, live_performance
+from shared.monitoring.drift import compute_drift
+from shared.monitoring.report import render_html
 from tests.fixtures.monitoring import monitoring_contract, request_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

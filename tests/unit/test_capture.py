@@ -15,7 +15,7 @@ from botocore.stub import Stubber
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from shared.capture import (
+from shared.serving.capture import (
     MAX_BATCH_RECORDS,
     MAX_RECORD_BYTES,
     CaptureRecord,

@@ -12,9 +12,9 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from examples.churn import COLUMNS, generate, main
-from shared.contract import DataContract, FeatureType, parse_contract
-from shared.evaluation import score
-from shared.training import train
+from shared.data.contract import DataContract, FeatureType, parse_contract
+from shared.ml.evaluation import score
+from shared.ml.training import train
 
 pytestmark = pytest.mark.unit
 

@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 
 from cli.api import _region, example_row, read_request
 from cli.main import main
-from shared.contract import FeatureType, parse_contract
+from shared.data.contract import FeatureType, parse_contract
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.unit

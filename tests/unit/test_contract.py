@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.contract import FeatureType, Task, parse_contract
+from shared.data.contract import FeatureType, Task, parse_contract
 from shared.errors import ContractError
 
 pytestmark = pytest.mark.unit

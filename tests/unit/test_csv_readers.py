@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.validation import _read_csv_arrow, _read_csv_pandas
+from shared.data.validation import _read_csv_arrow, _read_csv_pandas
 
 FIELD = st.text(alphabet=st.sampled_from(list('ab1 ,"\t.-é')), max_size=6)
 

@@ -8,7 +8,6 @@ tests/integration/test_delivery.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -22,20 +21,17 @@ from cli import stack as cli_stack
 from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.names import StackNames
-from shared.contract import EnvironmentPolicy, PolicyKind
-from shared.delivery import STAGING_PASSES_KEY, policy_for, refusals
-from shared.delivery_steps import (
-    STAGING_ALIAS,
-    PromotionRefusedError,
-    decide_approval,
-    environment_policy,
-    promote_manually,
-    rollback,
-    verify_version,
-)
 from shared.env_names import EnvVar
 from shared.errors import ConflictError, NotFoundError
 from shared.hashing import sha256_hex
+from shared.pipeline.controls import decide_approval, environment_policy, promote_manually, rollback
+from shared.pipeline.delivery import STAGING_ALIAS, PromotionRefusedError
+from shared.pipeline.intake import validate_step
+from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals
+from shared.pipeline.state import RunState
+from shared.pipeline.steps import evaluate_step, register_step, train_step
+from shared.pipeline.trigger import on_new_object
+from shared.pipeline.verification import _compare, _latency, verify_version
 from shared.registry import (
     ArtifactRef,
     ModelVersion,
@@ -45,10 +41,7 @@ from shared.registry import (
     TransitionKind,
 )
 from shared.services import Services
-from shared.settings import Settings
-from shared.steps import RunState, evaluate_step, register_step, train_step, validate_step
-from shared.trigger import on_new_object
-from shared.verification import _compare, _latency
+from shared.settings import EnvironmentPolicy, PolicyKind, Settings
 from tests.fixtures.services import (
     SETTINGS,
     churn_contract,
@@ -200,7 +193,7 @@ def test_the_service_reads_the_stack_default_from_its_settings_and_the_contract_
     }
     settings = Settings.model_validate(variables)
     assert settings.promotion_policy == PROD.model_copy(update={"approval_timeout_hours": 72.0})
-    svc = dataclasses.replace(in_memory_services(), settings=settings)
+    svc = in_memory_services(settings)
     put_churn_contract(svc, churn_contract(promotion={"prod": {"policy": "auto"}}))
     put_churn_contract(svc, churn_contract(model="churn-silent"))
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from shared.capture import CaptureRecord
-from shared.contract import DataContract, MonitoringPolicy
-from shared.drift import EPSILON, UNSEEN, capture_frames, compute_drift, population_stability_index
-from shared.training import MISSING, reference_profile
+from shared.data.contract import DataContract, MonitoringPolicy
+from shared.ml.training import MISSING, reference_profile
+from shared.monitoring.drift import EPSILON, UNSEEN, capture_frames, compute_drift, population_stability_index
+from shared.serving.capture import CaptureRecord
 
 pytestmark = pytest.mark.unit
 

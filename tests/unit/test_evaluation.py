@@ -17,9 +17,9 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-from shared.contract import DataContract, Task
-from shared.evaluation import Evaluation, decide_gate, score
-from shared.training import prepare_features, train
+from shared.data.contract import DataContract, Task
+from shared.ml.evaluation import Evaluation, decide_gate, score
+from shared.ml.training import prepare_features, train
 
 pytestmark = pytest.mark.unit
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import ContractError, DataValidationError
-from shared.featurestore.ingest import QUARANTINE_PREFIX, ingest_feature_file, source_view
+from shared.featurestore.ingest import ingest_feature_file, source_view
 from shared.featurestore.offline import (
     join_view,
     offline_files,
@@ -29,16 +29,9 @@ from shared.featurestore.offline import (
     read_offline,
     sequence_of,
 )
-from shared.featurestore.online import (
-    SEQUENCE_COLUMN,
-    InMemoryOnlineStore,
-    OnlineRow,
-    OnlineStore,
-    entity_key,
-    fresh,
-)
+from shared.featurestore.online import InMemoryOnlineStore, OnlineRow, OnlineStore, entity_key, fresh
 from shared.featurestore.sources import validate_feature_file
-from shared.featurestore.view import parse_feature_view
+from shared.featurestore.view import SEQUENCE_COLUMN, parse_feature_view
 from shared.metadata import InMemoryMetadataStore, NodeType, Relation, file_id
 from shared.storage import InMemoryObjectStore, ObjectRef
 from tests.fixtures.feature_store import (
@@ -50,6 +43,8 @@ from tests.fixtures.feature_store import (
     source_parquet,
 )
 from tests.unit.test_registry import in_threads
+
+QUARANTINE_PREFIX = "quarantine/_feature-sources/"  # where a refused feature-source file goes
 
 pytestmark = pytest.mark.unit
 

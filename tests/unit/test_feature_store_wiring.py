@@ -22,41 +22,38 @@ import pytest
 from examples.churn import generate
 from examples.profiles import COLUMNS as PROFILE_COLUMNS
 from examples.profiles import current_profiles, profile_updates
-from shared.catalog import load_training_contract, put_contract
-from shared.contract import DataContract, Feature, FeatureType, parse_contract
-from shared.delivery_steps import verify_step
-from shared.drift import capture_frames, compute_drift
+from shared.data.contract import DataContract, Feature, FeatureType, parse_contract
 from shared.errors import ContractError
 from shared.featurestore.arrivals import ingest_source
 from shared.featurestore.catalog import load_view, put_view, view_names
 from shared.featurestore.contracts import (
     contract_view_problems,
     join_views,
+    load_training_contract,
+    put_contract,
     servable_rows,
     training_contract,
     view_signature,
 )
-from shared.featurestore.ingest import QUARANTINE_PREFIX, ingest_feature_file
-from shared.featurestore.lookup import fill_from_store
+from shared.featurestore.ingest import ingest_feature_file
 from shared.featurestore.offline import point_in_time_join, read_offline
 from shared.featurestore.online import InMemoryOnlineStore, OnlineRow, OnlineStore
 from shared.featurestore.sources import validate_feature_file
 from shared.featurestore.view import FeatureView, parse_feature_view
 from shared.metadata import NodeType, Relation, RunReason, file_id
+from shared.ml.training import predict_frame, reference_profile, train
+from shared.monitoring.drift import capture_frames, compute_drift
+from shared.pipeline.intake import validate_step
+from shared.pipeline.state import RunState, SourceFile
+from shared.pipeline.steps import evaluate_step, register_step, signature, train_step
+from shared.pipeline.verification import verify_step
 from shared.services import Services
-from shared.serving import RowProblem, Signature
-from shared.steps import (
-    RunState,
-    SourceFile,
-    evaluate_step,
-    register_step,
-    signature,
-    train_step,
-    validate_step,
-)
+from shared.serving.lookup import fill_from_store
+from shared.serving.runtime import RowProblem, Signature
 from shared.storage import ObjectRef
-from shared.training import predict_frame, reference_profile, train
 from tests.fixtures.services import churn_contract, in_memory_services, serving_invoker, upload
+
+QUARANTINE_PREFIX = "quarantine/_feature-sources/"  # where a refused feature-source file goes
 
 pytestmark = pytest.mark.unit
 
@@ -567,7 +564,7 @@ def test_a_signature_with_a_view_naming_an_unknown_feature_is_refused() -> None:
 def test_filling_from_the_store_loads_neither_pandas_nor_scikit_learn() -> None:
     # the prediction function runs it on every request, and serves ONNX models without either
     code = (
-        "import sys, shared.featurestore.lookup, shared.prediction_api; "
+        "import sys, shared.serving.lookup, shared.serving.api; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'sklearn')))"
     )
     answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

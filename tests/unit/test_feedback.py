@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from examples.churn import generate
-from shared.catalog import read_parquet
-from shared.contract import DataContract
-from shared.feedback import feedback_dataset_id, feedback_frame, write_feedback_dataset
+from shared.data.contract import DataContract
+from shared.data.datasets import read_parquet
+from shared.data.validation import ROW_ID_COLUMN, validate_file
 from shared.metadata import DatasetKind, NodeType
-from shared.validation import ROW_ID_COLUMN, validate_file
+from shared.monitoring.feedback import feedback_dataset_id, feedback_frame, write_feedback_dataset
 from tests.fixtures.monitoring import request_rows
 from tests.fixtures.services import churn_contract, in_memory_services
 

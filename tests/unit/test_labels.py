@@ -9,9 +9,9 @@ import json
 import pandas as pd
 import pytest
 
-from shared.contract import DataContract
+from shared.data.contract import DataContract
 from shared.errors import DataValidationError
-from shared.labels import (
+from shared.monitoring.labels import (
     accept_label_file,
     check_labels,
     label_set_id,

@@ -14,9 +14,11 @@ import pytest
 
 from examples.churn import generate
 from shared.errors import ConflictError, IntegrityError
-from shared.labels import accept_label_file
 from shared.metadata import DatasetKind, NodeType, RunReason, file_id
-from shared.monitor import (
+from shared.monitoring.decision import MonitorReport
+from shared.monitoring.labels import accept_label_file
+from shared.monitoring.log import InMemoryMonitorLog
+from shared.monitoring.monitor import (
     DirectRunRequester,
     MonitorOutcome,
     MonitorRequest,
@@ -25,9 +27,7 @@ from shared.monitor import (
     monitor_model,
     parse_monitor_event,
 )
-from shared.monitor_log import InMemoryMonitorLog
-from shared.monitoring import MonitorReport
-from shared.report import render_html
+from shared.monitoring.report import render_html
 from shared.storage import ObjectRef
 from tests.fixtures.monitoring import (
     ClockedObjectStore,
@@ -262,7 +262,7 @@ def test_a_run_that_fails_frees_the_model_and_reads_the_same_window_again(
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("the report could not be drawn")
 
-    monkeypatch.setattr("shared.monitor.render_html", broken)
+    monkeypatch.setattr("shared.monitoring.monitor.render_html", broken)
     with pytest.raises(RuntimeError):
         world.monitor()
     monkeypatch.undo()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.errors import ConflictError
-from shared.monitor_log import InMemoryMonitorLog, MonitorLog, MonitorRecord, MonitorState
-from shared.monitor_window import ObjectCursor
+from shared.monitoring.log import InMemoryMonitorLog, MonitorLog, MonitorRecord, MonitorState
+from shared.monitoring.window import ObjectCursor
 
 pytestmark = pytest.mark.unit
 

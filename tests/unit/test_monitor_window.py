@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.capture import CaptureRecord
-from shared.monitor_window import (
+from shared.monitoring.window import (
     MARGIN,
     ObjectCursor,
     advance,
@@ -19,6 +18,7 @@ from shared.monitor_window import (
     read_capture_window,
     unread,
 )
+from shared.serving.capture import CaptureRecord
 from shared.storage import ObjectRef, StoredObject
 from tests.fixtures.monitoring import ClockedObjectStore
 

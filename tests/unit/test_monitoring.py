@@ -10,12 +10,18 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
-from shared.contract import DataContract, MonitoringPolicy, Task, parse_contract
-from shared.drift import DriftReport, FeatureDrift, PredictionDistribution, PredictionDrift, compute_drift
+from shared.data.contract import DataContract, MonitoringPolicy, Task, parse_contract
 from shared.errors import ContractError
-from shared.evaluation import Evaluation, score
-from shared.monitoring import decide, live_performance
-from shared.training import predict_frame, reference_profile, train
+from shared.ml.evaluation import Evaluation, score
+from shared.ml.training import predict_frame, reference_profile, train
+from shared.monitoring.decision import decide, live_performance
+from shared.monitoring.drift import (
+    DriftReport,
+    FeatureDrift,
+    PredictionDistribution,
+    PredictionDrift,
+    compute_drift,
+)
 
 pytestmark = pytest.mark.unit
 

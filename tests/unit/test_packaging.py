@@ -14,18 +14,18 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from threadpoolctl import threadpool_limits
 
-from shared import packaging
-from shared.contract import ESTIMATORS, DataContract, Task
-from shared.packaging import (
+from shared.data.contract import ESTIMATORS, DataContract, Task
+from shared.ml.training import build_pipeline, predict_frame, prepare_features, train
+from shared.registry import ServingFlavor
+from shared.serving import packaging
+from shared.serving.packaging import (
     OPSETS,
     PROBABILITY_TOLERANCE,
     VALUE_RTOL,
     package_for_serving,
     serving_signature,
 )
-from shared.registry import ServingFlavor
-from shared.serving import OnnxRunner, Signature, onnx_session
-from shared.training import build_pipeline, predict_frame, prepare_features, train
+from shared.serving.runtime import OnnxRunner, Signature, onnx_session
 
 pytestmark = pytest.mark.unit
 

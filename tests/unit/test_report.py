@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.contract import DataContract
-from shared.drift import compute_drift
-from shared.evaluation import Evaluation
-from shared.monitoring import MetricPoint, MonitorDecision, MonitorReport, decide
-from shared.report import render_html
-from shared.training import reference_profile
+from shared.data.contract import DataContract
+from shared.ml.evaluation import Evaluation
+from shared.ml.training import reference_profile
+from shared.monitoring.decision import MetricPoint, MonitorDecision, MonitorReport, decide
+from shared.monitoring.drift import compute_drift
+from shared.monitoring.report import render_html
 
 pytestmark = pytest.mark.unit
 

@@ -20,11 +20,10 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from shared import serving
-from shared.contract import DataContract, Task
+from shared.data.contract import DataContract, Task
 from shared.errors import IntegrityError, NotFoundError, TransientError
 from shared.hashing import sha256_hex
-from shared.packaging import package_for_serving, serving_signature
+from shared.ml.training import TrainedModel, model_to_bytes, predict_frame, prepare_row, train
 from shared.registry import (
     ArtifactRef,
     InMemoryRegistryStore,
@@ -33,7 +32,9 @@ from shared.registry import (
     NewModelVersion,
     ServingFlavor,
 )
-from shared.serving import (
+from shared.serving import runtime
+from shared.serving.packaging import package_for_serving, serving_signature
+from shared.serving.runtime import (
     ModelCache,
     Predictions,
     RowProblem,
@@ -42,7 +43,6 @@ from shared.serving import (
     load_served_model,
 )
 from shared.storage import InMemoryObjectStore, ObjectRef, ObjectStore
-from shared.training import TrainedModel, model_to_bytes, predict_frame, prepare_row, train
 
 pytestmark = pytest.mark.unit
 
@@ -247,7 +247,7 @@ def test_each_kind_of_problem_is_named_by_row_and_field(
 
 def test_a_number_beyond_float32_is_refused_even_without_bounds() -> None:
     """Models compute in float32: 1e39 would be infinite there (scikit-learn's trees raise on it)."""
-    unbounded = Signature(task="regression", features=(serving.FeatureSpec("amount", "numeric"),))
+    unbounded = Signature(task="regression", features=(runtime.FeatureSpec("amount", "numeric"),))
 
     prepared, _ = unbounded.validate_rows([{"amount": 3.4e38}, {"amount": -1e20}])
     _, problems = unbounded.validate_rows([{"amount": 1e39}, {"amount": -(10**300)}])
@@ -373,8 +373,8 @@ def test_tampered_bytes_are_refused_before_they_are_deserialised(
     def forbidden(*_: Any) -> Any:
         raise AssertionError("deserialised unverified bytes")
 
-    monkeypatch.setattr(serving, "onnx_session", forbidden)
-    monkeypatch.setattr("shared.training.model_from_bytes", forbidden)
+    monkeypatch.setattr(runtime, "onnx_session", forbidden)
+    monkeypatch.setattr("shared.ml.training.model_from_bytes", forbidden)
 
     # When it is loaded, Then IntegrityError names the model, the version and both digests
     with pytest.raises(IntegrityError) as caught:
@@ -561,13 +561,13 @@ def test_serving_an_onnx_model_imports_neither_pandas_nor_scikit_learn(
     script = f"""
 import json, sys
 from pathlib import Path
-import shared.serving
+import shared.serving.runtime
 from shared.registry import ModelVersion
 from shared.storage import InMemoryObjectStore, ObjectRef
 version = ModelVersion.model_validate_json(Path({str(tmp_path / "version.json")!r}).read_text())
 objects = InMemoryObjectStore()
 objects.put(ObjectRef.parse(version.onnx_artifact.uri), Path({str(tmp_path / "model.onnx")!r}).read_bytes())
-served = shared.serving.load_served_model(version, objects)
+served = shared.serving.runtime.load_served_model(version, objects)
 predictions, problems = served.validate_and_predict([json.loads({json.dumps(json.dumps(row))})])
 assert not problems and predictions.predictions[0] in ("no", "yes"), (problems, predictions)
 assert "onnxruntime" in sys.modules

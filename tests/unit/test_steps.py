@@ -15,11 +15,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from shared.catalog import combine, read_parquet, training_window
-from shared.contract import DataContract
-from shared.delivery_steps import post_deploy_check_step, promote_step, verify_step
+from shared.data.contract import DataContract
+from shared.data.datasets import read_parquet
 from shared.errors import ConflictError, ContractError, DataValidationError, NotFoundError
-from shared.evaluation import score
 from shared.hashing import sha256_hex
 from shared.metadata import (
     ArtifactKind,
@@ -32,23 +30,20 @@ from shared.metadata import (
     TimeRange,
     file_id,
 )
+from shared.ml.evaluation import score
+from shared.ml.training import library_versions, prepare_features, prepare_row
+from shared.ml.training_window import combine, training_window
+from shared.pipeline.delivery import promote_step
+from shared.pipeline.intake import validate_step
+from shared.pipeline.runs import finish_step, record_failure
+from shared.pipeline.state import RunState, SourceFile
+from shared.pipeline.steps import evaluate_step, load_model, register_step, train_step
+from shared.pipeline.trigger import RunRequest, on_new_object, on_request
+from shared.pipeline.verification import post_deploy_check_step, verify_step
 from shared.registry import ServingFlavor, Stage
 from shared.services import Services
-from shared.serving import load_served_model
-from shared.steps import (
-    RunState,
-    SourceFile,
-    evaluate_step,
-    finish_step,
-    load_model,
-    record_failure,
-    register_step,
-    train_step,
-    validate_step,
-)
+from shared.serving.runtime import load_served_model
 from shared.storage import ObjectRef
-from shared.training import library_versions, prepare_features, prepare_row
-from shared.trigger import RunRequest, on_new_object, on_request
 from tests.fixtures.services import (
     churn_contract,
     churn_csv,
@@ -615,7 +610,7 @@ def test_a_model_that_does_not_convert_is_registered_for_sklearn_with_the_reason
     def no_converter(*_: Any) -> bytes:
         raise NotImplementedError("no converter for this estimator")
 
-    monkeypatch.setattr("shared.packaging._convert", no_converter)
+    monkeypatch.setattr("shared.serving.packaging._convert", no_converter)
     state = new_file(svc, "incoming/churn/jan.csv", churn_csv(600, seed=1))
 
     run_pipeline(svc, state)

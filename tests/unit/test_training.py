@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from shared import training
-from shared.contract import ESTIMATORS, DataContract, Task
+from shared.data.contract import ESTIMATORS, DataContract, Task
 from shared.errors import ContractError, DataValidationError, IntegrityError
-from shared.training import (
+from shared.ml import training
+from shared.ml.training import (
     MISSING,
     bin_shares,
     build_pipeline,

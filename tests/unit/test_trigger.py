@@ -16,10 +16,8 @@ import pytest
 
 from shared.errors import ContractError
 from shared.metadata import Dataset, NodeType, Relation, Run, RunReason, RunStatus
-from shared.services import Services
-from shared.steps import RunState
-from shared.storage import ObjectRef
-from shared.trigger import (
+from shared.pipeline.state import RunState
+from shared.pipeline.trigger import (
     RunRequest,
     execution_name,
     on_new_object,
@@ -29,6 +27,8 @@ from shared.trigger import (
     start_run,
     trigger,
 )
+from shared.services import Services
+from shared.storage import ObjectRef
 from tests.fixtures.services import SETTINGS, churn_contract, in_memory_services, put_churn_contract, upload
 
 pytestmark = pytest.mark.unit
@@ -255,7 +255,10 @@ def test_a_file_directly_under_incoming_is_quarantined_as_unrouted_with_the_reas
     report = json.loads(svc.objects.get(ObjectRef(bucket, "quarantine/_unrouted/loose.csv.error.json")).body)
     assert report["source"] == f"s3://{bucket}/incoming/loose.csv"
     assert report["quarantined_as"] == f"s3://{bucket}/quarantine/_unrouted/loose.csv"
-    assert "incoming/<model>/" in report["reason"]
+    assert "incoming/<model>/" in report["summary"]
+    assert (
+        report["kind"] == "data" and report["model"] is None and report["problems"][0]["rule"] == "unrouted"
+    )
     assert svc.objects.get(uploaded).body == body  # the original version is still there
 
 

@@ -13,9 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.contract import DataContract, parse_contract
-from shared.errors import DataValidationError
-from shared.validation import (
+from shared.data.contract import DataContract, parse_contract
+from shared.data.validation import (
     ROW_ID_COLUMN,
     Problem,
     ValidatedData,
@@ -23,6 +22,7 @@ from shared.validation import (
     validate_file,
     validate_frame,
 )
+from shared.errors import DataValidationError
 from tests.fixtures.bad_files import bad_files
 from tests.fixtures.contracts import (
     SMALL_CONTRACT_YAML,

@@ -1,0 +1,81 @@
+"""Validated datasets: Parquet under ``datasets/<model>/``, recorded with the sha256 checked on every read.
+
+Validate writes an upload's typed frame here, the monitor writes feedback the same way, and Train,
+Evaluate and Verify read them (and the holdouts) back only after their bytes match the recorded digest.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from shared.data.validation import ValidatedData
+from shared.errors import IntegrityError
+from shared.hashing import sha256_hex
+from shared.layout import DataPrefix
+from shared.metadata import Dataset, DatasetKind, MetadataStore, TimeRange
+from shared.settings import Settings
+from shared.storage import ObjectRef, ObjectStore
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_parquet(objects: ObjectStore, uri: str, sha256: str, version_id: str | None = None) -> pd.DataFrame:
+    """Read a Parquet object after checking its bytes against the recorded sha256."""
+    body = objects.get(ObjectRef.parse(uri, version_id)).body
+    actual = sha256_hex(body)
+    if actual != sha256:
+        raise IntegrityError(
+            f"{uri} has sha256 {actual[:12]}…, but {sha256[:12]}… was recorded: refusing to read it"
+        )
+    return pd.read_parquet(io.BytesIO(body))
+
+
+def store_dataset(
+    objects: ObjectStore,
+    metadata: MetadataStore,
+    settings: Settings,
+    dataset_id: str,
+    model: str,
+    data: ValidatedData,
+    *,
+    source_uri: str,
+    source_version_id: str | None = None,
+    kind: DatasetKind = DatasetKind.UPLOAD,
+) -> Dataset:
+    """Write a validated frame as Parquet under ``datasets/<model>/`` and record the dataset: its sha256
+    (checked on every read), rows, schema, time range, profile and where it came from."""
+    body = frame_to_parquet(data.frame)
+    written = objects.put(
+        ObjectRef(settings.data_bucket, f"{DataPrefix.DATASETS}{model}/{dataset_id}.parquet"), body
+    )
+    time_range = (
+        TimeRange(
+            start=datetime.fromisoformat(data.time_range[0]), end=datetime.fromisoformat(data.time_range[1])
+        )
+        if data.time_range
+        else None
+    )
+    return metadata.put_dataset(
+        Dataset(
+            dataset_id=dataset_id,
+            model=model,
+            uri=written.uri,
+            version_id=written.version_id,
+            sha256=sha256_hex(body),
+            rows=data.rows,
+            schema_=data.schema,
+            time_range=time_range,
+            profile=data.profile,
+            source_uri=source_uri,
+            source_version_id=source_version_id,
+            kind=kind,
+            created_at=datetime.now(UTC),
+        )
+    )

@@ -1,0 +1,113 @@
+"""The run's state: the payload every state of the pipeline receives and returns.
+
+This is an API. Step Functions passes it between states (references only — ids and URIs, never data: a
+payload is capped at 256 KiB), the trigger starts an execution with it, and every step reads what it
+needs and returns it with its own references added. Light on purpose: pydantic and the stores' types,
+so the functions that only record or route a run (trigger, finish, record-failure, approval, promote)
+load no data or ML library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import FlywheelError
+from shared.metadata import RunReason
+from shared.registry import ArtifactRef, ServingFlavor
+from shared.storage import ObjectRef
+
+PIPELINE_ACTOR = "pipeline"
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+
+
+class SourceFile(_State):
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(self.bucket, self.key, self.version_id)
+
+    @property
+    def uri(self) -> str:
+        return self.ref.uri
+
+
+class Candidate(_State):
+    """What Train produced: the model and what it needs to be judged and served.
+
+    ``serving_flavor`` is ONNX when the converted model matched scikit-learn on the holdout (``onnx`` is
+    then its artifact); ``flavor_reason`` says why either way and ``parity`` holds the measured figures.
+    """
+
+    artifact: ArtifactRef
+    holdout_uri: str
+    holdout_sha256: str
+    profile_uri: str
+    datasets: list[str]
+    train_rows: int
+    holdout_rows: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    classes: list[str] | None = None
+    fit_seconds: float = 0.0
+    serving_flavor: ServingFlavor = ServingFlavor.SKLEARN
+    onnx: ArtifactRef | None = None
+    flavor_reason: str = ""
+    parity: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluationSummary(_State):
+    """Evaluate's verdict, small enough to travel in the state; the full record is at ``uri``."""
+
+    uri: str
+    passed: bool
+    reasons: list[str]
+    metrics: dict[str, float]
+    champion_version: int | None = None
+    champion_metrics: dict[str, float] | None = None
+
+
+class RunState(_State):
+    """The pipeline's payload: references only, never data (Step Functions caps payloads at 256 KiB)."""
+
+    run_id: str
+    model: str
+    reason: RunReason
+    requested_by: str = PIPELINE_ACTOR
+    source: SourceFile | None = None
+    evidence_uri: str | None = None
+    dataset_id: str | None = None
+    candidate: Candidate | None = None
+    evaluation: EvaluationSummary | None = None
+    version: int | None = None
+    # Continuous delivery (shared.pipeline.delivery): the verification verdict, the environment's policy,
+    # the approval (SendTaskSuccess output) or the decline (the Catch's error), what promotion did.
+    verification: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    declined: dict[str, Any] | None = None
+    staged: bool | None = None
+    promoted: bool | None = None
+    previous_version: int | None = None
+    promotion_refusals: list[str] | None = None
+    post_deploy: dict[str, Any] | None = None
+    failed_step: str | None = None
+    error: dict[str, Any] | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def require(self, field: str) -> Any:
+        value = getattr(self, field)
+        if value is None:
+            raise FlywheelError(
+                f"run {self.run_id}: the state has no {field!r}; the pipeline is out of order"
+            )
+        return value

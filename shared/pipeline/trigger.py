@@ -1,0 +1,248 @@
+"""Every way a run starts, through one door.
+
+A new file, a schedule, the monitor and a person all end in :func:`start_run`, which names the execution
+deterministically from what caused it, records the run with its reason, and starts the pipeline. The name
+is the run id: a duplicated S3 event or schedule tick finds it taken (both in the metadata store and in
+Step Functions, whose ``ExecutionAlreadyExists`` is the duplicate signal) and starts nothing twice.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, S3Model
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.data.catalog import contract_models, load_contract
+from shared.data.quarantine import FileKind, quarantine, quarantine_ref, refused
+from shared.hashing import sha256_hex
+from shared.layout import DataPrefix
+from shared.metadata import NodeType, Run, RunReason, RunStatus
+from shared.observability import logger, metrics
+from shared.pipeline.state import RunState, SourceFile
+from shared.services import Services
+
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
+
+
+class RunRequest(BaseModel):
+    """A run asked for by a person (``flywheel run``) or by the monitor (drift, degradation)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request: str = Field(default="run", pattern="^run$")
+    model: str
+    reason: RunReason = RunReason.MANUAL
+    requested_by: str = "cli"
+    evidence_uri: str | None = None
+    # The monitor names its window so that asking twice for the same evidence starts one run.
+    idempotency_key: str | None = None
+
+
+class TriggerOutcome(BaseModel):
+    run_id: str
+    model: str
+    reason: RunReason
+    started: bool
+    duplicate: bool = False
+    skipped: bool = False
+    detail: str = ""
+
+
+def execution_name(reason: RunReason, model: str, *identity: str) -> str:
+    """``<reason>-<model>-<digest>``: at most 80 characters of ``[A-Za-z0-9-]``, as Step Functions wants."""
+    digest = sha256_hex("\x1f".join(identity).encode())[:20]
+    prefix = _NAME_UNSAFE.sub("-", f"{reason.value.replace('_', '-')}-{model}")[:58]
+    return f"{prefix}-{digest}"
+
+
+def start_run(svc: Services, state: RunState, input_detail: dict[str, Any] | None = None) -> TriggerOutcome:
+    """Record the run and start its execution; a second call with the same run id starts nothing."""
+    run = Run(
+        run_id=state.run_id,
+        model=state.model,
+        reason=state.reason,
+        input={**state.dump(), **(input_detail or {})},
+        started_at=datetime.now(UTC),
+        execution_arn=_execution_arn(svc, state.run_id),
+        evidence_uri=state.evidence_uri,
+    )
+    recorded = svc.metadata.start_run(run)
+    # Start even when the run was recorded before: a crash between the two must not lose the run.
+    started = svc.workflow.start(state.run_id, state.dump())
+    # Only a run Step Functions refused is a duplicate: one recorded before a crash is started now.
+    duplicate = not started
+    metrics.add_metric(name="RunDuplicate" if duplicate else "RunStarted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "run requested",
+        extra={
+            "run_id": state.run_id,
+            "model": state.model,
+            "reason": state.reason.value,
+            "duplicate": duplicate,
+        },
+    )
+    return TriggerOutcome(
+        run_id=state.run_id,
+        model=state.model,
+        reason=state.reason,
+        started=started,
+        duplicate=duplicate,
+        detail="already started by an earlier delivery of the same event"
+        if duplicate
+        else ("started" if recorded else "started (recorded earlier, but its execution had not started)"),
+    )
+
+
+def _execution_arn(svc: Services, name: str) -> str:
+    prefix, _, machine = svc.settings.state_machine_arn.partition(":stateMachine:")
+    return f"{prefix}:execution:{machine}:{name}"
+
+
+def on_new_object(
+    svc: Services, bucket: str, key: str, version_id: str | None, etag: str | None
+) -> TriggerOutcome:
+    """A file landed under ``incoming/<model>/``: start a run that validates and trains on it."""
+    relative = key.removeprefix(str(DataPrefix.INCOMING))
+    model, _, name = relative.partition("/")
+    source = SourceFile(bucket=bucket, key=key, version_id=version_id, etag=etag)
+    if not model or not name:
+        return _refuse_unroutable(svc, source)
+    run_id = execution_name(RunReason.NEW_DATA, model, bucket, key, version_id or etag or "")
+    return start_run(svc, RunState(run_id=run_id, model=model, reason=RunReason.NEW_DATA, source=source))
+
+
+def _refuse_unroutable(svc: Services, source: SourceFile) -> TriggerOutcome:
+    """A file directly under ``incoming/`` names no model: keep it, beside the reason, in quarantine."""
+    reason = f"{source.key} is not under incoming/<model>/: upload it as incoming/<model>/<file>"
+    destination = quarantine_ref(FileKind.DATA, source.bucket, None, PurePosixPath(source.key).name)
+    quarantine(svc.objects, source.ref, destination, refused("unrouted", reason), kind=FileKind.DATA)
+    return TriggerOutcome(
+        run_id="", model="", reason=RunReason.NEW_DATA, started=False, skipped=True, detail=reason
+    )
+
+
+def on_request(svc: Services, request: RunRequest) -> TriggerOutcome:
+    """A person or the monitor asked for a run on the data the model already has."""
+    load_contract(svc.objects, svc.settings, request.model)  # a clear ContractError when there is none
+    identity = request.idempotency_key or uuid.uuid4().hex
+    run_id = execution_name(request.reason, request.model, identity)
+    state = RunState(
+        run_id=run_id,
+        model=request.model,
+        reason=request.reason,
+        requested_by=request.requested_by,
+        evidence_uri=request.evidence_uri,
+    )
+    return start_run(svc, state, {"requested_by": request.requested_by})
+
+
+def on_schedule(svc: Services, rule: str, time: datetime) -> list[TriggerOutcome]:
+    """The retraining schedule fired: a run for each model with data newer than its last successful run,
+    and a recorded skip (with the reason) for the others."""
+    outcomes = []
+    for model in contract_models(svc.objects, svc.settings):
+        run_id = execution_name(RunReason.SCHEDULE, model, rule, time.isoformat())
+        news = _new_data_since_last_success(svc, model)
+        if news:
+            outcomes.append(
+                start_run(
+                    svc, RunState(run_id=run_id, model=model, reason=RunReason.SCHEDULE), {"new_data": news}
+                )
+            )
+            continue
+        last = _last_completed(svc, model)
+        detail = (
+            f"no new data since run {last.run_id} ({last.status.value}) at {last.started_at.isoformat()}"
+            if last
+            else "no data to train on yet"
+        )
+        skipped = Run(
+            run_id=run_id,
+            model=model,
+            reason=RunReason.SCHEDULE,
+            status=RunStatus.SKIPPED,
+            input={"rule": rule, "time": time.isoformat()},
+            started_at=datetime.now(UTC),
+            ended_at=datetime.now(UTC),
+            outcome={"skipped": detail},
+        )
+        recorded = svc.metadata.start_run(skipped)
+        metrics.add_metric(name="RunSkipped", unit=MetricUnit.Count, value=1)
+        logger.info("scheduled run skipped", extra={"model": model, "detail": detail})
+        outcomes.append(
+            TriggerOutcome(
+                run_id=run_id,
+                model=model,
+                reason=RunReason.SCHEDULE,
+                started=False,
+                skipped=True,
+                duplicate=not recorded,
+                detail=detail,
+            )
+        )
+    return outcomes
+
+
+def _last_completed(svc: Services, model: str) -> Run | None:
+    """The latest run that trained and was judged: promoted (succeeded) or rejected by the gate. Retraining
+    a rejected candidate's data on a schedule would only be rejected again."""
+    runs = [
+        r
+        for status in (RunStatus.SUCCEEDED, RunStatus.REJECTED)
+        if (r := svc.metadata.last_run(model, status))
+    ]
+    return max(runs, key=lambda r: r.started_at, default=None)
+
+
+def _new_data_since_last_success(svc: Services, model: str) -> list[str]:
+    """Datasets (uploads and feedback) recorded after the model's last successful run began that it did
+    not train on.
+
+    A run for a new file records that file's dataset after it begins, so the start time alone would count
+    it; the datasets it trained on are its lineage inputs. Files still waiting under ``incoming/`` are not
+    counted: each has a run of its own.
+    """
+    last = _last_completed(svc, model)
+    if last is None:
+        return [d.dataset_id for d in svc.metadata.list_datasets(model)]
+    trained_on = {
+        e.src.id for e in svc.metadata.upstream(NodeType.RUN, last.run_id) if e.src.type is NodeType.DATASET
+    }
+    return [
+        d.dataset_id
+        for d in svc.metadata.list_datasets(model)
+        if d.created_at > last.started_at and d.dataset_id not in trained_on
+    ]
+
+
+TriggerEvent = S3Model | EventBridgeModel | RunRequest
+
+
+def parse_trigger_event(event: dict[str, Any]) -> TriggerEvent:
+    """Which of the three doors the event came through, parsed with Powertools' models or ours."""
+    if "Records" in event:
+        return parse(event=event, model=S3Model)
+    if event.get("detail-type") == "Scheduled Event":
+        return parse(event=event, model=EventBridgeModel)
+    return RunRequest.model_validate(event)
+
+
+def trigger(svc: Services, event: TriggerEvent) -> list[TriggerOutcome]:
+    """Start (or recognise as duplicate, or skip with a reason) the runs the event asks for."""
+    if isinstance(event, S3Model):
+        return [
+            on_new_object(svc, record.s3.bucket.name, unquote_plus(obj.key), obj.versionId, obj.eTag)
+            for record in event.Records
+            if (obj := record.s3.object) is not None
+        ]
+    if isinstance(event, EventBridgeModel):
+        return on_schedule(svc, event.resources[0], event.time)
+    return [on_request(svc, event)]

@@ -1,0 +1,239 @@
+"""Prediction captures: what the serving path was asked and answered, sent to the capture stream.
+
+A :class:`CaptureRecord` is one answered row. Its JSON line is what lands under
+``captures/<model>/<yyyy>/<MM>/<dd>/`` for the monitor to read and for labels to join on ``request_id``.
+The domain sends records through the :class:`CaptureSink` port; :class:`FirehoseCaptureSink` is its
+Firehose adapter and :class:`InMemoryCaptureSink` the fake for unit tests.
+
+A capture is evidence for monitoring, never a reason to fail a prediction: ``send`` does not raise when
+delivery fails, it returns how many records were accepted and the caller counts the rest
+(``CaptureFailed``). A record that cannot be serialised is a bug in the caller and does raise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time as clock
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.aws import AwsClients
+from shared.observability import logger
+
+# PutRecordBatch's limits: records per call, bytes per call, bytes per record (before base64).
+MAX_BATCH_RECORDS = 500
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_RECORD_BYTES = 1000 * 1024
+TRANSIENT_CODES = frozenset(
+    {
+        "ServiceUnavailableException",
+        "ThrottlingException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+    }
+)
+
+
+class CaptureRecord(BaseModel):
+    """One answered row: the request it came in, the version that answered, the inputs and outputs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str = Field(min_length=1)
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    model: str = Field(min_length=1)
+    version: int
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    source: str = "api"
+
+    @field_validator("time")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        # A naive time is taken to be UTC already; an aware one is converted.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @classmethod
+    def of_prediction(
+        cls,
+        *,
+        request_id: str,
+        model: str,
+        version: int,
+        inputs: Mapping[str, Any],
+        prediction: Any,
+        probabilities: Mapping[str, float] | None = None,
+        time: datetime | None = None,
+        source: str = "api",
+    ) -> CaptureRecord:
+        """One prediction's record: ``outputs`` holds ``prediction`` and, if given, ``probabilities``."""
+        outputs: dict[str, Any] = {"prediction": prediction}
+        if probabilities is not None:
+            outputs["probabilities"] = dict(probabilities)
+        return cls(
+            request_id=request_id,
+            time=time or datetime.now(UTC),
+            model=model,
+            version=version,
+            inputs=dict(inputs),
+            outputs=outputs,
+            source=source,
+        )
+
+    def to_line(self) -> bytes:
+        """The record as one JSON line ending in a newline (Firehose concatenates records as sent)."""
+        return self.model_dump_json().encode() + b"\n"
+
+
+class CaptureSink(Protocol):
+    def send(self, records: Sequence[CaptureRecord]) -> int:
+        """Send ``records``; return how many were accepted. Never raises for a delivery failure."""
+        ...
+
+
+class FirehoseCaptureSink:
+    """:class:`CaptureSink` on an Amazon Data Firehose delivery stream (or moto's).
+
+    Records go out in ``PutRecordBatch`` calls of at most 500 records and 4 MiB. Records Firehose reports
+    as failed, and calls that fail transiently (throttling, an outage, a dropped connection), are retried
+    up to ``max_attempts`` in all with exponential backoff; whatever is still not accepted is logged and
+    left out of the count. A record over Firehose's 1000 KiB limit is never sent.
+    """
+
+    def __init__(
+        self,
+        stream_name: str,
+        client: Any = None,
+        *,
+        max_attempts: int = 3,
+        backoff_s: float = 0.05,
+        sleep: Callable[[float], None] = clock.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.stream_name = stream_name
+        self._client = client
+        self._max_attempts = max_attempts
+        self._backoff_s = backoff_s
+        self._sleep = sleep
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            # Short timeouts and few SDK retries: this runs beside a prediction, and send() retries itself.
+            self._client = AwsClients().client(
+                "firehose",
+                connect_timeout=2,
+                read_timeout=5,
+                retries={"mode": "standard", "max_attempts": 2},
+            )
+        return self._client
+
+    def send(self, records: Sequence[CaptureRecord]) -> int:
+        lines = [record.to_line() for record in records]  # a record that cannot be serialised raises here
+        sendable = [line for line in lines if len(line) <= MAX_RECORD_BYTES]
+        if len(sendable) < len(lines):
+            logger.warning(
+                "captures over the record size limit dropped",
+                extra={
+                    "stream": self.stream_name,
+                    "dropped": len(lines) - len(sendable),
+                    "limit_bytes": MAX_RECORD_BYTES,
+                },
+            )
+        return sum(self._put(batch) for batch in _batches(sendable))
+
+    def _put(self, batch: list[bytes]) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        pending, accepted = batch, 0
+        errors: set[str] = set()
+        for attempt in range(self._max_attempts):
+            if attempt:
+                self._sleep(self._backoff_s * 2 ** (attempt - 1))
+            try:
+                response = self.client.put_record_batch(
+                    DeliveryStreamName=self.stream_name, Records=[{"Data": data} for data in pending]
+                )
+            except (BotoCoreError, ClientError) as exc:
+                errors.add(_error_code(exc))
+                if not _transient(exc):
+                    break
+                continue
+            results = response.get("RequestResponses") or []
+            if response.get("FailedPutCount", 0) == 0 and len(results) == len(pending):
+                return accepted + len(pending)
+            failed = [data for data, result in zip(pending, results, strict=False) if result.get("ErrorCode")]
+            failed += pending[len(results) :]  # records the answer does not mention were not accepted
+            errors.update(str(r["ErrorCode"]) for r in results if r.get("ErrorCode"))
+            accepted += len(pending) - len(failed)
+            pending = failed
+            if not pending:
+                break
+        if pending:
+            logger.warning(
+                "captures not delivered",
+                extra={
+                    "stream": self.stream_name,
+                    "failed": len(pending),
+                    "accepted": accepted,
+                    "errors": sorted(errors),
+                },
+            )
+        return accepted
+
+
+def _batches(lines: Sequence[bytes]) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        if batch and (len(batch) == MAX_BATCH_RECORDS or size + len(line) > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line)
+    if batch:
+        yield batch
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__
+
+
+def _transient(exc: Exception) -> bool:
+    from botocore.exceptions import ConnectionError as NetworkError  # noqa: PLC0415
+    from botocore.exceptions import HTTPClientError  # noqa: PLC0415
+
+    if isinstance(exc, NetworkError | HTTPClientError):
+        return True
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return _error_code(exc) in TRANSIENT_CODES or status >= 500
+
+
+class InMemoryCaptureSink:
+    """A capture stream in a list, for the domain's unit tests; ``accepting=False`` loses everything."""
+
+    def __init__(self, *, accepting: bool = True) -> None:
+        self.records: list[CaptureRecord] = []
+        self.accepting = accepting
+        self._lock = threading.Lock()
+
+    def send(self, records: Sequence[CaptureRecord]) -> int:
+        for record in records:
+            record.to_line()  # serialise as the real sink does, so an unserialisable record fails here too
+        if not self.accepting:
+            return 0
+        with self._lock:
+            self.records.extend(records)
+        return len(records)
