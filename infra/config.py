@@ -46,7 +46,7 @@ class StackConfig(BaseModel):
     reserved_concurrency: dict[str, int] = Field(default_factory=dict)
     # The HTTP API stage's throttle: steady requests per second and burst, over all routes; past it API
     # Gateway answers 429 without invoking anything.
-    api_throttle: ApiThrottle = Field(default_factory=lambda: ApiThrottle())
+    api_throttle: ApiThrottle = Field(default_factory=ApiThrottle)
     schedules: dict[str, str] = Field(default_factory=dict)
     capture_retention_days: int = Field(default=400, ge=1)
     log_retention_days: int = Field(default=30, ge=1)

@@ -47,7 +47,7 @@ def load_yaml(text: str, *, what: str) -> Any:
         _measure(node, what)
         return loader.construct_document(node)
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
