@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     )
     max_rows_per_request: int = Field(default=1000, ge=1, validation_alias=EnvVar.MAX_PREDICT_ROWS.value)
     max_request_bytes: int = Field(default=6_000_000, ge=1, validation_alias=EnvVar.MAX_REQUEST_BYTES.value)
+    # How deep, long and wide a body may be (shared.serving.limits), and how many problems an error lists.
+    # A valid request nests four levels; a float32 holds 39 integer digits; categories are short.
+    max_json_depth: int = Field(default=16, ge=4, le=256, validation_alias=EnvVar.MAX_JSON_DEPTH.value)
+    max_integer_digits: int = Field(
+        default=40, ge=1, le=4300, validation_alias=EnvVar.MAX_INTEGER_DIGITS.value
+    )
+    max_string_chars: int = Field(default=4096, ge=1, validation_alias=EnvVar.MAX_STRING_CHARS.value)
+    max_fields_per_object: int = Field(
+        default=1000, ge=1, validation_alias=EnvVar.MAX_FIELDS_PER_OBJECT.value
+    )
+    max_problems_listed: int = Field(default=100, ge=1, validation_alias=EnvVar.MAX_PROBLEMS_LISTED.value)
 
     @field_validator("promotion_policy", mode="before")
     @classmethod

@@ -47,6 +47,7 @@ from shared.pipeline.state import PIPELINE_ACTOR, RunState
 from shared.pipeline.steps import load_model
 from shared.registry import ModelVersion, Stage
 from shared.services import Services
+from shared.serving.capture import INTERNAL_SOURCE_FIELD
 from shared.serving.runtime import Signature, load_served_model
 from shared.storage import ObjectStore
 
@@ -96,12 +97,13 @@ def http_event(
         "routeKey": "POST /models/{model}/predict",
         "rawPath": f"/models/{model}/predict",
         "rawQueryString": f"version={version}",
-        # x-flywheel-source: captures of Flywheel's own requests are kept apart from clients'.
+        # Captures of Flywheel's own requests are kept apart from clients': a direct invocation's own field,
+        # which no HTTP request can set (see shared.serving.capture).
+        INTERNAL_SOURCE_FIELD: source,
         "headers": {
             "content-type": "application/json",
             "host": stage_host,
             "user-agent": "flywheel-verify",
-            "x-flywheel-source": source,
         },
         "queryStringParameters": {"version": str(version)},
         "pathParameters": {"model": model},

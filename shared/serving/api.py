@@ -9,12 +9,20 @@ resolver with pydantic validation and its generated OpenAPI document.
 - ``GET /health``, ``GET /openapi.json``.
 
 Errors, never a 500 for a bad request: body not JSON (or not UTF-8) → 400; a body sent as another media type
-than JSON → 415; a body that is not one JSON object, fields missing, of the wrong type, out of range, outside
-the allowed categories or unknown → 422 listing every problem by row and field; too many rows or a body over
-the limit → 413; unknown model or version, or no production version yet → 404; an artifact whose sha256 does
-not match the registry → 503 (never loaded). Every status and body is declared in the OpenAPI document. Every
-answered row is sent to the capture stream; a capture failure is counted (``CaptureFailed``), never returned
-to the caller.
+than JSON (``application/json``, any ``+json``, in UTF-8) → 415; a body that is not one JSON object, fields
+missing, of the wrong type, out of range, outside the allowed categories or unknown, or a
+``dataframe_split`` naming a column twice → 422 listing the problems by row and field; a body over the byte
+limit, or breaking one of the limits of :mod:`shared.serving.limits` (rows, nesting depth, integer digits,
+string length, entries of an object or array) → 413 naming the limit; unknown model or version, or no
+production version yet → 404; an artifact whose sha256 does not match the registry → 503 (never loaded; the
+details are logged, not shown). An error lists at most ``max_problems_listed`` problems and says how many it
+left out, and never echoes a long client value whole. Every status and body is declared in the OpenAPI
+document. Every answered row is sent to the capture stream; a capture failure is counted
+(``CaptureFailed``), never returned to the caller.
+
+Captures of clients' requests say ``source: api``, whatever the request carries: only a direct invocation
+by Flywheel's own verification can mark its traffic otherwise (:data:`shared.serving.capture.
+INTERNAL_SOURCE_FIELD`), so no client can hide its traffic from the monitor.
 
 For a model trained with feature views, the features a row leaves out are filled from the online store by
 the row's entity key before it is checked (:mod:`shared.serving.lookup`: one batched read per view,
@@ -25,9 +33,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,10 +43,13 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.errors import IntegrityError, NotFoundError, TransientError
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
@@ -46,16 +57,22 @@ from shared.naming import ALIAS_NAME, MODEL_NAME
 from shared.observability import logger, metrics
 from shared.registry import PRODUCTION_ALIAS, ModelRegistry
 from shared.services import Services
-from shared.serving.capture import CaptureRecord, CaptureSink, FirehoseCaptureSink
+from shared.serving.capture import (
+    CLIENT_SOURCE,
+    INTERNAL_SOURCE_FIELD,
+    INTERNAL_SOURCES,
+    CaptureRecord,
+    CaptureSink,
+    FirehoseCaptureSink,
+)
+from shared.serving.limits import LimitBreach, RequestLimits, read_body, shown
 from shared.serving.lookup import fill_from_store
 from shared.serving.runtime import ModelCache
 from shared.settings import Settings, get_settings, warm
 
 API_TITLE = "Flywheel prediction API"
-# Requests Flywheel makes itself (Verify, PostDeployCheck) name themselves in this header, so their captures
-# are kept apart from what clients sent.
-SOURCE_HEADER = "x-flywheel-source"
-INTERNAL_SOURCES = frozenset({"verify", "post-deploy-check"})
+# The charsets a JSON body may declare (JSON is UTF-8: RFC 8259 §8.1).
+JSON_CHARSETS = frozenset({"utf-8", "utf8"})
 
 
 # --- request and response models ---------------------------------------------------------------------------
@@ -67,6 +84,16 @@ class DataframeSplit(BaseModel):
     model_config = ConfigDict(extra="forbid")
     columns: list[str]
     data: list[list[Any]]
+
+    @field_validator("columns")
+    @classmethod
+    def _each_column_once(cls, columns: list[str]) -> list[str]:
+        # A repeated name would have its last value win silently: refused instead.
+        repeated = [column for column, count in Counter(columns).items() if count > 1]
+        if repeated:
+            names = ", ".join(repr(shown(c)) for c in repeated)
+            raise ValueError(f"each column may be named once; repeated: {names}")
+        return columns
 
 
 class PredictRequest(BaseModel):
@@ -110,6 +137,18 @@ class Problem(BaseModel):
 class ErrorBody(BaseModel):
     message: str
     problems: list[Problem] = Field(default_factory=list)
+    problems_left_out: int = Field(
+        default=0, ge=0, description="problems found but not listed (an answer lists the first ones only)"
+    )
+
+    @classmethod
+    def listing(cls, message: str, problems: list[Problem], at_most: int) -> ErrorBody:
+        """At most ``at_most`` problems listed, the rest counted: an answer stays small, however many
+        problems a request holds."""
+        left_out = max(0, len(problems) - at_most)
+        if left_out:
+            message += f" (the first {at_most} listed, {left_out} left out)"
+        return cls(message=message, problems=problems[:at_most], problems_left_out=left_out)
 
 
 class PredictResponse(BaseModel):
@@ -183,14 +222,15 @@ class ApiError(Exception):
     def __init__(self, status: HTTPStatus, message: str, problems: list[Problem] | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.body = ErrorBody(message=message, problems=problems or [])
+        self.body = ErrorBody.listing(message, problems or [], get_settings().max_problems_listed)
 
 
 def _json_object(text: str) -> Any:
-    """The body as the predict route validates it: one JSON object. Powertools reads a JSON array as the
-    values of a repeated form field and validates its first element only, which would answer
+    """The body as the predict route validates it: one JSON object, read within the request limits (a
+    breach is a :class:`LimitBreach`, answered 413). Powertools reads a JSON array as the values of a
+    repeated form field and validates its first element only, which would answer
     ``[{"instances": [...]}, "anything"]``; any JSON value but an object is refused here instead (422)."""
-    value = json.loads(text)
+    value = read_body(text, RequestLimits.of(get_settings()))
     if not isinstance(value, dict):
         kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
         kind = kinds.get(type(value), "null")
@@ -243,7 +283,7 @@ def predict(
         raise ApiError(
             HTTPStatus.UNPROCESSABLE_ENTITY,
             f"{len(problems)} problem(s) in the request for {model} v{served.version}",
-            [Problem(**p.as_dict()) for p in filled.explain(problems)],
+            [_shown(Problem(**p.as_dict())) for p in filled.explain(problems)],
         )
     base = uuid.uuid4().hex[:20]
     request_ids = [f"{base}-{i:04d}" for i in range(len(rows))]
@@ -264,9 +304,10 @@ def predict(
 
 
 def _traffic_source() -> str:
-    """Who is asking: Flywheel's own verification says so in a header (the monitor judges clients only)."""
-    declared = (app.current_event.headers or {}).get(SOURCE_HEADER, "")
-    return declared if declared in INTERNAL_SOURCES else "api"
+    """Who is asking: a client, unless Flywheel's own verification invoked the function directly with the
+    field no HTTP request can carry (the monitor judges clients only)."""
+    declared = app.current_event.raw_event.get(INTERNAL_SOURCE_FIELD)
+    return declared if isinstance(declared, str) and declared in INTERNAL_SOURCES else CLIENT_SOURCE
 
 
 def _capture(
@@ -346,7 +387,8 @@ def _error(status: HTTPStatus, body: ErrorBody, headers: dict[str, str] | None =
     return Response(
         status_code=status.value,
         content_type=content_types.APPLICATION_JSON,
-        body=body.model_dump_json(),
+        # {"message", "problems"}, and the count left out only when some were.
+        body=body.model_dump_json(exclude=None if body.problems_left_out else {"problems_left_out"}),
         headers=headers,
     )
 
@@ -362,7 +404,9 @@ def _invalid_request(error: RequestValidationError) -> Response[str]:
     problems = [_problem(e) for e in errors]
     return _error(
         HTTPStatus.UNPROCESSABLE_ENTITY,
-        ErrorBody(message=f"{len(problems)} problem(s) in the request", problems=problems),
+        ErrorBody.listing(
+            f"{len(problems)} problem(s) in the request", problems, get_settings().max_problems_listed
+        ),
     )
 
 
@@ -371,11 +415,36 @@ def _problem(error: dict[str, Any]) -> Problem:
     location = [part for part in error.get("loc", ()) if part not in ("body", "request")]
     row = next((part for part in location if isinstance(part, int)), None)
     field = ".".join(str(part) for part in location if not isinstance(part, int)) or None
-    return Problem(
-        row=row,
-        field=field,
-        problem=str(error.get("msg", error.get("type", "invalid"))).removeprefix("Value error, "),
+    return _shown(
+        Problem(
+            row=row,
+            field=field,
+            problem=str(error.get("msg", error.get("type", "invalid"))).removeprefix("Value error, "),
+        )
     )
+
+
+def _shown(problem: Problem) -> Problem:
+    """A problem as an answer shows it: a field name or text built from a client's value cut short."""
+    field = shown(problem.field) if problem.field is not None else None
+    return Problem(row=problem.row, field=field, problem=shown(problem.problem, 1000))
+
+
+def _over_a_limit(breach: LimitBreach) -> Response[str]:
+    return _error(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        ErrorBody(
+            message=breach.message,
+            problems=[
+                Problem(row=breach.row, field=breach.field, problem=f"{breach.problem} ({breach.variable})")
+            ],
+        ),
+    )
+
+
+def _not_json(error: RequestUnsupportedContentType) -> Response[str]:
+    # answer() refuses other media types first; this keeps any that reach Powertools in Flywheel's shape.
+    return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, ErrorBody(message=_SEND_JSON))
 
 
 def _not_found(error: NotFoundError) -> Response[str]:
@@ -383,11 +452,16 @@ def _not_found(error: NotFoundError) -> Response[str]:
 
 
 def _tampered(error: IntegrityError) -> Response[str]:
+    # Where the artifact lives and its digests are for the operators (the log), not for clients.
     logger.error("model artifact failed its integrity check", extra={"detail": str(error)})
     metrics.add_metric(name="ModelIntegrityFailure", unit=MetricUnit.Count, value=1)
+    model = (app.current_event.path_parameters or {}).get("model", "")
     return _error(
         HTTPStatus.SERVICE_UNAVAILABLE,
-        ErrorBody(message=f"the model cannot be served: its artifact failed the integrity check ({error})"),
+        ErrorBody(
+            message=f"the model cannot be served: its artifact failed the integrity check ({shown(model)} "
+            "is not loaded; the operators are alerted)"
+        ),
     )
 
 
@@ -404,6 +478,8 @@ def _busy(error: TransientError) -> Response[str]:
 for _kind, _handle in (
     (ApiError, _api_error),
     (RequestValidationError, _invalid_request),
+    (LimitBreach, _over_a_limit),
+    (RequestUnsupportedContentType, _not_json),
     (NotFoundError, _not_found),
     (IntegrityError, _tampered),
     (TransientError, _busy),
@@ -431,10 +507,10 @@ def answer(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return app.resolve(event, context)
     media_type = _content_type(event)
     if media_type and not _is_json(media_type):
-        return _proxy(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            f"send the body as JSON with Content-Type: application/json (not {media_type[:60]})",
-        )
+        return _proxy(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"{_SEND_JSON} (not {shown(media_type)})")
+    # Powertools parses only application/json itself: any JSON media type is handed over as that.
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
+    event = {**event, "headers": {**headers, "content-type": content_types.APPLICATION_JSON}}
     if encoded:
         try:
             text = base64.b64decode(body, validate=True).decode("utf-8")
@@ -465,9 +541,18 @@ def _content_type(event: dict[str, Any]) -> str:
     return ""
 
 
+_SEND_JSON = "send the body as JSON with Content-Type: application/json"
+
+
 def _is_json(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == content_types.APPLICATION_JSON or media_type.endswith("+json")
+    """``application/json`` or any ``+json`` type (RFC 6839), in UTF-8 if it names a charset."""
+    media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    if media_type != content_types.APPLICATION_JSON and not media_type.endswith("+json"):
+        return False
+    charsets = [
+        p.partition("=")[2].strip().strip('"') for p in parameters if p.partition("=")[0].strip() == "charset"
+    ]
+    return all(charset in JSON_CHARSETS for charset in charsets)
 
 
 __all__ = ["answer", "app"]

@@ -39,6 +39,15 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+# Who sent an answered request: "api" for every client. Flywheel's own requests (Verify, PostDeployCheck)
+# invoke the predict function directly with INTERNAL_SOURCE_FIELD at the top of the event, a field API
+# Gateway and function URLs never pass through: no client can have its traffic taken for Flywheel's and
+# hidden from the monitor, whatever it sends.
+CLIENT_SOURCE = "api"
+INTERNAL_SOURCE_FIELD = "flywheelSource"
+INTERNAL_SOURCES = frozenset({"verify", "post-deploy-check"})
+
+
 class CaptureRecord(BaseModel):
     """One answered row: the request it came in, the version that answered, the inputs and outputs."""
 
@@ -50,7 +59,7 @@ class CaptureRecord(BaseModel):
     version: int
     inputs: dict[str, Any]
     outputs: dict[str, Any]
-    source: str = "api"
+    source: str = CLIENT_SOURCE
 
     @field_validator("time")
     @classmethod
@@ -69,7 +78,7 @@ class CaptureRecord(BaseModel):
         prediction: Any,
         probabilities: Mapping[str, float] | None = None,
         time: datetime | None = None,
-        source: str = "api",
+        source: str = CLIENT_SOURCE,
     ) -> CaptureRecord:
         """One prediction's record: ``outputs`` holds ``prediction`` and, if given, ``probabilities``."""
         outputs: dict[str, Any] = {"prediction": prediction}

@@ -52,6 +52,7 @@ import numpy as np
 from shared.errors import ContractError, IntegrityError, NotFoundError, TransientError
 from shared.hashing import sha256_hex
 from shared.ml.features import BOOLEAN, CATEGORICAL, MISSING, NUMERIC, boolean_text
+from shared.serving.limits import shown
 from shared.storage import ObjectRef
 
 if TYPE_CHECKING:  # the registry module brings boto3 and Powertools: types only
@@ -259,11 +260,12 @@ class Signature:
 
     def _categorical(self, spec: FeatureSpec, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, str):
-            hint = f'; send "{value}"' if _is_number(value) else ""
+            hint = f'; send "{shown(str(value))}"' if _is_number(value) else ""
             return None, f"must be a string (a category), got {_describe(value)}{hint}"
         allowed = self._allowed.get(spec.name)
         if allowed is not None and value not in allowed:
-            return None, f"{value!r} is not an allowed category (allowed: {', '.join(spec.allowed or ())})"
+            allowed_text = ", ".join(spec.allowed or ())
+            return None, f"{shown(value)!r} is not an allowed category (allowed: {allowed_text})"
         return value, None
 
 
@@ -298,7 +300,7 @@ def _numeric(spec: FeatureSpec, value: Any) -> tuple[Any, str | None]:
     if not _is_number(value):
         hint = ""
         if isinstance(value, str) and _looks_numeric(value):
-            hint = f"; send the number {value.strip()} without quotes"
+            hint = f"; send the number {shown(value.strip())} without quotes"
         return None, f"must be a number, got {_describe(value)}{hint}"
     try:
         number = float(value)
@@ -358,8 +360,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, int | float):
         return f"the number {value}"
     if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        return f"the string {shown!r}"
+        return f"the string {shown(value)!r}"
     if isinstance(value, Mapping):
         return "an object"
     if isinstance(value, list | tuple):

@@ -31,6 +31,7 @@ from shared.env_names import EnvVar
 from shared.hashing import sha256_hex
 from shared.registry import ArtifactRef, NewModelVersion
 from shared.serving import runtime
+from shared.serving.capture import INTERNAL_SOURCE_FIELD
 from shared.storage import ObjectRef
 from tests.fixtures.services import churn_contract, put_churn_contract
 from tests.fixtures.serving import FEATURES, MODEL, ROW, Answer, ServedChurn, request_rows, served_churn
@@ -358,7 +359,9 @@ def test_more_rows_than_the_limit_is_a_413(api: ServedChurn) -> None:
     answer = api.predict({"instances": [ROW] * 1001})
 
     assert answer.status == 413
-    assert answer.body["message"] == "1001 rows in one request; at most 1000"
+    assert (
+        answer.body["message"] == "the request breaks the rows limit: 1001 rows in one request; at most 1000"
+    )
 
 
 def test_a_body_over_the_byte_limit_is_a_413_before_it_is_read(api: ServedChurn) -> None:
@@ -406,6 +409,218 @@ def test_a_model_with_a_contract_but_no_production_version_is_a_404_saying_so(ap
     assert (described.status, described.body["message"]) == (404, message)
 
 
+# --- hostile bodies: every limit, every media type, nothing echoed whole ------------------------------------
+
+
+def nested(depth: int) -> str:
+    """A value ``depth`` arrays deep, as text (json.dumps itself would recurse past Python's limit)."""
+    return "[" * depth + "1" + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "at", "problem"),
+    [
+        (
+            '{"instances": [{"plan": ' + nested(14) + "}]}",
+            "nesting depth",
+            (0, "plan"),
+            "arrays or objects nested deeper than 16 levels (FLYWHEEL_MAX_JSON_DEPTH)",
+        ),
+        (
+            '{"instances": [{"plan": ' + nested(100_000 // 2) + "}]}",
+            "nesting depth",
+            (None, None),
+            "arrays or objects nested deeper than 16 levels (FLYWHEEL_MAX_JSON_DEPTH)",
+        ),
+        (
+            '{"instances": [{"tenure_months": 1' + "0" * 5000 + "}]}",
+            "integer digits",
+            (None, None),
+            "an integer of 5001 digits; at most 40 (FLYWHEEL_MAX_INTEGER_DIGITS)",
+        ),
+        (
+            json.dumps({"instances": [ROW, {**ROW, "plan": "p" * 5000}]}),
+            "string length",
+            (1, "plan"),
+            "a string of 5000 characters; at most 4096 (FLYWHEEL_MAX_STRING_CHARS)",
+        ),
+        (
+            json.dumps({"instances": [{**ROW, "k" * 4097: 1}]}),
+            "string length",
+            (0, None),
+            "a key of 4097 characters; at most 4096 (FLYWHEEL_MAX_STRING_CHARS)",
+        ),
+        (
+            json.dumps({"instances": [{**ROW, **{f"f{i}": 0 for i in range(1001)}}]}),
+            "fields",
+            (0, None),
+            "an object of 1007 entries; at most 1000 (FLYWHEEL_MAX_FIELDS_PER_OBJECT)",
+        ),
+        (
+            json.dumps({"dataframe_split": {"columns": ["plan"], "data": [[0] * 1001]}}),
+            "fields",
+            (0, None),
+            "an array of 1001 entries; at most 1000 (FLYWHEEL_MAX_FIELDS_PER_OBJECT)",
+        ),
+        (
+            json.dumps({"dataframe_split": {"columns": ["plan"], "data": [["basic"]] * 1001}}),
+            "rows",
+            (None, None),
+            "1001 rows in one request; at most 1000 (FLYWHEEL_MAX_PREDICT_ROWS)",
+        ),
+    ],
+    ids=[
+        "depth",
+        "depth-past-the-reader",
+        "integer-digits",
+        "string-length",
+        "key-length",
+        "fields-of-a-row",
+        "entries-of-a-split-row",
+        "split-rows",
+    ],
+)
+def test_a_body_past_a_limit_is_a_413_naming_the_limit_and_where(
+    api: ServedChurn, body: str, limit: str, at: tuple[int | None, str | None], problem: str
+) -> None:
+    """Python's reader alone answered the deep body with RecursionError and the long integer with
+    ValueError, both 500s; each limit is a setting, and a breach is refused before anything validates it."""
+    response = call(body)
+
+    assert response["statusCode"] == 413, response
+    answer = json.loads(response["body"])
+    assert answer["message"].startswith(f"the request breaks the {limit} limit: ")
+    [found] = answer["problems"]
+    assert ((found["row"], found["field"]), found["problem"]) == (at, problem)
+
+
+def test_a_body_within_every_limit_is_still_answered(api: ServedChurn) -> None:
+    """The limits leave room for any honest request: 40 digits, 4,096 characters, depth 16 are each judged
+    by the model's signature (422 naming the field), not refused as a breach."""
+    answers = [
+        call(json.dumps({"instances": [{**ROW, "tenure_months": 10**39}]})),
+        call(json.dumps({"instances": [{**ROW, "plan": "p" * 4096}]})),
+        call('{"instances": [{"plan": ' + nested(13) + "}]}"),  # 16 levels with the body, list and row
+    ]
+
+    assert [a["statusCode"] for a in answers] == [422, 422, 422], answers
+    plan = json.loads(answers[1]["body"])["problems"]
+    assert plan == [
+        {
+            "row": 0,
+            "field": "plan",
+            "problem": "'" + "p" * 40 + "... (4096 characters)' is not an allowed category "
+            "(allowed: basic, plus, pro)",
+        }
+    ]
+
+
+def test_an_error_lists_at_most_a_hundred_problems_and_counts_the_rest(api: ServedChurn) -> None:
+    """A request with tens of thousands of bad elements made an error body past Lambda's 6 MB response limit
+    (a 500); the answer lists the first hundred problems, says how many it left out, and stays small."""
+    wide = {"instances": [{f"x{i}": 0 for i in range(20)} for _ in range(1000)]}
+    strings = {"instances": ["not a row"] * 1000}
+
+    answers = {name: call(json.dumps(body)) for name, body in (("wide", wide), ("strings", strings))}
+
+    for name, at_least in (("wide", 20_000), ("strings", 1000)):
+        response = answers[name]
+        assert response["statusCode"] == 422, name
+        assert len(response["body"]) < 20_000, name
+        body = json.loads(response["body"])
+        found = int(body["message"].split(" ", 1)[0])
+        assert found >= at_least
+        assert len(body["problems"]) == 100
+        assert body["problems_left_out"] == found - 100
+        assert body["message"].endswith(f"(the first 100 listed, {found - 100} left out)")
+    assert json.loads(answers["wide"]["body"])["problems"][0]["row"] == 0
+
+
+def test_a_long_unknown_field_name_is_cut_in_the_answer(api: ServedChurn) -> None:
+    name = "z" * 3000
+
+    response = call(json.dumps({"instances": [{**ROW, name: 1}]}))
+
+    assert response["statusCode"] == 422
+    [problem] = json.loads(response["body"])["problems"]
+    assert problem["field"] == "z" * 40 + "... (3000 characters)"
+    assert len(response["body"]) < 1000
+
+
+def test_a_split_naming_a_column_twice_is_a_422(api: ServedChurn) -> None:
+    """The last value of a repeated column silently won before."""
+    columns = [*ROW, "plan"]
+    data = [[*ROW.values(), "gold"]]
+
+    answer = api.predict({"dataframe_split": {"columns": columns, "data": data}})
+
+    assert answer.status == 422, answer.body
+    assert answer.body["problems"] == [
+        {
+            "row": None,
+            "field": "dataframe_split.columns",
+            "problem": "each column may be named once; repeated: 'plan'",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/vnd.api+json", "application/json; charset=UTF-8", "Application/JSON", "application/x+json"],
+)
+def test_any_json_media_type_is_read_as_json_and_answered_in_flywheel_shape(
+    api: ServedChurn, content_type: str
+) -> None:
+    """Powertools reads only application/json itself: vnd.api+json got its own error shape before."""
+    good = json.dumps({"instances": [ROW]}).encode()
+    bad = json.dumps({"instances": [{**ROW, "plan": "gold"}]}).encode()
+
+    answered = api.request("POST", f"/models/{MODEL}/predict", raw=good, content_type=content_type)
+    refused = api.request("POST", f"/models/{MODEL}/predict", raw=bad, content_type=content_type)
+
+    assert answered.status == 200, answered.body
+    assert refused.status == 422
+    assert set(refused.body) == {"message", "problems"}
+    assert refused.body["problems"][0]["field"] == "plan"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=latin-1", "application/jsonx"])
+def test_json_in_another_charset_or_a_lookalike_type_is_a_415(api: ServedChurn, content_type: str) -> None:
+    body = json.dumps({"instances": [ROW]}).encode()
+
+    answer = api.request("POST", f"/models/{MODEL}/predict", raw=body, content_type=content_type)
+
+    assert answer.status == 415
+    assert answer.body == {
+        "message": f"send the body as JSON with Content-Type: application/json (not {content_type})",
+        "problems": [],
+    }
+
+
+def test_no_client_can_mark_its_traffic_as_flywheels_own(api: ServedChurn) -> None:
+    """Given a client that names itself as Flywheel's verification — in the old header, or in the field
+    Verify sets, sent in the body or the query — its captures still say "api" and the monitor judges them;
+    only a direct invocation with the field marks a capture "verify"."""
+    forged_header = api.request(
+        "POST", f"/models/{MODEL}/predict", {"instances": [ROW]}, headers={"x-flywheel-source": "verify"}
+    )
+    forged_query = api.predict({"instances": [ROW]}, "?flywheelSource=verify")
+    forged_body = api.predict({"instances": [ROW], "flywheelSource": "verify"})
+    direct = handler(
+        {
+            **http_api_event("POST", f"/models/{MODEL}/predict", json.dumps({"instances": [ROW]})),
+            INTERNAL_SOURCE_FIELD: "verify",
+        },
+        context(),
+    )
+
+    assert (forged_header.status, forged_query.status, forged_body.status) == (200, 200, 422)
+    records = captured(api)
+    for answer in (forged_header, forged_query):
+        assert records[answer.body["request_ids"][0]]["source"] == "api"
+    assert records[json.loads(direct["body"])["request_ids"][0]]["source"] == "verify"
+
+
 # --- promotion, rollback, integrity -------------------------------------------------------------------------
 
 
@@ -442,11 +657,12 @@ def test_a_promotion_and_a_rollback_are_served_without_a_redeploy(api: ServedChu
 
 
 def test_a_tampered_artifact_is_refused_with_a_503_and_never_loaded(
-    api: ServedChurn, monkeypatch: pytest.MonkeyPatch
+    api: ServedChurn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Given a fresh version whose ONNX object was overwritten after registration (a new S3 version with
-    other bytes), when it is requested pinned, then 503 says it failed the integrity check with both
-    digests' prefixes, onnxruntime is never given the bytes, and churn's production is still served.
+    other bytes), when it is requested pinned, then 503 says it failed the integrity check — the artifact's
+    S3 URI and both digests' prefixes go to the log, never to the client — onnxruntime is never given the
+    bytes, and churn's production is still served.
     (The version is another model's, so that every version of churn stays servable for the other tests.)"""
     bucket = api.svc.settings.artifacts_bucket
     v1 = api.svc.registry.get_model_version(MODEL, 1)
@@ -476,12 +692,16 @@ def test_a_tampered_artifact_is_refused_with_a_503_and_never_loaded(
     ]
     production = api.predict({"instances": [ROW]})
 
+    logged = " ".join(str(getattr(record, "detail", "")) for record in caplog.records)
     for answer in answers:
         assert answer.status == 503
-        message = answer.body["message"]
-        assert message.startswith("the model cannot be served: its artifact failed the integrity check")
-        assert f"{TAMPERED_MODEL} v{version}: the ONNX model at s3://{bucket}/{key}" in message
-        assert sha256_hex(genuine)[:12] in message and sha256_hex(altered)[:12] in message
+        assert answer.body["message"] == (
+            "the model cannot be served: its artifact failed the integrity check "
+            f"({TAMPERED_MODEL} is not loaded; the operators are alerted)"
+        )
+        assert "s3://" not in json.dumps(answer.body) and bucket not in json.dumps(answer.body)
+    assert f"{TAMPERED_MODEL} v{version}: the ONNX model at s3://{bucket}/{key}" in logged
+    assert sha256_hex(genuine)[:12] in logged and sha256_hex(altered)[:12] in logged
     assert sessions == []
     assert (production.status, production.body["version"]) == (200, 1)
 
@@ -792,3 +1012,85 @@ def test_no_rows_whatever_their_keys_and_values_get_a_server_error(
         assert len(body["predictions"]) == len(body["request_ids"]) >= 1
     else:
         assert body["message"]
+
+
+# The classes of hostile input, each drawn past its limit and short of it: nesting, integer digits, string
+# and key length, wide objects and arrays, many rows, repeated split columns, any media type, and a client
+# naming itself as Flywheel's own traffic.
+DEEP = st.integers(1, 4000).map(lambda n: "[" * n + "0" + "]" * n) | st.integers(1, 2000).map(
+    lambda n: '{"a":' * n + "0" + "}" * n
+)
+DIGITS = st.integers(1, 6000).map(lambda n: "-" * (n % 2) + "9" * n)
+LONG = st.integers(0, 6000).map(lambda n: json.dumps("s" * n))
+WIDE = st.integers(0, 1200).map(lambda n: json.dumps({f"k{i}": i for i in range(n)})) | st.integers(
+    0, 1200
+).map(lambda n: json.dumps(list(range(n))))
+HOSTILE = DEEP | DIGITS | LONG | WIDE | JSON_VALUES.map(json.dumps)
+FEATURE = st.sampled_from([*FEATURES, "k" * 5000, "other", None])  # None: the row as it is, answered
+
+
+@st.composite
+def hostile_bodies(draw: st.DrawFn) -> str:
+    value = draw(HOSTILE)
+    feature = draw(FEATURE)
+    fields = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in ROW.items() if k != feature]
+    row = "{" + ", ".join(fields if feature is None else [*fields, f"{json.dumps(feature)}: {value}"]) + "}"
+    rows = draw(st.integers(1, 1100))
+    columns = draw(st.lists(st.sampled_from(list(ROW)), min_size=1, max_size=8))
+    shapes = [
+        '{"instances": [' + row + "]}",
+        '{"dataframe_records": [' + ", ".join([json.dumps(ROW)] * (rows - 1) + [row]) + "]}",
+        '{"dataframe_split": {"columns": ' + json.dumps(columns) + ', "data": [[' + value + "]]}}",
+        '{"instances": ' + value + "}",
+        value,
+    ]
+    return draw(st.sampled_from(shapes))
+
+
+JSON_MEDIA_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        'application/json;charset="UTF-8"',
+        "application/vnd.api+json",
+    ]
+)
+OTHER_MEDIA_TYPES = st.sampled_from(
+    [
+        "application/problem+json; charset=utf-16",
+        "application/json; charset=",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "",
+    ]
+) | st.text(max_size=40)
+MEDIA_TYPES = st.one_of(JSON_MEDIA_TYPES, JSON_MEDIA_TYPES, JSON_MEDIA_TYPES, OTHER_MEDIA_TYPES)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(
+    body=hostile_bodies(),
+    media_type=MEDIA_TYPES,
+    source=st.sampled_from(["verify", "post-deploy-check", "x"]),
+)
+def test_no_hostile_body_media_type_or_forged_source_gets_a_server_error(
+    api: ServedChurn, body: str, media_type: str, source: str
+) -> None:
+    """Whatever the class, the answer is a 4xx (or a 200) in Flywheel's shape, a refusal small, and a capture of an
+    answered request says it came from a client."""
+    event = http_api_event("POST", f"/models/{MODEL}/predict", body)
+    event["headers"] = {**event["headers"], "content-type": media_type, "x-flywheel-source": source}
+
+    response = handler(event, context())
+
+    assert response["statusCode"] < 500, response
+    answer = json.loads(response["body"])
+    if response["statusCode"] == 200:
+        records = captured(api)
+        assert {records[request_id]["source"] for request_id in answer["request_ids"]} == {"api"}
+    else:
+        assert len(response["body"]) < 64_000  # a refusal is small, however much was wrong
+        assert set(answer) <= {"message", "problems", "problems_left_out"} and answer["message"]

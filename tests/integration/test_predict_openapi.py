@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core import NOT_SET
@@ -37,6 +38,13 @@ from tests.fixtures.serving import MODEL, ROW, ServedChurn, served_churn
 pytestmark = pytest.mark.integration
 
 EXAMPLES = 40  # per run: 11 runs, a couple of seconds each
+# Each property below runs the document's cases through the served API, as slow as the API is.
+RUN = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = [(r.method, r.path) for r in PREDICT_ROUTES if r.path != "/openapi.json"]
 
@@ -96,12 +104,7 @@ def test_no_server_error_and_every_answer_as_documented(
     strategy = operation.as_strategy(generation_mode=mode, path_parameters=parameters, body=body)
     statuses: set[int] = set()
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-    )
+    @RUN
     @given(case=strategy)
     def check(case: schemathesis.Case) -> None:
         statuses.add(case.call_and_validate(base_url=api.url, checks=CHECKS).status_code)
@@ -110,3 +113,62 @@ def test_no_server_error_and_every_answer_as_documented(
     answerable = parameters is not None and (method == "GET" or body is not NOT_SET)
     if mode is GenerationMode.POSITIVE and (answerable or path == "/health"):
         assert 200 in statuses, statuses  # answers, not only refusals, were held to the document
+
+
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# The classes of hostile input the document cannot describe, laid over the document's own cases: values
+# nested past the depth limit, integers past the digits limit, strings past the length limit, objects wider
+# than the fields limit, a split naming a column twice; sent as any JSON media type, each claiming in the
+# old header to be Flywheel's own verification.
+HOSTILE_VALUES = st.one_of(
+    st.integers(10, 400).map(nested),
+    st.integers(30, 4000).map(lambda digits: 10**digits),
+    st.integers(4000, 5000).map(lambda length: "s" * length),
+    st.integers(990, 1100).map(lambda width: {f"k{i}": i for i in range(width)}),
+)
+JSON_MEDIA_TYPES = st.sampled_from(
+    ["application/json", "application/json; charset=utf-8", "application/vnd.api+json"]
+)
+
+
+def hostile(case: Any, value: Any, feature: str, media_type: str, repeat: bool) -> Any:
+    body: dict[str, Any] = case.body if isinstance(case.body, dict) else {}
+    if repeat:
+        body = {"dataframe_split": {"columns": [feature, feature], "data": [[value, value]]}}
+    else:
+        rows = [r for r in body.get("instances") or [] if isinstance(r, dict)] or [{}]
+        body = {"instances": [{**rows[0], feature: value}, *rows[1:]]}
+    case.body = body
+    case.media_type = media_type
+    case.headers = dict(case.headers or {})
+    case.headers["x-flywheel-source"] = "verify"
+    return case
+
+
+def test_no_hostile_case_gets_a_server_error_or_an_undocumented_answer(
+    api: ServedChurn, api_schema: Any
+) -> None:
+    operation = api_schema["/models/{model}/predict"]["POST"]
+    cases = st.builds(
+        hostile,
+        operation.as_strategy(generation_mode=GenerationMode.POSITIVE, path_parameters={"model": MODEL}),
+        HOSTILE_VALUES,
+        st.sampled_from([*ROW, "other"]),
+        JSON_MEDIA_TYPES,
+        st.booleans(),
+    )
+    statuses: set[int] = set()
+
+    @RUN
+    @given(case=cases)
+    def check(case: schemathesis.Case) -> None:
+        statuses.add(case.call_and_validate(base_url=api.url, checks=CHECKS).status_code)
+
+    check()
+    assert 413 in statuses and 422 in statuses, statuses
