@@ -65,7 +65,12 @@ def promote_step(state: RunState, svc: Services) -> RunState:
                 svc,
                 version,
                 actor=PIPELINE_ACTOR,
-                reason="verified; waiting for approval",
+                reason="verified; waiting for approval"
+                + (
+                    f" (held for a person: {state.evaluation.held})"
+                    if state.evaluation and state.evaluation.held
+                    else ""
+                ),
                 run_id=state.run_id,
             )
             # The verification that just passed was the version's first as a staging candidate: it counts.

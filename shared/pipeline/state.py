@@ -72,6 +72,8 @@ class EvaluationSummary(_State):
     metrics: dict[str, float]
     champion_version: int | None = None
     champion_metrics: dict[str, float] | None = None
+    # Set when the candidate may reach production only through a person, whatever the environment's policy.
+    held: str | None = None
 
 
 class RunState(_State):

@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from shared.data.contract import DataContract
 from shared.data.datasets import frame_to_parquet, read_parquet
 from shared.data.validation import ROW_ID_COLUMN
-from shared.errors import DataValidationError, FlywheelError, NotFoundError
+from shared.errors import DataValidationError, FlywheelError, NotFoundError, TransientError
 from shared.featurestore.contracts import join_views, load_training_contract, view_signature
 from shared.featurestore.view import FeatureView
 from shared.hashing import sha256_hex
@@ -211,23 +211,64 @@ def evaluate_step(state: RunState, svc: Services) -> RunState:
             metrics=evaluation.metrics,
             champion_version=champion.version if champion else None,
             champion_metrics=champion_evaluation.metrics if champion_evaluation else None,
+            held=_held_for_a_person(champion, champion_evaluation),
         )
         return state.model_copy(update={"evaluation": summary})
+
+
+class UntrustedChampionError(FlywheelError):
+    """Production's model cannot be loaded as it was registered (its bytes changed, are gone, or do not
+    unpickle): the bar a candidate must clear is unknown, so the run stops and production stays as it is."""
 
 
 def _champion_on(
     svc: Services, model: str, holdout: pd.DataFrame, contract: DataContract
 ) -> tuple[ModelVersion | None, Evaluation | None, list[str]]:
+    """Production's version, its scores on the candidate's holdout, and notes on what could not be compared.
+
+    A champion that cannot be loaded is never read as "no champion": that would wave the candidate past the
+    regression gate on the strength of a tampered or lost artifact (:class:`UntrustedChampionError`). A
+    champion that loads but cannot read today's columns (the contract changed) is noted, and the candidate
+    is held for a person (:func:`_held_for_a_person`).
+    """
     try:
         champion = svc.registry.get_model_version_by_alias(model, "production")
     except NotFoundError:
         return None, None, []
     try:
-        return champion, score(load_model(svc, champion.artifact), holdout, contract), []
+        loaded = load_model(svc, champion.artifact)
+    except TransientError:
+        raise
+    except Exception as exc:  # whatever stops the champion loading, the run must not go on
+        metrics.add_metric(name="ChampionUntrusted", unit=MetricUnit.Count, value=1)
+        logger.error(
+            "production cannot be loaded; the run stops",
+            extra={"version": champion.version, "artifact": champion.artifact.uri, "error": str(exc)},
+        )
+        raise UntrustedChampionError(
+            f"production v{champion.version} cannot be loaded to judge the candidate "
+            f"({type(exc).__name__}: {exc}); the run stops and production stays as it is. Restore "
+            f"{champion.artifact.uri} as registered, or roll back to a version you trust "
+            f"(`flywheel rollback {model} --to N`)",
+            problems=[f"{type(exc).__name__}: {exc}"],
+        ) from exc
+    try:
+        return champion, score(loaded, holdout, contract), []
     except (FlywheelError, KeyError, ValueError) as exc:
         # A contract change can leave the champion unable to read today's columns: say so, compare nothing.
         note = f"production v{champion.version} could not score this holdout ({type(exc).__name__}: {exc})"
         return champion, None, [note]
+
+
+def _held_for_a_person(champion: ModelVersion | None, champion_evaluation: Evaluation | None) -> str | None:
+    """Why the candidate may not replace production without a person, whatever the policy: the regression
+    gate could not compare it with the production model it would replace."""
+    if champion is None or champion_evaluation is not None:
+        return None
+    return (
+        f"production v{champion.version} could not be scored on the candidate's holdout, so the regression "
+        "gate could not compare them; a person decides"
+    )
 
 
 # --- Register ---------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from shared.registry import ModelVersion, Stage
 from shared.services import Services
 from shared.serving.capture import INTERNAL_SOURCE_FIELD
 from shared.serving.runtime import Signature, load_served_model
+from shared.settings import PolicyKind
 from shared.storage import ObjectStore
 
 PROBABILITY_TOLERANCE = 1e-4
@@ -396,6 +397,11 @@ def verify_step(state: RunState, svc: Services, invoke: Invoke) -> RunState:
     with recorded_step(svc, state, "verify"):
         result = verify_version(svc, state.model, number, invoke, state.run_id)
         policy = environment_policy(svc, state.model)
+        held = state.evaluation.held if state.evaluation else None
+        if held and policy.policy is not PolicyKind.APPROVAL:
+            # Evaluate could not compare the candidate with production: no policy promotes it unseen.
+            policy = policy.model_copy(update={"policy": PolicyKind.APPROVAL})
+            logger.info("candidate held for a person", extra={"version": number, "why": held})
         if not result.passed:
             svc.registry.transition_stage(
                 state.model,

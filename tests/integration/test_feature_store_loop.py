@@ -213,6 +213,24 @@ def test_a_contract_naming_a_view_nobody_put_is_refused_with_the_reason(
     assert store.keys("contracts/churn-ghost") == []
 
 
+def test_a_contract_of_nested_anchors_is_refused_with_exit_2_and_nothing_stored(
+    view_put: dict[str, Any], store: Store, tmp_path: Path
+) -> None:
+    """A kilobyte of YAML whose anchors would expand to 9**9 values: refused before it is built, with the
+    bound named, and no contract stored."""
+    lines = ["model: churn-laughs", 'l0: &l0 ["lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+
+    refused = CliRunner().invoke(flywheel, ["contract", "put", str(path)])
+
+    assert refused.exit_code == 2, refused.output
+    assert "more than" in refused.output and "values" in refused.output, refused.output
+    assert "Traceback" not in refused.output and "MemoryError" not in refused.output
+    assert store.keys("contracts/churn-laughs") == []
+
+
 @pytest.fixture(scope="module")
 def ingested(store: Store, view_put: dict[str, Any]) -> dict[str, Any]:
     """The history in three files by time, delivered latest first; yesterday's updates; a bad file."""

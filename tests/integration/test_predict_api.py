@@ -1079,8 +1079,8 @@ MEDIA_TYPES = st.one_of(JSON_MEDIA_TYPES, JSON_MEDIA_TYPES, JSON_MEDIA_TYPES, OT
 def test_no_hostile_body_media_type_or_forged_source_gets_a_server_error(
     api: ServedChurn, body: str, media_type: str, source: str
 ) -> None:
-    """Whatever the class, the answer is a 4xx (or a 200) in Flywheel's shape, a refusal small, and a capture of an
-    answered request says it came from a client."""
+    """Whatever the class, the answer is a 4xx (or a 200) in Flywheel's shape, a refusal small, and a
+    capture of an answered request says it came from a client."""
     event = http_api_event("POST", f"/models/{MODEL}/predict", body)
     event["headers"] = {**event["headers"], "content-type": media_type, "x-flywheel-source": source}
 

@@ -37,7 +37,13 @@ from shared.pipeline.delivery import promote_step
 from shared.pipeline.intake import validate_step
 from shared.pipeline.runs import finish_step, record_failure
 from shared.pipeline.state import RunState, SourceFile
-from shared.pipeline.steps import evaluate_step, load_model, register_step, train_step
+from shared.pipeline.steps import (
+    UntrustedChampionError,
+    evaluate_step,
+    load_model,
+    register_step,
+    train_step,
+)
 from shared.pipeline.trigger import RunRequest, on_new_object, on_request
 from shared.pipeline.verification import post_deploy_check_step, verify_step
 from shared.registry import ServingFlavor, Stage
@@ -308,6 +314,29 @@ def test_a_candidate_that_passes_replaces_production_judged_on_the_same_holdout(
     assert all(t.run_id == second.run_id for t in newest)
     assert newest[0].alias == "production" and newest[0].previous_version == 1
     assert svc.metadata.get_run(second.run_id).status is RunStatus.SUCCEEDED
+
+
+def test_a_champion_whose_artifact_is_gone_stops_evaluate_instead_of_waving_the_candidate_through(
+    svc: Services,
+) -> None:
+    """Given v1 in production, when its model.pkl is no longer where the registry says, then Evaluate
+    refuses to judge the next candidate (no champion would mean no regression gate): the step fails with
+    the version and the cause, and production is untouched."""
+    run_pipeline(svc, new_file(svc, "incoming/churn/jan.csv", churn_csv(600, seed=1)))
+    champion = svc.registry.get_model_version_by_alias("churn", "production")
+    where = ObjectRef.parse(champion.artifact.uri)
+    svc.objects.move(where, ObjectRef(where.bucket, f"elsewhere/{where.key}"))
+    state = through_json(validate_step(new_file(svc, "incoming/churn/feb.csv", churn_csv(600, seed=2)), svc))
+    state = through_json(train_step(state, svc))
+
+    with pytest.raises(UntrustedChampionError) as refused:
+        evaluate_step(state, svc)
+
+    assert "production v1 cannot be loaded to judge the candidate (NotFoundError" in str(refused.value)
+    (failed,) = [s for s in svc.metadata.list_steps(state.run_id) if s.name == "evaluate"]
+    assert failed.status is StepStatus.FAILED
+    assert production_version(svc) == 1
+    assert len(svc.registry.search_model_versions("churn")) == 1
 
 
 def test_a_candidate_that_fails_the_gates_is_registered_rejected_and_production_stays(
