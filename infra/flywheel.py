@@ -26,12 +26,12 @@ from infra.spec import (
     StreamRef,
     TableRef,
     TableSpec,
+    append_table,
     list_bucket,
     read_objects,
     read_table,
     with_overrides,
     write_objects,
-    write_table,
 )
 from shared.env_names import EnvVar
 from shared.featurestore.online import ONLINE_TABLE_KEYS
@@ -53,11 +53,12 @@ DEFAULT_MONITOR_SCHEDULE = "rate(1 hour)"
 
 
 def _metadata() -> tuple[Permission, ...]:
-    return (write_table("metadata"), read_table("metadata", index="gsi1"))
+    return (append_table("metadata"), read_table("metadata", index="gsi1"))
 
 
 def _registry(write: bool) -> tuple[Permission, ...]:
-    table = write_table("registry") if write else read_table("registry")
+    """The registry, read or appended to: no function may delete a version, an alias or an audit entry."""
+    table = append_table("registry") if write else read_table("registry")
     return (table, read_table("registry", index="gsi1"))
 
 
@@ -318,7 +319,7 @@ def _feature_store_functions() -> tuple[FunctionSpec, ...]:
                 # The conditional write that keeps the newest row per entity; nothing reads the table here.
                 Permission(actions=("dynamodb:PutItem",), resource=TableRef(table="features")),
                 # Lineage: each source file version to the offline objects it became.
-                write_table("metadata"),
+                append_table("metadata"),
             ),
         ),
     )

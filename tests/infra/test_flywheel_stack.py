@@ -62,6 +62,9 @@ ROUTES = {
 S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:RestoreObject"}
 TABLE_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
+# What a function that records in the registry or the metadata table may do there: read, add and change,
+# each write conditional in the code; never remove (an alias is removed by a tombstone).
+TABLE_APPENDS = TABLE_READS | {"dynamodb:PutItem", "dynamodb:UpdateItem"}
 
 # The pipeline's states as the README and infra/pipeline.py document them.
 DOCUMENTED_STATES = {
@@ -299,6 +302,30 @@ def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: D
 
 
 @pytest.mark.parametrize("stack", STACKS)
+def test_no_function_may_delete_or_batch_write_a_registry_or_metadata_item(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given the registry's audit trail and the metadata store's runs and lineage are append-only records
+    When the program runs for dev or prod
+    Then no function holds DeleteItem or BatchWriteItem (whose puts carry no condition) on either table or
+    its index; ConditionCheckItem neither, as no code sends one. TransactWriteItems needs the action of each
+    item it holds, so no transaction can delete either. The one DeleteItem of the stack is on the
+    idempotency table, where Powertools clears a failed attempt's record."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    records = [table_arn(deployed, t) for t in ("registry", "metadata")]
+    idempotency = table_arn(deployed, "idempotency")
+    forbidden = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"}
+    for name in FUNCTIONS:
+        granted = grants(deployed, name)
+        assert not [(a, r) for a, r in granted if a in forbidden and any(on_table(r, t) for t in records)], (
+            name
+        )
+        assert {r for a, r in granted if a == "dynamodb:DeleteItem"} <= {idempotency}, name
+        for table in records:
+            assert {a for a, r in granted if r == table} <= TABLE_APPENDS, (name, table)
+
+
+@pytest.mark.parametrize("stack", STACKS)
 def test_trigger_may_only_start_this_stacks_state_machine(request: pytest.FixtureRequest, stack: str) -> None:
     """Given the trigger starts runs
     When the program runs for dev or prod
@@ -358,11 +385,7 @@ def test_verify_and_the_post_deploy_check_may_invoke_only_predict(
     predict = function_arn(deployed, "predict")
     registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
     tables = {
-        *(
-            (a, t)
-            for a in TABLE_WRITES | TABLE_READS | {"dynamodb:ConditionCheckItem"}
-            for t in (registry, metadata)
-        ),
+        *((a, t) for a in TABLE_APPENDS for t in (registry, metadata)),
         ("dynamodb:Query", f"{registry}/index/gsi1"),
         ("dynamodb:Query", f"{metadata}/index/gsi1"),
     }
@@ -403,7 +426,7 @@ def test_approval_touches_only_the_registry_and_the_metadata_table(
         metadata,
         f"{metadata}/index/gsi1",
     }
-    assert {action for action, _ in granted} <= TABLE_WRITES | TABLE_READS | {"dynamodb:ConditionCheckItem"}
+    assert {action for action, _ in granted} <= TABLE_APPENDS
     assert {action for action, resource in granted if resource == registry} & TABLE_WRITES
 
 
@@ -570,16 +593,6 @@ def test_the_monitor_reads_traffic_labels_models_and_the_registry_and_invokes_on
     data, artifacts = bucket_arn(deployed, "data"), bucket_arn(deployed, "artifacts")
     registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
     reads = ("s3:GetObject", "s3:GetObjectVersion")
-    metadata_writes = {
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:Query",
-        "dynamodb:BatchGetItem",
-        "dynamodb:BatchWriteItem",
-        "dynamodb:ConditionCheckItem",
-    }
     assert s3_and_tables(deployed, "monitor") == {
         *(
             (a, f"{data}/{prefix}/*")
@@ -593,7 +606,7 @@ def test_the_monitor_reads_traffic_labels_models_and_the_registry_and_invokes_on
         ("s3:PutObject", f"{artifacts}/reports/*"),
         *((a, registry) for a in TABLE_READS),
         ("dynamodb:Query", f"{registry}/index/gsi1"),
-        *((a, metadata) for a in metadata_writes),
+        *((a, metadata) for a in TABLE_APPENDS),
         ("dynamodb:Query", f"{metadata}/index/gsi1"),
         ("lambda:InvokeFunction", function_arn(deployed, "trigger")),
     }
