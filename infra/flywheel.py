@@ -35,7 +35,7 @@ from infra.spec import (
 )
 from shared.env_names import EnvVar
 from shared.featurestore.online import ONLINE_TABLE_KEYS
-from shared.layout import ArtifactPrefix, DataPrefix
+from shared.layout import FEEDBACK_DATASETS, TRAIN_ARTIFACTS, ArtifactPrefix, DataPrefix, RunArtifact
 
 PROJECT = "flywheel"
 
@@ -60,6 +60,12 @@ def _registry(write: bool) -> tuple[Permission, ...]:
     """The registry, read or appended to: no function may delete a version, an alias or an audit entry."""
     table = append_table("registry") if write else read_table("registry")
     return (table, read_table("registry", index="gsi1"))
+
+
+def _run_artifacts(*names: RunArtifact) -> tuple[Permission, ...]:
+    """Putting exactly these files of any run (``models/<model>/<run id>/<name>``): IAM cannot know the
+    model or the run at deploy time, but it can hold each step to the files it writes."""
+    return tuple(write_objects("artifacts", f"{ArtifactPrefix.MODELS}*/*/{name}") for name in names)
 
 
 def _move_objects(bucket: str, pattern: str) -> Permission:
@@ -129,7 +135,7 @@ def _functions() -> tuple[FunctionSpec, ...]:
                 _feature_views(),
                 list_bucket("data"),
                 read_objects("data", f"{DataPrefix.FEATURES}*"),
-                write_objects("artifacts", models),
+                *_run_artifacts(*TRAIN_ARTIFACTS),
                 *_metadata(),
             ),
         ),
@@ -143,7 +149,7 @@ def _functions() -> tuple[FunctionSpec, ...]:
                 contracts,
                 _feature_views(),
                 read_objects("artifacts", models),
-                write_objects("artifacts", models),
+                *_run_artifacts(RunArtifact.EVALUATION),
                 *_registry(write=False),
                 *_metadata(),
             ),
@@ -283,7 +289,8 @@ def _monitoring_functions() -> tuple[FunctionSpec, ...]:
                 list_bucket("data"),
                 read_objects("data", f"{DataPrefix.CAPTURES}*"),
                 read_objects("data", accepted),
-                write_objects("data", f"{DataPrefix.DATASETS}*"),
+                # Feedback datasets only: an upload's dataset (Validate's) is outside this pattern.
+                write_objects("data", f"{DataPrefix.DATASETS}*/{FEEDBACK_DATASETS}*"),
                 read_objects("artifacts", f"{ArtifactPrefix.MODELS}*"),
                 write_objects("artifacts", f"{ArtifactPrefix.REPORTS}*"),
                 *_registry(write=False),

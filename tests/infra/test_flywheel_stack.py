@@ -65,6 +65,19 @@ TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
 # What a function that records in the registry or the metadata table may do there: read, add and change,
 # each write conditional in the code; never remove (an alias is removed by a tombstone).
 TABLE_APPENDS = TABLE_READS | {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+# The files of a run (models/<model>/<run id>/<name>) Train writes; Evaluate writes evaluation.json.
+TRAIN_FILES = ("model.pkl", "holdout.parquet", "profile.json", "model.onnx")
+# Every object each function may put, as (bucket, key pattern): exactly the keys its step writes. Functions
+# not named here put no object at all.
+S3_PUTS: dict[str, set[tuple[str, str]]] = {
+    "trigger": {("data", "quarantine/*")},
+    "validate": {("data", "datasets/*"), ("data", "quarantine/*")},
+    "train": {("artifacts", f"models/*/*/{name}") for name in TRAIN_FILES},
+    "evaluate": {("artifacts", "models/*/*/evaluation.json")},
+    "labels": {("data", "labels-accepted/*"), ("data", "quarantine/*/labels/*")},
+    "monitor": {("data", "datasets/*/feedback/*"), ("artifacts", "reports/*")},
+    "features": {("data", "features/*"), ("data", "quarantine/_feature-sources/*")},
+}
 
 # The pipeline's states as the README and infra/pipeline.py document them.
 DOCUMENTED_STATES = {
@@ -287,7 +300,8 @@ def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: D
     When the program runs
     Then nothing it is granted covers data's incoming/, it reads only contracts/ and datasets/ there
     (and, for feature views, the views and their offline store under features/, which it lists by date),
-    and its one S3 write is putting objects under artifacts' models/."""
+    and its S3 writes are putting a run's model, holdout, profile and ONNX files under artifacts' models/
+    (never an evaluation, a report or anything in the data bucket)."""
     data, artifacts = bucket_arn(flywheel_dev, "data"), bucket_arn(flywheel_dev, "artifacts")
     granted = grants(flywheel_dev, "train")
     assert not [g for g in granted if g[1].startswith(f"{data}/incoming")]
@@ -298,7 +312,23 @@ def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: D
         f"{data}/features/*",
         data,
     }
-    assert {(a, r) for a, r in granted if a in S3_WRITES} == {("s3:PutObject", f"{artifacts}/models/*")}
+    assert {(a, r) for a, r in granted if a in S3_WRITES} == {
+        ("s3:PutObject", f"{artifacts}/models/*/*/{name}") for name in TRAIN_FILES
+    }
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_function_may_put_exactly_the_objects_its_step_writes(
+    flywheel_dev: Deployment, name: str
+) -> None:
+    """Given each step writes keys of a known shape (shared/layout.py)
+    When the program runs
+    Then the function may put objects under exactly those shapes, none broader: Evaluate cannot replace
+    the model a version was registered with, Train cannot rewrite an evaluation, the monitor cannot write
+    an upload's dataset (only feedback ones), and the serving and delivery functions put nothing."""
+    arns = {bucket: bucket_arn(flywheel_dev, bucket) for bucket in ("data", "artifacts")}
+    puts = {r for a, r in grants(flywheel_dev, name) if a == "s3:PutObject"}
+    assert puts == {f"{arns[bucket]}/{pattern}" for bucket, pattern in S3_PUTS.get(name, set())}
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -586,9 +616,10 @@ def test_the_monitor_reads_traffic_labels_models_and_the_registry_and_invokes_on
     """Given the monitor judges captures and labels against the production version
     When the program runs for dev or prod
     Then it may read contracts, captures and accepted labels and list the data bucket; put feedback
-    datasets under datasets/ (nothing else of the data bucket); read models and put reports (nothing else
-    of the artifacts bucket); read the registry (no write); record its runs, lineage and datasets in the
-    metadata table; and invoke exactly the trigger function — no state machine, no stream."""
+    datasets under datasets/<model>/feedback/ (nothing else of the data bucket, no upload's dataset);
+    read models and put reports (nothing else of the artifacts bucket); read the registry (no write);
+    record its runs, lineage and datasets in the metadata table; and invoke exactly the trigger
+    function — no state machine, no stream."""
     deployed: Deployment = request.getfixturevalue(stack)
     data, artifacts = bucket_arn(deployed, "data"), bucket_arn(deployed, "artifacts")
     registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
@@ -601,7 +632,7 @@ def test_the_monitor_reads_traffic_labels_models_and_the_registry_and_invokes_on
         ),
         ("s3:ListBucket", data),
         ("s3:ListBucketVersions", data),
-        ("s3:PutObject", f"{data}/datasets/*"),
+        ("s3:PutObject", f"{data}/datasets/*/feedback/*"),
         *((a, f"{artifacts}/models/*") for a in reads),
         ("s3:PutObject", f"{artifacts}/reports/*"),
         *((a, registry) for a in TABLE_READS),
