@@ -26,16 +26,16 @@ from infra.spec import (
     StreamRef,
     TableRef,
     TableSpec,
+    append_table,
     list_bucket,
     read_objects,
     read_table,
     with_overrides,
     write_objects,
-    write_table,
 )
 from shared.env_names import EnvVar
 from shared.featurestore.online import ONLINE_TABLE_KEYS
-from shared.layout import ArtifactPrefix, DataPrefix
+from shared.layout import FEEDBACK_DATASETS, TRAIN_ARTIFACTS, ArtifactPrefix, DataPrefix, RunArtifact
 
 PROJECT = "flywheel"
 
@@ -53,12 +53,19 @@ DEFAULT_MONITOR_SCHEDULE = "rate(1 hour)"
 
 
 def _metadata() -> tuple[Permission, ...]:
-    return (write_table("metadata"), read_table("metadata", index="gsi1"))
+    return (append_table("metadata"), read_table("metadata", index="gsi1"))
 
 
 def _registry(write: bool) -> tuple[Permission, ...]:
-    table = write_table("registry") if write else read_table("registry")
+    """The registry, read or appended to: no function may delete a version, an alias or an audit entry."""
+    table = append_table("registry") if write else read_table("registry")
     return (table, read_table("registry", index="gsi1"))
+
+
+def _run_artifacts(*names: RunArtifact) -> tuple[Permission, ...]:
+    """Putting exactly these files of any run (``models/<model>/<run id>/<name>``): IAM cannot know the
+    model or the run at deploy time, but it can hold each step to the files it writes."""
+    return tuple(write_objects("artifacts", f"{ArtifactPrefix.MODELS}*/*/{name}") for name in names)
 
 
 def _move_objects(bucket: str, pattern: str) -> Permission:
@@ -128,7 +135,7 @@ def _functions() -> tuple[FunctionSpec, ...]:
                 _feature_views(),
                 list_bucket("data"),
                 read_objects("data", f"{DataPrefix.FEATURES}*"),
-                write_objects("artifacts", models),
+                *_run_artifacts(*TRAIN_ARTIFACTS),
                 *_metadata(),
             ),
         ),
@@ -142,7 +149,7 @@ def _functions() -> tuple[FunctionSpec, ...]:
                 contracts,
                 _feature_views(),
                 read_objects("artifacts", models),
-                write_objects("artifacts", models),
+                *_run_artifacts(RunArtifact.EVALUATION),
                 *_registry(write=False),
                 *_metadata(),
             ),
@@ -282,7 +289,8 @@ def _monitoring_functions() -> tuple[FunctionSpec, ...]:
                 list_bucket("data"),
                 read_objects("data", f"{DataPrefix.CAPTURES}*"),
                 read_objects("data", accepted),
-                write_objects("data", f"{DataPrefix.DATASETS}*"),
+                # Feedback datasets only: an upload's dataset (Validate's) is outside this pattern.
+                write_objects("data", f"{DataPrefix.DATASETS}*/{FEEDBACK_DATASETS}*"),
                 read_objects("artifacts", f"{ArtifactPrefix.MODELS}*"),
                 write_objects("artifacts", f"{ArtifactPrefix.REPORTS}*"),
                 *_registry(write=False),
@@ -318,7 +326,7 @@ def _feature_store_functions() -> tuple[FunctionSpec, ...]:
                 # The conditional write that keeps the newest row per entity; nothing reads the table here.
                 Permission(actions=("dynamodb:PutItem",), resource=TableRef(table="features")),
                 # Lineage: each source file version to the offline objects it became.
-                write_table("metadata"),
+                append_table("metadata"),
             ),
         ),
     )

@@ -126,17 +126,21 @@ def read_table(table: str, index: str | None = None) -> Permission:
     return Permission(actions=actions, resource=TableRef(table=table, index=index))
 
 
-def write_table(table: str) -> Permission:
+def append_table(table: str) -> Permission:
+    """Reading, adding and changing items, each write under its own condition; never removing one.
+
+    Flywheel's tables are records (the registry's versions, aliases and audit trail, the metadata store's
+    runs and lineage): an alias is removed by a tombstone, never a delete. ``TransactWriteItems`` needs the
+    action of each item it holds, so granting no ``DeleteItem`` also rules out a delete inside a
+    transaction; ``BatchWriteItem`` is left out too, since its puts are unconditional.
+    """
     return Permission(
         actions=(
             "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
             "dynamodb:Query",
             "dynamodb:BatchGetItem",
-            "dynamodb:BatchWriteItem",
-            "dynamodb:ConditionCheckItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
         ),
         resource=TableRef(table=table),
     )

@@ -22,3 +22,27 @@ class DataPrefix(StrEnum):
 class ArtifactPrefix(StrEnum):
     MODELS = "models/"
     REPORTS = "reports/"
+
+
+# Feedback datasets (the monitor's labelled captures) sit in their own folder under the model's datasets:
+# datasets/<model>/feedback/<id>.parquet, beside the uploads Validate writes as datasets/<model>/<id>.parquet.
+# Model names and dataset ids hold no '/', so the monitor's grant (datasets/*/feedback/*) covers no upload.
+FEEDBACK_DATASETS = "feedback/"
+
+
+class RunArtifact(StrEnum):
+    """What a pipeline run stores beside itself, as ``models/<model>/<run id>/<name>``.
+
+    Train writes the model, its holdout, its reference profile and (when conversion passes) its ONNX form;
+    Evaluate writes the evaluation. Each function's grant names only its own files, so Evaluate cannot
+    replace a model a version was registered with, and Train cannot rewrite an evaluation that gated one.
+    """
+
+    MODEL = "model.pkl"
+    HOLDOUT = "holdout.parquet"
+    PROFILE = "profile.json"
+    ONNX = "model.onnx"
+    EVALUATION = "evaluation.json"
+
+
+TRAIN_ARTIFACTS = (RunArtifact.MODEL, RunArtifact.HOLDOUT, RunArtifact.PROFILE, RunArtifact.ONNX)

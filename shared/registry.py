@@ -17,7 +17,8 @@ Table layout (single table, string keys ``pk``/``sk``, one index ``gsi1``)::
     MODEL#<name>   MODEL                   counters, created_at     gsi1: MODELS / <name>
     MODEL#<name>   VERSION#<10 digits>     doc (JSON), stage, runtime_metrics, tags, approvals
                                                                     gsi1: STAGE#<stage> / <name>#<10 digits>
-    MODEL#<name>   ALIAS#<alias>           the alias (JSON)
+    MODEL#<name>   ALIAS#<alias>           the alias (JSON) and its version; a removed alias is a tombstone
+                                           (``removed``, no version) that every read treats as absent
     MODEL#<name>   AUDIT#<10 digits>       one transition (JSON), numbered per model: newest sorts last
     RUN#<run_id>   VERSION#<name>          the version this run registered
 """
@@ -286,6 +287,9 @@ class PutAlias:
 
 @dataclass(frozen=True)
 class RemoveAlias:
+    """Remove an alias, if it still points at ``expected_version``. Stored as a tombstone, never a delete:
+    no function's role may delete a registry item (``infra/flywheel.py``)."""
+
     name: str
     alias: str
     expected_version: int
@@ -1041,6 +1045,8 @@ def _copy(version: ModelVersion) -> ModelVersion:
 # --- DynamoDB --------------------------------------------------------------------------------------------
 
 _MUTABLE = {"stage", "runtime_metrics", "tags", "approvals", "pending_approval"}
+# A removed alias's item: the key and this flag, no version and no document.
+_REMOVED = "removed"
 
 
 def _model_pk(name: str) -> str:
@@ -1094,10 +1100,11 @@ class DynamoRegistryStore:
 
     def get_alias(self, name: str, alias: str) -> Alias | None:
         item = self._get(_model_pk(name), f"ALIAS#{alias}")
-        return Alias.model_validate_json(item["doc"]["S"]) if item else None
+        return _alias_from_item(item) if item else None
 
     def list_aliases(self, name: str) -> list[Alias]:
-        return [Alias.model_validate_json(i["doc"]["S"]) for i in self._in_model(name, "ALIAS#")]
+        found = (_alias_from_item(i) for i in self._in_model(name, "ALIAS#"))
+        return [a for a in found if a is not None]
 
     def transitions(self, name: str, limit: int | None = None) -> list[Transition]:
         items = self._in_model(name, "AUDIT#", newest_first=True, limit=limit)
@@ -1109,7 +1116,7 @@ class DynamoRegistryStore:
         operations = [self._operation(w) for w in writes]
         if len(operations) == 1:
             ((kind, params),) = (next(iter(o.items())) for o in operations)
-            call = {"Put": "put_item", "Update": "update_item", "Delete": "delete_item"}[kind]
+            call = {"Put": "put_item", "Update": "update_item"}[kind]
             with dynamodb_errors(call, WriteConflictError):
                 getattr(self.client, call)(**params)
             return
@@ -1190,21 +1197,21 @@ class DynamoRegistryStore:
                 }
                 item["version"] = number_value(a.version)
                 if write.expected_version is None:
-                    return {"Put": _put(table, item, "attribute_not_exists(pk)")}
+                    # Never set, or removed: a tombstone carries no version.
+                    return {"Put": _put(table, item, "attribute_not_exists(version)")}
                 return {
                     "Put": _put(table, item, "version = :e", {":e": number_value(write.expected_version)})
                 }
             case RemoveAlias():
+                tombstone = {
+                    "pk": string_value(_model_pk(write.name)),
+                    "sk": string_value(f"ALIAS#{write.alias}"),
+                    _REMOVED: {"BOOL": True},
+                }
                 return {
-                    "Delete": {
-                        "TableName": table,
-                        "Key": {
-                            "pk": string_value(_model_pk(write.name)),
-                            "sk": string_value(f"ALIAS#{write.alias}"),
-                        },
-                        "ConditionExpression": "version = :e",
-                        "ExpressionAttributeValues": {":e": number_value(write.expected_version)},
-                    }
+                    "Put": _put(
+                        table, tombstone, "version = :e", {":e": number_value(write.expected_version)}
+                    )
                 }
             case PatchVersion():
                 return {"Update": _patch_update(table, write)}
@@ -1271,6 +1278,13 @@ def _put(
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _alias_from_item(item: dict[str, Any]) -> Alias | None:
+    """The alias an item holds; None for a removed alias's tombstone."""
+    if item.get(_REMOVED, {}).get("BOOL"):
+        return None
+    return Alias.model_validate_json(item["doc"]["S"])
 
 
 def _model_from_item(item: dict[str, Any]) -> RegisteredModel:

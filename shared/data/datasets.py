@@ -1,7 +1,8 @@
 """Validated datasets: Parquet under ``datasets/<model>/``, recorded with the sha256 checked on every read.
 
-Validate writes an upload's typed frame here, the monitor writes feedback the same way, and Train,
-Evaluate and Verify read them (and the holdouts) back only after their bytes match the recorded digest.
+Validate writes an upload's typed frame here, the monitor writes feedback the same way in the model's
+``feedback/`` folder (so IAM can tell the two writers apart), and Train, Evaluate and Verify read them (and
+the holdouts) back through the recorded URI, only after their bytes match the recorded digest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 from shared.data.validation import ValidatedData
 from shared.errors import IntegrityError
 from shared.hashing import sha256_hex
-from shared.layout import DataPrefix
+from shared.layout import FEEDBACK_DATASETS, DataPrefix
 from shared.metadata import Dataset, DatasetKind, MetadataStore, TimeRange
 from shared.settings import Settings
 from shared.storage import ObjectRef, ObjectStore
@@ -37,6 +38,13 @@ def read_parquet(objects: ObjectStore, uri: str, sha256: str, version_id: str | 
     return pd.read_parquet(io.BytesIO(body))
 
 
+def dataset_key(model: str, dataset_id: str, kind: DatasetKind) -> str:
+    """Where a dataset of this kind is written. Readers never build it: they use the recorded URI, so
+    datasets written before feedback had its own folder stay readable where they are."""
+    folder = FEEDBACK_DATASETS if kind is DatasetKind.FEEDBACK else ""
+    return f"{DataPrefix.DATASETS}{model}/{folder}{dataset_id}.parquet"
+
+
 def store_dataset(
     objects: ObjectStore,
     metadata: MetadataStore,
@@ -49,12 +57,11 @@ def store_dataset(
     source_version_id: str | None = None,
     kind: DatasetKind = DatasetKind.UPLOAD,
 ) -> Dataset:
-    """Write a validated frame as Parquet under ``datasets/<model>/`` and record the dataset: its sha256
-    (checked on every read), rows, schema, time range, profile and where it came from."""
+    """Write a validated frame as Parquet under ``datasets/<model>/`` (feedback in its ``feedback/``
+    folder) and record the dataset: its sha256 (checked on every read), rows, schema, time range, profile
+    and where it came from."""
     body = frame_to_parquet(data.frame)
-    written = objects.put(
-        ObjectRef(settings.data_bucket, f"{DataPrefix.DATASETS}{model}/{dataset_id}.parquet"), body
-    )
+    written = objects.put(ObjectRef(settings.data_bucket, dataset_key(model, dataset_id, kind)), body)
     time_range = (
         TimeRange(
             start=datetime.fromisoformat(data.time_range[0]), end=datetime.fromisoformat(data.time_range[1])

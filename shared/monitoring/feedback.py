@@ -15,7 +15,8 @@ left out and counted, rule by rule; the rest are kept. Unlike an uploaded file, 
 minimum size, may hold one class only and may leave a nullable feature empty: it joins a training window,
 it is never trained on alone.
 
-:func:`write_feedback_dataset` stores the frame as Parquet under ``datasets/<model>/`` and records it as a
+:func:`write_feedback_dataset` stores the frame as Parquet under ``datasets/<model>/feedback/`` (the one
+folder of the data bucket's datasets the monitor may write) and records it as a
 :class:`~shared.metadata.Dataset` of kind ``feedback``, with lineage from every capture object and label file
 it came from, so the next training window's lineage reaches them.
 """
@@ -168,9 +169,9 @@ def write_feedback_dataset(
     evidence_uri: str,
     sources: Iterable[str],
 ) -> Dataset:
-    """Store the feedback frame under ``datasets/<model>/`` and record it (kind ``feedback``) with lineage
-    from ``sources`` (capture objects and label files, as lineage file ids). ``evidence_uri`` — the monitor
-    report that made it — is its recorded source. A dataset recorded before is returned as it is."""
+    """Store the feedback frame under ``datasets/<model>/feedback/`` and record it (kind ``feedback``) with
+    lineage from ``sources`` (capture objects and label files, as lineage file ids). ``evidence_uri`` — the
+    monitor report that made it — is its recorded source. A dataset recorded before is returned as it is."""
     try:
         existing: Dataset | None = svc.metadata.get_dataset(dataset_id)
     except NotFoundError:

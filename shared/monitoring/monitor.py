@@ -52,7 +52,7 @@ from shared.data.contract import DataContract
 from shared.errors import FlywheelError, IntegrityError, NotFoundError, TransientError
 from shared.hashing import sha256_hex
 from shared.invoke import LambdaFunction
-from shared.layout import ArtifactPrefix
+from shared.layout import ArtifactPrefix, RunArtifact
 from shared.metadata import Artifact, ArtifactKind, NodeType, Relation, RunReason, file_id
 from shared.ml.evaluation import Evaluation
 from shared.monitoring.decision import MetricPoint, MonitorDecision, MonitorReport, decide, live_performance
@@ -633,7 +633,7 @@ def load_profile(svc: Services, version: ModelVersion) -> tuple[dict[str, Any], 
         )
     body = svc.objects.get(ObjectRef.parse(uri)).body
     try:
-        artifact: Artifact | None = svc.metadata.get_artifact(f"{version.run_id}/profile.json")
+        artifact: Artifact | None = svc.metadata.get_artifact(f"{version.run_id}/{RunArtifact.PROFILE}")
     except NotFoundError:
         artifact = None
     notes = []

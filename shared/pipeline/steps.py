@@ -26,7 +26,7 @@ from shared.errors import DataValidationError, FlywheelError, NotFoundError, Tra
 from shared.featurestore.contracts import join_views, load_training_contract, view_signature
 from shared.featurestore.view import FeatureView
 from shared.hashing import sha256_hex
-from shared.layout import ArtifactPrefix
+from shared.layout import ArtifactPrefix, RunArtifact
 from shared.metadata import (
     Artifact,
     ArtifactKind,
@@ -61,17 +61,16 @@ from shared.services import Services
 from shared.serving.packaging import package_for_serving, serving_signature
 from shared.storage import ObjectRef
 
-ONNX_ARTIFACT = "model.onnx"
-
-
 # --- artifacts --------------------------------------------------------------------------------------------
 
 
-def _artifact_key(state: RunState, name: str) -> str:
+def _artifact_key(state: RunState, name: RunArtifact) -> str:
     return f"{ArtifactPrefix.MODELS}{state.model}/{state.run_id}/{name}"
 
 
-def _put_artifact(svc: Services, state: RunState, name: str, body: bytes, kind: ArtifactKind) -> ArtifactRef:
+def _put_artifact(
+    svc: Services, state: RunState, name: RunArtifact, body: bytes, kind: ArtifactKind
+) -> ArtifactRef:
     ref = svc.objects.put(ObjectRef(svc.settings.artifacts_bucket, _artifact_key(state, name)), body)
     digest = sha256_hex(body)
     artifact_id = f"{state.run_id}/{name}"
@@ -112,13 +111,15 @@ def train_step(state: RunState, svc: Services) -> RunState:
         predictions = predict_frame(trained.pipeline, trained.holdout, contract)
         profile = reference_profile(trained.train_frame, predictions, contract)
 
-        model = _put_artifact(svc, state, "model.pkl", model_to_bytes(trained.pipeline), ArtifactKind.MODEL)
+        model = _put_artifact(
+            svc, state, RunArtifact.MODEL, model_to_bytes(trained.pipeline), ArtifactKind.MODEL
+        )
         holdout_body = frame_to_parquet(trained.holdout)
-        holdout = _put_artifact(svc, state, "holdout.parquet", holdout_body, ArtifactKind.HOLDOUT)
-        profile_ref = _put_artifact(svc, state, "profile.json", _json(profile), ArtifactKind.PROFILE)
+        holdout = _put_artifact(svc, state, RunArtifact.HOLDOUT, holdout_body, ArtifactKind.HOLDOUT)
+        profile_ref = _put_artifact(svc, state, RunArtifact.PROFILE, _json(profile), ArtifactKind.PROFILE)
         package = package_for_serving(trained.pipeline, trained.holdout, contract, reference=predictions)
         onnx = (
-            _put_artifact(svc, state, ONNX_ARTIFACT, package.onnx, ArtifactKind.ONNX)
+            _put_artifact(svc, state, RunArtifact.ONNX, package.onnx, ArtifactKind.ONNX)
             if package.flavor is ServingFlavor.ONNX and package.onnx is not None
             else None
         )
@@ -199,7 +200,7 @@ def evaluate_step(state: RunState, svc: Services) -> RunState:
             "notes": notes,
             "gate": decision.model_dump(),
         }
-        stored = _put_artifact(svc, state, "evaluation.json", _json(record), ArtifactKind.EVALUATION)
+        stored = _put_artifact(svc, state, RunArtifact.EVALUATION, _json(record), ArtifactKind.EVALUATION)
         metrics.add_metric(
             name="GatePassed" if decision.passed else "GateFailed", unit=MetricUnit.Count, value=1
         )
@@ -328,12 +329,16 @@ def register_step(state: RunState, svc: Services) -> RunState:
         node = model_version_id(version.name, version.version)
         svc.metadata.link(NodeType.RUN, state.run_id, NodeType.MODEL_VERSION, node, Relation.OUTPUT)
         svc.metadata.link(
-            NodeType.ARTIFACT, f"{state.run_id}/model.pkl", NodeType.MODEL_VERSION, node, Relation.DERIVED
+            NodeType.ARTIFACT,
+            f"{state.run_id}/{RunArtifact.MODEL}",
+            NodeType.MODEL_VERSION,
+            node,
+            Relation.DERIVED,
         )
         if candidate.onnx is not None:
             svc.metadata.link(
                 NodeType.ARTIFACT,
-                f"{state.run_id}/{ONNX_ARTIFACT}",
+                f"{state.run_id}/{RunArtifact.ONNX}",
                 NodeType.MODEL_VERSION,
                 node,
                 Relation.DERIVED,

@@ -36,6 +36,7 @@ from shared.data.contract import ServingGates
 from shared.data.datasets import read_parquet
 from shared.errors import FlywheelError, NotFoundError
 from shared.featurestore.contracts import load_training_contract, servable_rows
+from shared.layout import RunArtifact
 from shared.ml.features import BOOLEAN, CATEGORICAL
 from shared.ml.training import PROBABILITY_PREFIX, predict_frame
 from shared.observability import logger, metrics
@@ -359,7 +360,7 @@ def _holds_staging(svc: Services, version: ModelVersion) -> bool:
 
 
 def _holdout_of(svc: Services, version: ModelVersion) -> Any:
-    artifact = svc.metadata.get_artifact(f"{version.run_id}/holdout.parquet")
+    artifact = svc.metadata.get_artifact(f"{version.run_id}/{RunArtifact.HOLDOUT}")
     # Only rows a client could send: a view's required feature may be missing in a holdout row.
     return servable_rows(read_parquet(svc.objects, artifact.uri, artifact.sha256), version.signature)
 

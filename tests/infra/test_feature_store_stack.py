@@ -18,15 +18,13 @@ STACKS = ["flywheel_dev", "flywheel_prod"]
 READS = ("s3:GetObject", "s3:GetObjectVersion")
 TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
 TABLE_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+# Lineage is appended to, never removed: reads, PutItem and UpdateItem (infra.spec.append_table).
 METADATA_WRITES = {
     "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
     "dynamodb:Query",
     "dynamodb:BatchGetItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
 }
 
 

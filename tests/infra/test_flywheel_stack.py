@@ -62,6 +62,22 @@ ROUTES = {
 S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:RestoreObject"}
 TABLE_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
+# What a function that records in the registry or the metadata table may do there: read, add and change,
+# each write conditional in the code; never remove (an alias is removed by a tombstone).
+TABLE_APPENDS = TABLE_READS | {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+# The files of a run (models/<model>/<run id>/<name>) Train writes; Evaluate writes evaluation.json.
+TRAIN_FILES = ("model.pkl", "holdout.parquet", "profile.json", "model.onnx")
+# Every object each function may put, as (bucket, key pattern): exactly the keys its step writes. Functions
+# not named here put no object at all.
+S3_PUTS: dict[str, set[tuple[str, str]]] = {
+    "trigger": {("data", "quarantine/*")},
+    "validate": {("data", "datasets/*"), ("data", "quarantine/*")},
+    "train": {("artifacts", f"models/*/*/{name}") for name in TRAIN_FILES},
+    "evaluate": {("artifacts", "models/*/*/evaluation.json")},
+    "labels": {("data", "labels-accepted/*"), ("data", "quarantine/*/labels/*")},
+    "monitor": {("data", "datasets/*/feedback/*"), ("artifacts", "reports/*")},
+    "features": {("data", "features/*"), ("data", "quarantine/_feature-sources/*")},
+}
 
 # The pipeline's states as the README and infra/pipeline.py document them.
 DOCUMENTED_STATES = {
@@ -284,7 +300,8 @@ def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: D
     When the program runs
     Then nothing it is granted covers data's incoming/, it reads only contracts/ and datasets/ there
     (and, for feature views, the views and their offline store under features/, which it lists by date),
-    and its one S3 write is putting objects under artifacts' models/."""
+    and its S3 writes are putting a run's model, holdout, profile and ONNX files under artifacts' models/
+    (never an evaluation, a report or anything in the data bucket)."""
     data, artifacts = bucket_arn(flywheel_dev, "data"), bucket_arn(flywheel_dev, "artifacts")
     granted = grants(flywheel_dev, "train")
     assert not [g for g in granted if g[1].startswith(f"{data}/incoming")]
@@ -295,7 +312,47 @@ def test_train_cannot_read_incoming_files_and_writes_only_models(flywheel_dev: D
         f"{data}/features/*",
         data,
     }
-    assert {(a, r) for a, r in granted if a in S3_WRITES} == {("s3:PutObject", f"{artifacts}/models/*")}
+    assert {(a, r) for a, r in granted if a in S3_WRITES} == {
+        ("s3:PutObject", f"{artifacts}/models/*/*/{name}") for name in TRAIN_FILES
+    }
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_function_may_put_exactly_the_objects_its_step_writes(
+    flywheel_dev: Deployment, name: str
+) -> None:
+    """Given each step writes keys of a known shape (shared/layout.py)
+    When the program runs
+    Then the function may put objects under exactly those shapes, none broader: Evaluate cannot replace
+    the model a version was registered with, Train cannot rewrite an evaluation, the monitor cannot write
+    an upload's dataset (only feedback ones), and the serving and delivery functions put nothing."""
+    arns = {bucket: bucket_arn(flywheel_dev, bucket) for bucket in ("data", "artifacts")}
+    puts = {r for a, r in grants(flywheel_dev, name) if a == "s3:PutObject"}
+    assert puts == {f"{arns[bucket]}/{pattern}" for bucket, pattern in S3_PUTS.get(name, set())}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_function_may_delete_or_batch_write_a_registry_or_metadata_item(
+    request: pytest.FixtureRequest, stack: str
+) -> None:
+    """Given the registry's audit trail and the metadata store's runs and lineage are append-only records
+    When the program runs for dev or prod
+    Then no function holds DeleteItem or BatchWriteItem (whose puts carry no condition) on either table or
+    its index; ConditionCheckItem neither, as no code sends one. TransactWriteItems needs the action of each
+    item it holds, so no transaction can delete either. The one DeleteItem of the stack is on the
+    idempotency table, where Powertools clears a failed attempt's record."""
+    deployed: Deployment = request.getfixturevalue(stack)
+    records = [table_arn(deployed, t) for t in ("registry", "metadata")]
+    idempotency = table_arn(deployed, "idempotency")
+    forbidden = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"}
+    for name in FUNCTIONS:
+        granted = grants(deployed, name)
+        assert not [(a, r) for a, r in granted if a in forbidden and any(on_table(r, t) for t in records)], (
+            name
+        )
+        assert {r for a, r in granted if a == "dynamodb:DeleteItem"} <= {idempotency}, name
+        for table in records:
+            assert {a for a, r in granted if r == table} <= TABLE_APPENDS, (name, table)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -358,11 +415,7 @@ def test_verify_and_the_post_deploy_check_may_invoke_only_predict(
     predict = function_arn(deployed, "predict")
     registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
     tables = {
-        *(
-            (a, t)
-            for a in TABLE_WRITES | TABLE_READS | {"dynamodb:ConditionCheckItem"}
-            for t in (registry, metadata)
-        ),
+        *((a, t) for a in TABLE_APPENDS for t in (registry, metadata)),
         ("dynamodb:Query", f"{registry}/index/gsi1"),
         ("dynamodb:Query", f"{metadata}/index/gsi1"),
     }
@@ -403,7 +456,7 @@ def test_approval_touches_only_the_registry_and_the_metadata_table(
         metadata,
         f"{metadata}/index/gsi1",
     }
-    assert {action for action, _ in granted} <= TABLE_WRITES | TABLE_READS | {"dynamodb:ConditionCheckItem"}
+    assert {action for action, _ in granted} <= TABLE_APPENDS
     assert {action for action, resource in granted if resource == registry} & TABLE_WRITES
 
 
@@ -563,23 +616,14 @@ def test_the_monitor_reads_traffic_labels_models_and_the_registry_and_invokes_on
     """Given the monitor judges captures and labels against the production version
     When the program runs for dev or prod
     Then it may read contracts, captures and accepted labels and list the data bucket; put feedback
-    datasets under datasets/ (nothing else of the data bucket); read models and put reports (nothing else
-    of the artifacts bucket); read the registry (no write); record its runs, lineage and datasets in the
-    metadata table; and invoke exactly the trigger function — no state machine, no stream."""
+    datasets under datasets/<model>/feedback/ (nothing else of the data bucket, no upload's dataset);
+    read models and put reports (nothing else of the artifacts bucket); read the registry (no write);
+    record its runs, lineage and datasets in the metadata table; and invoke exactly the trigger
+    function — no state machine, no stream."""
     deployed: Deployment = request.getfixturevalue(stack)
     data, artifacts = bucket_arn(deployed, "data"), bucket_arn(deployed, "artifacts")
     registry, metadata = table_arn(deployed, "registry"), table_arn(deployed, "metadata")
     reads = ("s3:GetObject", "s3:GetObjectVersion")
-    metadata_writes = {
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:Query",
-        "dynamodb:BatchGetItem",
-        "dynamodb:BatchWriteItem",
-        "dynamodb:ConditionCheckItem",
-    }
     assert s3_and_tables(deployed, "monitor") == {
         *(
             (a, f"{data}/{prefix}/*")
@@ -588,12 +632,12 @@ def test_the_monitor_reads_traffic_labels_models_and_the_registry_and_invokes_on
         ),
         ("s3:ListBucket", data),
         ("s3:ListBucketVersions", data),
-        ("s3:PutObject", f"{data}/datasets/*"),
+        ("s3:PutObject", f"{data}/datasets/*/feedback/*"),
         *((a, f"{artifacts}/models/*") for a in reads),
         ("s3:PutObject", f"{artifacts}/reports/*"),
         *((a, registry) for a in TABLE_READS),
         ("dynamodb:Query", f"{registry}/index/gsi1"),
-        *((a, metadata) for a in metadata_writes),
+        *((a, metadata) for a in TABLE_APPENDS),
         ("dynamodb:Query", f"{metadata}/index/gsi1"),
         ("lambda:InvokeFunction", function_arn(deployed, "trigger")),
     }

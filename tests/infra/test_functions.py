@@ -91,13 +91,10 @@ def test_a_function_role_names_the_deployed_resources(platform_dev: Deployment) 
         (
             (
                 "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
                 "dynamodb:Query",
                 "dynamodb:BatchGetItem",
-                "dynamodb:BatchWriteItem",
-                "dynamodb:ConditionCheckItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
             ),
             table_arn,
         ),

@@ -23,6 +23,7 @@ from shared.registry import (
     ModelRegistry,
     PutRunLookup,
     RegistryStore,
+    TransitionKind,
     WriteConflictError,
 )
 from tests.unit.test_metadata import MetadataContract
@@ -70,6 +71,42 @@ class TestDynamoRegistry(RegistryContract):
         ]
         version = next(i for i in items if i["sk"]["S"].startswith("VERSION#") and "gsi1pk" in i)
         assert (version["gsi1pk"]["S"], version["gsi1sk"]["S"]) == ("STAGE#production", "churn#0000000001")
+
+    def test_a_removed_alias_stays_as_a_tombstone_and_nothing_is_deleted(
+        self, cloud: LocalCloud, registry: ModelRegistry
+    ) -> None:
+        """Given no function's role may delete a registry item
+        When an alias is set and removed
+        Then no DeleteItem (nor a Delete inside a transaction) is sent: the alias's item remains as a
+        tombstone, flagged removed and without a version, beside both audit entries."""
+        store = registry.store
+        assert isinstance(store, DynamoRegistryStore)
+        sent: list[tuple[str, dict[str, Any]]] = []
+        client = store.client
+
+        def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+            sent.append((model.name, params))
+
+        client.meta.events.register("before-parameter-build.dynamodb.*", record)
+        try:
+            registry.create_model_version("churn", candidate(), run_id="exec-1", registered_by="pipeline")
+            registry.set_alias("churn", "canary", 1, actor="a", reason="try it")
+            registry.delete_alias("churn", "canary", actor="a", reason="done")
+        finally:
+            client.meta.events.unregister("before-parameter-build.dynamodb.*", record)
+
+        assert "DeleteItem" not in {name for name, _ in sent}
+        for name, params in sent:
+            if name == "TransactWriteItems":
+                assert all("Delete" not in entry for entry in params["TransactItems"])
+        item = client.get_item(
+            TableName=cloud.names.tables["registry"],
+            Key={"pk": {"S": "MODEL#churn"}, "sk": {"S": "ALIAS#canary"}},
+        )["Item"]
+        assert item["removed"] == {"BOOL": True}
+        assert "version" not in item
+        kinds = [e.kind for e in registry.audit_trail("churn")[:2]]
+        assert kinds == [TransitionKind.ALIAS_REMOVED, TransitionKind.ALIAS]
 
 
 class TestDynamoMetadata(MetadataContract):

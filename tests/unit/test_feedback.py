@@ -106,7 +106,7 @@ def test_the_dataset_is_recorded_as_feedback_with_its_lineage_and_only_once() ->
 
     assert again == dataset
     assert dataset.kind is DatasetKind.FEEDBACK and dataset.rows == 20
-    assert dataset.uri == f"s3://{svc.settings.data_bucket}/datasets/churn/{dataset_id}.parquet"
+    assert dataset.uri == f"s3://{svc.settings.data_bucket}/datasets/churn/feedback/{dataset_id}.parquet"
     assert [d.dataset_id for d in svc.metadata.list_datasets("churn")] == [dataset_id]
     read = read_parquet(svc.objects, dataset.uri, dataset.sha256, dataset.version_id)
     pd.testing.assert_frame_equal(read, data.frame)

@@ -17,6 +17,7 @@ import pytest
 
 from shared.errors import ConflictError, NotFoundError
 from shared.registry import (
+    AppendTransition,
     ArtifactRef,
     GateResult,
     InMemoryRegistryStore,
@@ -26,7 +27,9 @@ from shared.registry import (
     RegistryStore,
     Stage,
     TrainingDataset,
+    Transition,
     TransitionKind,
+    WriteConflictError,
 )
 
 pytestmark = pytest.mark.unit
@@ -217,6 +220,49 @@ class RegistryContract:
         assert registry.list_aliases("churn") == []
         newest = registry.audit_trail("churn")[0]
         assert (newest.kind, newest.alias, newest.version) == (TransitionKind.ALIAS_REMOVED, "canary", 1)
+
+    def test_a_removed_alias_reads_as_absent_and_can_be_set_again(self, registry: ModelRegistry) -> None:
+        """Given an alias that was set and removed (a tombstone on DynamoDB, where nothing is deleted)
+        When it is read, listed, moved conditionally and set again
+        Then it reads as never set, a move expecting its old version conflicts, and setting it as new
+        works and is what every read then sees."""
+        self.register(registry, "r1")
+        self.register(registry, "r2")
+        registry.set_alias("churn", "canary", 1, actor="a", reason="r")
+        registry.delete_alias("churn", "canary", actor="a", reason="done")
+
+        with pytest.raises(NotFoundError):
+            registry.get_alias("churn", "canary")
+        with pytest.raises(NotFoundError):
+            registry.get_model_version_by_alias("churn", "canary")
+        assert registry.list_aliases("churn") == []
+        with pytest.raises(ConflictError):
+            registry.set_alias("churn", "canary", 2, actor="a", reason="r", expected_version=1)
+
+        registry.set_alias("churn", "canary", 2, actor="a", reason="again", expected_version=None)
+
+        assert registry.get_model_version_by_alias("churn", "canary").version == 2
+        assert [(a.alias, a.version) for a in registry.list_aliases("churn")] == [("canary", 2)]
+        with pytest.raises(ConflictError):
+            registry.set_alias("churn", "canary", 1, actor="a", reason="r", expected_version=None)
+        kinds = [e.kind for e in registry.audit_trail("churn")[:3]]
+        assert kinds == [TransitionKind.ALIAS, TransitionKind.ALIAS_REMOVED, TransitionKind.ALIAS]
+
+    def test_an_audit_entry_cannot_be_overwritten(self, registry: ModelRegistry) -> None:
+        """Given the audit trail is append-only
+        When a write tries to put an entry under a number already taken
+        Then the store refuses it (on DynamoDB, a put conditional on the key being free) and the first
+        entry is what the trail holds."""
+        registry.create_model_version("churn", candidate(), run_id="exec-1", registered_by="pipeline")
+        first = registry.audit_trail("churn")[0]
+        forged = Transition.model_validate(
+            {**first.model_dump(), "actor": "someone else", "reason": "rewritten history"}
+        )
+
+        with pytest.raises(WriteConflictError):
+            registry.store.commit([AppendTransition(forged)])
+
+        assert registry.audit_trail("churn") == [first]
 
     # --- stages ---
 
