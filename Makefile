@@ -25,7 +25,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 install: $(STAMP) ## create .venv from the pinned requirements
 
-test: $(STAMP)  ## every test tier: unit, integration (local cloud), infra (Pulumi mocks)
+test: $(STAMP) $(ASL_STAMP)  ## every test tier: unit, integration (local cloud), infra (Pulumi mocks)
 	$(BIN)/pytest
 
 test-unit: $(STAMP)
@@ -34,7 +34,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
-test-infra: $(STAMP)
+test-infra: $(STAMP) $(ASL_STAMP)
 	$(BIN)/pytest tests/infra
 
 # The ASL validator the preflight holds state machines to (npm, pinned by its lock file).
