@@ -10,13 +10,17 @@ import json
 from typing import Any
 
 import click
+from botocore.exceptions import ClientError
 
 from cli import render
 from cli.common import Context, json_option, pass_context, reported
 from shared.errors import FlywheelError
-from shared.pipeline.controls import decide_approval, promote_manually, rollback
+from shared.pipeline.controls import WaitEndedError, decide_approval, promote_manually, rollback
 from shared.pipeline.policy import STAGING_PASSES_KEY
 from shared.registry import Stage
+
+# What Step Functions answers for a token whose wait is over for good: the run will never take a decision.
+WAIT_ENDED = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 
 
 def _reference(value: str) -> tuple[str, int]:
@@ -92,10 +96,16 @@ def _decide(ctx: Context, reference: str, actor: str, comment: str, approve: boo
     sfn = _stepfunctions(ctx)
 
     def send(token: str, ok: bool, detail: dict[str, Any]) -> None:
-        if ok:
-            sfn.send_task_success(taskToken=token, output=json.dumps(detail))
-        else:
-            sfn.send_task_failure(taskToken=token, error="ApprovalRejected", cause=json.dumps(detail))
+        try:
+            if ok:
+                sfn.send_task_success(taskToken=token, output=json.dumps(detail))
+            else:
+                sfn.send_task_failure(taskToken=token, error="ApprovalRejected", cause=json.dumps(detail))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in WAIT_ENDED:
+                raise WaitEndedError(f"{code}: {exc.response['Error'].get('Message', '')}") from exc
+            raise
 
     pending = decide_approval(ctx.services, send, name, number, actor, comment, approve)
     verdict = "approved" if approve else "rejected"

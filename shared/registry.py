@@ -167,6 +167,7 @@ class TransitionKind(StrEnum):
     ALIAS_REMOVED = "alias_removed"
     APPROVED = "approved"  # a person approved a promotion
     REJECTED = "rejected"  # a person rejected it, or the wait for one expired
+    UNDELIVERED = "undelivered"  # a decision was claimed, but the run no longer waited for it
 
 
 class Transition(_Record):
@@ -307,6 +308,8 @@ class PatchVersion:
     approvals: tuple[Approval, ...] = ()
     pending: PendingApproval | None = None
     clear_pending: bool = False
+    # Holds only while the version still waits on this task token: how a decision claims the wait.
+    expected_token: str | None = None
 
 
 RegistryWrite = (
@@ -323,6 +326,15 @@ RegistryWrite = (
 
 class WriteConflictError(ConflictError):
     """A commit's precondition did not hold; nothing was written."""
+
+
+class AlreadyDecidedError(ConflictError):
+    """The wait a decision meant to answer is no longer there: someone decided first (``decision``, the
+    audit entry of who, what and when, when there is one), or the wait ended."""
+
+    def __init__(self, message: str, decision: Transition | None) -> None:
+        super().__init__(message, problems=[decision.model_dump(mode="json")] if decision else [])
+        self.decision = decision
 
 
 class RegistryStore(Protocol):
@@ -793,21 +805,9 @@ class ModelRegistry:
         """Append an approval or a rejection to the audit trail; an approval is also kept on the version."""
 
         def attempt() -> Transition:
-            current = self._require_version(name, version)
-            model = self._require_model(name)
-            now = self._clock()
-            entry = Transition(
-                model=name,
-                version=version,
-                seq=model.audit_seq + 1,
-                kind=TransitionKind.APPROVED if approved else TransitionKind.REJECTED,
-                from_stage=current.stage,
-                to_stage=current.stage,
-                actor=actor,
-                reason=reason,
-                at=now,
-                run_id=run_id,
-            )
+            model, now = self._require_model(name), self._clock()
+            kind = TransitionKind.APPROVED if approved else TransitionKind.REJECTED
+            entry = self._note(model, self._require_version(name, version), kind, actor, reason, run_id, now)
             writes: list[RegistryWrite] = [*self._bump_audit(model, 1, now), AppendTransition(entry)]
             if approved:
                 writes.append(
@@ -822,6 +822,62 @@ class ModelRegistry:
 
         return self._retrying(attempt, f"record a decision on {name} v{version}")
 
+    def claim_decision(
+        self, name: str, version: int, *, token: str, approved: bool, actor: str, reason: str
+    ) -> Transition:
+        """Decide the wait on ``token``, once: one commit ends the wait (conditionally on the version still
+        waiting on that token) and appends the decision to the audit trail. Of two decisions sent at the
+        same instant exactly one commits; the other gets :class:`AlreadyDecidedError` with the winner's
+        audit entry. The decision is sent to the run only after it was claimed, by the caller."""
+
+        def attempt() -> Transition:
+            current = self._require_version(name, version)
+            pending = current.pending_approval
+            if pending is None or pending.token != token:
+                decided = self.decision_on(name, version)
+                raise AlreadyDecidedError(
+                    f"{name} v{version} is no longer waiting for this decision", decided
+                )
+            model, now = self._require_model(name), self._clock()
+            kind = TransitionKind.APPROVED if approved else TransitionKind.REJECTED
+            entry = self._note(model, current, kind, actor, reason, pending.run_id, now)
+            self.store.commit(
+                [
+                    *self._bump_audit(model, 1, now),
+                    AppendTransition(entry),
+                    PatchVersion(name, version, clear_pending=True, expected_token=token),
+                ]
+            )
+            return entry
+
+        return self._retrying(attempt, f"decide on {name} v{version}")
+
+    def decision_on(self, name: str, version: int) -> Transition | None:
+        """The newest approval, rejection or undelivered decision on ``version`` in the audit trail."""
+        kinds = (TransitionKind.APPROVED, TransitionKind.REJECTED, TransitionKind.UNDELIVERED)
+        for entry in self.audit_trail(name):
+            if entry.version == version and entry.kind in kinds:
+                return entry
+        return None
+
+    def record_undelivered(self, name: str, version: int, *, claimed: Transition, error: str) -> Transition:
+        """The run never took ``claimed`` (its wait had expired, or the token was gone): say so in the trail,
+        so it does not read as a decision that moved anything."""
+
+        def attempt() -> Transition:
+            model, now = self._require_model(name), self._clock()
+            reason = (
+                f"the {claimed.kind.value} decision (audit #{claimed.seq}) did not reach the run: {error}"
+            )
+            current = self._require_version(name, version)
+            entry = self._note(
+                model, current, TransitionKind.UNDELIVERED, claimed.actor, reason, claimed.run_id, now
+            )
+            self.store.commit([*self._bump_audit(model, 1, now), AppendTransition(entry)])
+            return entry
+
+        return self._retrying(attempt, f"record an undelivered decision on {name} v{version}")
+
     def request_approval(self, name: str, version: int, pending: PendingApproval) -> ModelVersion:
         """Keep the promotion that waits for a person (the state machine's task token) on the version."""
         self._patch(PatchVersion(name, version, pending=pending))
@@ -833,6 +889,30 @@ class ModelRegistry:
         return self._require_version(name, version)
 
     # helpers
+
+    @staticmethod
+    def _note(
+        model: RegisteredModel,
+        current: ModelVersion,
+        kind: TransitionKind,
+        actor: str,
+        reason: str,
+        run_id: str | None,
+        now: datetime,
+    ) -> Transition:
+        """The next audit entry of ``model``: a note on ``current`` that leaves its stage as it is."""
+        return Transition(
+            model=model.name,
+            version=current.version,
+            seq=model.audit_seq + 1,
+            kind=kind,
+            from_stage=current.stage,
+            to_stage=current.stage,
+            actor=actor,
+            reason=reason,
+            at=now,
+            run_id=run_id,
+        )
 
     def _patch(self, patch: PatchVersion) -> None:
         self._require_version(patch.name, patch.version)
@@ -991,7 +1071,15 @@ class InMemoryRegistryStore:
                 current = self._aliases.get((write.name, write.alias))
                 return current is not None and current.version == write.expected_version
             case PatchVersion():
-                return (write.name, write.version) in self._versions
+                found = self._versions.get((write.name, write.version))
+                if found is None:
+                    return False
+                if write.expected_token is None:
+                    return True
+                return (
+                    found.pending_approval is not None
+                    and found.pending_approval.token == write.expected_token
+                )
 
     def _apply(self, write: RegistryWrite) -> None:
         match write:
@@ -1362,6 +1450,10 @@ def _patch_update(table: str, patch: PatchVersion) -> dict[str, Any]:
         "UpdateExpression": " ".join(clauses),
         "ConditionExpression": "attribute_exists(pk)",
     }
+    if patch.expected_token is not None:
+        # The pending approval is stored as its JSON; a task token is unique, so containing it is being it.
+        values[":token"] = string_value(patch.expected_token)
+        params["ConditionExpression"] = "attribute_exists(pk) AND contains(pending_approval, :token)"
     if names:
         params["ExpressionAttributeNames"] = names
     if values:

@@ -14,10 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.data.catalog import load_contract
-from shared.errors import ConflictError, NotFoundError
+from shared.errors import ConflictError, FlywheelError, NotFoundError, TransientError
 from shared.pipeline.delivery import PromotionRefusedError, stage_version
 from shared.pipeline.policy import policy_for, refusals
-from shared.registry import PRODUCTION_ALIAS, ModelVersion, PendingApproval, Stage
+from shared.registry import (
+    PRODUCTION_ALIAS,
+    AlreadyDecidedError,
+    ModelVersion,
+    PendingApproval,
+    Stage,
+    Transition,
+    TransitionKind,
+)
 from shared.services import Services
 from shared.settings import EnvironmentPolicy
 
@@ -82,6 +90,11 @@ def rollback(svc: Services, model: str, actor: str, reason: str, to: int | None 
     return alias.version, target
 
 
+class WaitEndedError(FlywheelError):
+    """The run no longer waits for a decision (its wait timed out, or the task token is unknown): what a
+    ``send`` raises when Step Functions refuses the token for good."""
+
+
 def decide_approval(
     svc: Services,
     send: Callable[[str, bool, dict[str, Any]], None],
@@ -91,28 +104,68 @@ def decide_approval(
     comment: str,
     approve: bool,
 ) -> PendingApproval:
-    """``flywheel approve`` / ``flywheel reject``: answer the waiting run and audit the decision."""
+    """``flywheel approve`` / ``flywheel reject``: claim the waiting decision, then answer the run.
+
+    The claim is one conditional commit (the wait ends and the decision joins the audit trail), so of an
+    approval and a rejection sent at the same instant exactly one is sent to the run; the other is refused
+    with who decided first, what, and when. If the run no longer takes the decision (:class:`WaitEndedError`
+    from ``send``), the trail says it was not delivered; if sending failed for a passing reason, the wait
+    is restored so the person can try again.
+    """
+    verdict = "approval" if approve else "rejection"
     version = svc.registry.get_model_version(model, number)
     pending = version.pending_approval
     if pending is None:
-        raise PromotionRefusedError(f"{model} v{number} is not waiting for an approval")
+        raise PromotionRefusedError(
+            f"{model} v{number} is not waiting for an approval"
+            + _decided(svc.registry.decision_on(model, number))
+        )
     if pending.expires_at < datetime.now(UTC):
         raise PromotionRefusedError(
             f"the approval of {model} v{number} expired at {pending.expires_at.isoformat()}"
         )
+    reason = comment or ("approved" if approve else "rejected")
+    try:
+        claimed = svc.registry.claim_decision(
+            model, number, token=pending.token, approved=approve, actor=actor, reason=reason
+        )
+    except AlreadyDecidedError as exc:
+        raise PromotionRefusedError(
+            f"{model} v{number}: your {verdict} was not sent; the wait was already decided"
+            + _decided(exc.decision),
+            problems=exc.problems,
+        ) from exc
     detail = {
         ("approved_by" if approve else "rejected_by"): actor,
         "comment": comment,
-        "at": datetime.now(UTC).isoformat(),
+        "at": claimed.at.isoformat(),
     }
-    send(pending.token, approve, detail)
-    svc.registry.record_decision(
-        model,
-        number,
-        approved=approve,
-        actor=actor,
-        reason=(comment or ("approved" if approve else "rejected")),
-        run_id=pending.run_id,
-    )
-    svc.registry.clear_pending_approval(model, number)
+    try:
+        send(pending.token, approve, detail)
+    except WaitEndedError as exc:
+        svc.registry.record_undelivered(model, number, claimed=claimed, error=str(exc))
+        raise PromotionRefusedError(
+            f"{model} v{number}: your {verdict} was recorded but the run no longer waits for it ({exc}); "
+            "the trail says it was not delivered"
+        ) from exc
+    except Exception as exc:
+        svc.registry.record_undelivered(model, number, claimed=claimed, error=f"{type(exc).__name__}: {exc}")
+        svc.registry.request_approval(model, number, pending)
+        raise TransientError(
+            f"{model} v{number}: your {verdict} could not be sent ({type(exc).__name__}: {exc}); the version "
+            "waits again, try once more"
+        ) from exc
+    if approve:
+        svc.registry.add_approval(model, number, actor=actor, comment=reason, run_id=pending.run_id)
     return pending
+
+
+def _decided(decision: Transition | None) -> str:
+    if decision is None:
+        return ""
+    what = {
+        TransitionKind.APPROVED: "approved",
+        TransitionKind.REJECTED: "rejected",
+        TransitionKind.UNDELIVERED: "answered without reaching the run",
+    }[decision.kind]
+    return f": {what} by {decision.actor} at {decision.at.isoformat()} ({decision.reason})"

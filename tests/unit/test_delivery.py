@@ -22,9 +22,15 @@ from infra.config import StackConfig
 from infra.flywheel import flywheel_stack
 from infra.names import StackNames
 from shared.env_names import EnvVar
-from shared.errors import ConflictError, NotFoundError
+from shared.errors import ConflictError, NotFoundError, TransientError
 from shared.hashing import sha256_hex
-from shared.pipeline.controls import decide_approval, environment_policy, promote_manually, rollback
+from shared.pipeline.controls import (
+    WaitEndedError,
+    decide_approval,
+    environment_policy,
+    promote_manually,
+    rollback,
+)
 from shared.pipeline.delivery import STAGING_ALIAS, PromotionRefusedError
 from shared.pipeline.intake import validate_step
 from shared.pipeline.policy import STAGING_PASSES_KEY, policy_for, refusals
@@ -547,17 +553,104 @@ def test_an_expired_approval_is_refused_and_nothing_is_sent(svc: Services) -> No
     assert send.calls == [] and svc.registry.audit_trail("churn") == trail
 
 
-def test_a_decision_that_cannot_reach_the_run_is_not_recorded(svc: Services) -> None:
-    """SendTaskSuccess refuses an unknown or finished token: the decision changed nothing, so the
-    registry says nothing happened and the request stays."""
-    pending = waiting(svc)
+def test_a_decision_the_run_no_longer_waits_for_is_recorded_as_undelivered(svc: Services) -> None:
+    """SendTaskSuccess refuses a token whose wait timed out: the decision was claimed, so the trail keeps it
+    and says right after that it never reached the run; nothing is approved on the version."""
+    waiting(svc)
     trail = svc.registry.audit_trail("churn")
 
-    with pytest.raises(RuntimeError, match="TaskTimedOut"):
-        decide_approval(svc, Sent(fail=RuntimeError("TaskTimedOut")), "churn", 1, "alice", "", approve=True)
+    with pytest.raises(PromotionRefusedError, match="the run no longer waits for it"):
+        decide_approval(
+            svc, Sent(fail=WaitEndedError("TaskTimedOut: expired")), "churn", 1, "alice", "", True
+        )
 
-    assert svc.registry.audit_trail("churn") == trail
+    undelivered, claimed, *rest = svc.registry.audit_trail("churn")
+    assert rest == trail
+    assert (claimed.kind, claimed.actor) == (TransitionKind.APPROVED, "alice")
+    assert (undelivered.kind, undelivered.actor, undelivered.run_id) == (
+        TransitionKind.UNDELIVERED,
+        "alice",
+        "run-1",
+    )
+    assert f"audit #{claimed.seq}" in undelivered.reason and "TaskTimedOut" in undelivered.reason
+    version = svc.registry.get_model_version("churn", 1)
+    assert version.pending_approval is None and version.approvals == []
+
+
+def test_a_decision_that_could_not_be_sent_leaves_the_version_waiting_for_another_try(svc: Services) -> None:
+    pending = waiting(svc)
+
+    with pytest.raises(TransientError, match="the version waits again"):
+        decide_approval(svc, Sent(fail=ConnectionError("connection reset")), "churn", 1, "alice", "", True)
+
     assert svc.registry.get_model_version("churn", 1).pending_approval == pending
+    assert svc.registry.audit_trail("churn", limit=1)[0].kind is TransitionKind.UNDELIVERED
+    send = Sent()
+    decide_approval(svc, send, "churn", 1, "alice", "second try", approve=True)
+    assert len(send.calls) == 1
+    assert [a.actor for a in svc.registry.get_model_version("churn", 1).approvals] == ["alice"]
+
+
+def approve_and_reject_at_once(svc: Services, send: Sent) -> dict[str, Exception | None]:
+    """alice approves churn v1 while bob rejects it, released by one barrier: who was refused, and why."""
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, Exception | None] = {}
+
+    def decide(actor: str, approve: bool) -> None:
+        barrier.wait()
+        try:
+            decide_approval(svc, send, "churn", 1, actor, "", approve=approve)
+            outcomes[actor] = None
+        except PromotionRefusedError as exc:
+            outcomes[actor] = exc
+
+    threads = [
+        threading.Thread(target=decide, args=("alice", True)),
+        threading.Thread(target=decide, args=("bob", False)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_approve_and_reject_at_the_same_instant_send_one_decision_and_tell_the_other_who_won(
+    svc: Services,
+) -> None:
+    """Fifty times, alice approves while bob rejects the same wait: one decision reaches the run, the other
+    person is refused with who decided first, and the trail holds exactly the decision that was sent."""
+    for round_ in range(50):
+        now = datetime.now(UTC)
+        token = f"tok-{round_}"
+        svc.registry.request_approval(
+            "churn",
+            1,
+            PendingApproval(
+                run_id=f"run-{round_}",
+                token=token,
+                environment="staging",
+                requested_at=now,
+                expires_at=now + timedelta(hours=1),
+            ),
+        )
+        send = Sent()
+        outcomes = approve_and_reject_at_once(svc, send)
+
+        [(sent_token, approved, _)] = send.calls
+        winner = "alice" if approved else "bob"
+        loser = "bob" if approved else "alice"
+        assert sent_token == token and outcomes[winner] is None
+        refusal = str(outcomes[loser])
+        # Refused at the claim, or (had the winner finished) before it: either way, told who won and how
+        assert "the wait was already decided" in refusal or "is not waiting for an approval" in refusal
+        assert f"{'approved' if approved else 'rejected'} by {winner} at " in refusal
+        decisions = [
+            t
+            for t in svc.registry.audit_trail("churn")
+            if t.run_id == f"run-{round_}" and t.kind in (TransitionKind.APPROVED, TransitionKind.REJECTED)
+        ]
+        assert [(t.actor, t.kind is TransitionKind.APPROVED) for t in decisions] == [(winner, approved)]
 
 
 # --- manual promotion and rollback --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from shared.errors import ConflictError, NotFoundError
 from shared.registry import (
+    AlreadyDecidedError,
     AppendTransition,
     ArtifactRef,
     GateResult,
@@ -77,6 +78,28 @@ def in_threads(count: int, work: Callable[[int], Any]) -> tuple[list[Any], list[
     for thread in threads:
         thread.join()
     return results, errors
+
+
+# How many times each race is run: enough for both orders to win, a few seconds on moto.
+ROUNDS = 50
+
+
+def replayed_production(registry: ModelRegistry, name: str) -> int | None:
+    """The production alias as the audit trail tells it, oldest entry first."""
+    production = None
+    for entry in reversed(registry.audit_trail(name)):
+        if entry.alias == "production" and entry.kind is TransitionKind.STAGE:
+            production = entry.version
+    return production
+
+
+def replayed_stages(registry: ModelRegistry, name: str) -> dict[int, Stage]:
+    """Each version's stage as the audit trail tells it."""
+    stages: dict[int, Stage] = {}
+    for entry in reversed(registry.audit_trail(name)):
+        if entry.kind is TransitionKind.STAGE and entry.to_stage is not None:
+            stages[entry.version] = entry.to_stage
+    return stages
 
 
 class RegistryContract:
@@ -534,6 +557,95 @@ class RegistryContract:
         assert registry.get_model_version("churn", 1).runtime_metrics == {"p99_ms": 3.0}
         with pytest.raises(NotFoundError):
             registry.request_approval("churn", 2, self.pending())
+
+    def test_an_approval_and_a_rejection_sent_at_the_same_instant_have_one_winner(
+        self, registry: ModelRegistry
+    ) -> None:
+        """Round after round, approve and reject race for the same wait: exactly one claims it, the other is
+        told who decided first, and the trail holds one decision per wait, replaying to what happened."""
+        winners: dict[int, TransitionKind] = {}
+        for round_ in range(1, ROUNDS + 1):
+            number = self.register(registry, f"r{round_}")
+            registry.request_approval(
+                "churn", number, self.pending(run_id=f"run-{round_}", token=f"t-{round_}")
+            )
+
+            def decide(i: int, number: int = number, round_: int = round_) -> Transition:
+                return registry.claim_decision(
+                    "churn",
+                    number,
+                    token=f"t-{round_}",
+                    approved=i == 0,
+                    actor=["alice", "bob"][i],
+                    reason=["ship it", "not yet"][i],
+                )
+
+            results, errors = in_threads(2, decide)
+
+            assert len(results) == 1 and len(errors) == 1, (results, errors)
+            (won,), (lost,) = results, errors
+            assert isinstance(lost, AlreadyDecidedError)
+            assert lost.decision == won
+            assert registry.get_model_version("churn", number).pending_approval is None
+            winners[number] = won.kind
+        decisions = [
+            t
+            for t in reversed(registry.audit_trail("churn"))
+            if t.kind in (TransitionKind.APPROVED, TransitionKind.REJECTED)
+        ]
+        assert {t.version: t.kind for t in decisions} == winners
+        assert len(decisions) == ROUNDS
+        assert [t.seq for t in registry.audit_trail("churn")] == list(
+            range(len(registry.audit_trail("churn")), 0, -1)
+        )
+
+    def test_a_decision_for_a_wait_that_ended_is_refused_with_the_first_decision(
+        self, registry: ModelRegistry
+    ) -> None:
+        self.register(registry, "r1")
+        registry.request_approval("churn", 1, self.pending())
+        first = registry.claim_decision("churn", 1, token="token-1", approved=False, actor="bob", reason="no")
+
+        with pytest.raises(AlreadyDecidedError) as late:
+            registry.claim_decision("churn", 1, token="token-1", approved=True, actor="alice", reason="yes")
+
+        assert late.value.decision == first
+        # A new wait (a re-run staged it again) is a new token: the old one claims nothing
+        registry.request_approval("churn", 1, self.pending(token="token-2"))
+        with pytest.raises(AlreadyDecidedError):
+            registry.claim_decision("churn", 1, token="token-1", approved=True, actor="alice", reason="yes")
+        assert registry.get_model_version("churn", 1).pending_approval == self.pending(token="token-2")
+
+    def test_promotion_and_rollback_at_the_same_instant_have_one_winner(
+        self, registry: ModelRegistry
+    ) -> None:
+        """Round after round, a promotion of a new candidate races a rollback to the version production
+        replaced, both decided against the same production: one moves the alias, the other is refused, and
+        the trail replays to the alias and the stages."""
+        self.register(registry, "r0")
+        self.register(registry, "r1")
+        registry.promote("churn", 1, actor="a", reason="first")
+        registry.promote("churn", 2, actor="a", reason="second")
+        for round_ in range(ROUNDS):
+            production = registry.get_alias("churn", "production")
+            assert production.previous_version is not None
+            candidate_ = self.register(registry, f"c{round_}")
+            moves = [(candidate_, "promote"), (production.previous_version, "rollback")]
+
+            def move(i: int, moves: list[tuple[int, str]] = moves, expected: int = production.version) -> Any:
+                number, why = moves[i]
+                return registry.promote("churn", number, actor=why, reason=why, expected_version=expected)
+
+            results, errors = in_threads(2, move)
+
+            assert len(results) == 1 and len(errors) == 1, (results, errors)
+            assert isinstance(errors[0], ConflictError)
+            assert registry.get_alias("churn", "production").version == results[0].version
+        self.assert_consistent(registry, "churn")
+        assert replayed_production(registry, "churn") == registry.get_alias("churn", "production").version
+        assert replayed_stages(registry, "churn") == {
+            v.version: v.stage for v in registry.search_model_versions("churn")
+        }
 
     def test_decisions_are_audit_entries_and_an_approval_is_kept_on_the_version(
         self, registry: ModelRegistry
