@@ -102,6 +102,8 @@ class Run(_Record):
     error: ErrorInfo | None = None
     outcome: dict[str, Any] = Field(default_factory=dict)  # e.g. {"version": 3, "promoted": true}
     evidence_uri: str | None = None  # the monitor's report, for drift and degradation runs
+    # When a delivery of the trigger first saw the execution started; later deliveries are duplicates.
+    execution_started_at: UtcDatetime | None = None
 
 
 class StepStatus(StrEnum):
@@ -256,6 +258,10 @@ class MetadataStore(Protocol):
         """Record a new run; False if the run id exists already (a duplicated trigger)."""
         ...
 
+    def claim_start(self, run_id: str, at: datetime) -> bool:
+        """Note that the run's execution is started; True only for the first caller to note it."""
+        ...
+
     def get_run(self, run_id: str) -> Run: ...
 
     def update_run(self, run_id: str, **changes: Any) -> Run: ...
@@ -313,6 +319,19 @@ class _MetadataRules(ABC):
     def start_run(self, run: Run) -> bool:
         """Record a new run; False if the run id exists already (a duplicated trigger)."""
         return self._insert_run(run)
+
+    def claim_start(self, run_id: str, at: datetime) -> bool:
+        """Note that the run's execution is started, once: of any number of deliveries of one event that
+        each started (or found running) the same execution, exactly one is told it started the run, by a
+        write conditional on the run's revision; the others are duplicates."""
+        for number in range(50):
+            run, revision = self._load_run(run_id) or self._missing_run(run_id)
+            if run.execution_started_at is not None:
+                return False
+            if self._replace_run(_copy(run.model_copy(update={"execution_started_at": at})), revision):
+                return True
+            time.sleep(random.uniform(0, min(0.2, 0.002 * 2**number)))
+        raise TransientError(f"could not note the start of run {run_id}: 50 attempts lost a race")
 
     def get_run(self, run_id: str) -> Run:
         found = self._load_run(run_id)

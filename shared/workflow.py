@@ -29,7 +29,10 @@ class ExecutionStatus:
 
 
 class Workflow(Protocol):
-    def start(self, name: str, payload: dict[str, Any]) -> bool: ...
+    def start(self, name: str, payload: dict[str, Any]) -> bool:
+        """True when the execution runs: started now, or already running with the same input (Step
+        Functions answers both alike); False when the name is refused (it ended, or ran with other input)."""
+        ...
 
     def status(self, name: str) -> ExecutionStatus: ...
 
@@ -80,16 +83,18 @@ class StepFunctionsWorkflow:
 
 
 class InMemoryWorkflow:
-    """Records starts; refuses duplicate names like Step Functions. For the domain's unit tests."""
+    """Records starts; answers duplicate names like Step Functions does while the execution runs (every
+    execution here runs forever). For the domain's unit tests."""
 
     def __init__(self) -> None:
         self.started: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def start(self, name: str, payload: dict[str, Any]) -> bool:
+        # As Step Functions: the same name and input while running answers as a start; else refused.
         with self._lock:
             if name in self.started:
-                return False
+                return self.started[name] == payload
             self.started[name] = payload
             return True
 

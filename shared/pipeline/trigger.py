@@ -2,8 +2,10 @@
 
 A new file, a schedule, the monitor and a person all end in :func:`start_run`, which names the execution
 deterministically from what caused it, records the run with its reason, and starts the pipeline. The name
-is the run id: a duplicated S3 event or schedule tick finds it taken (both in the metadata store and in
-Step Functions, whose ``ExecutionAlreadyExists`` is the duplicate signal) and starts nothing twice.
+is the run id: a duplicated S3 event or schedule tick finds it taken and starts nothing twice. Step Functions
+refuses the name once the execution ended (``ExecutionAlreadyExists``) but answers a *running* one as if it
+had started it, so the delivery that started the run is the one whose claim on the run record won; every
+other delivery, in flight or late, answers ``duplicate: true``.
 """
 
 from __future__ import annotations
@@ -75,9 +77,11 @@ def start_run(svc: Services, state: RunState, input_detail: dict[str, Any] | Non
         evidence_uri=state.evidence_uri,
     )
     recorded = svc.metadata.start_run(run)
-    # Start even when the run was recorded before: a crash between the two must not lose the run.
-    started = svc.workflow.start(state.run_id, state.dump())
-    # Only a run Step Functions refused is a duplicate: one recorded before a crash is started now.
+    # Start even when the run was recorded before: a crash between the two must not lose the run. Step
+    # Functions answers a running execution of the same name and input as if it had just started it, so
+    # whether this delivery started the run is decided by the claim, not by the answer.
+    running = svc.workflow.start(state.run_id, state.dump())
+    started = running and svc.metadata.claim_start(state.run_id, datetime.now(UTC))
     duplicate = not started
     metrics.add_metric(name="RunDuplicate" if duplicate else "RunStarted", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,17 @@ class Flywheel:
             history=self.cloud.history(run.execution_arn),
             steps=self.svc.metadata.list_steps(run.run_id),
         )
+
+    def delivered(self, file_version: str) -> dict[str, Any]:
+        """The S3 event that notified the trigger of an object version (as S3 sent it)."""
+        (event,) = [
+            i.event
+            for i in self.cloud.runtime.invocations
+            if i.function_name == self.trigger_function
+            and any(r["s3"]["object"].get("versionId") == file_version for r in i.event.get("Records", []))
+        ]
+        found: dict[str, Any] = event
+        return found
 
     def trigger(self, event: dict[str, Any]) -> tuple[bool, Any]:
         """Invoke the trigger function through Lambda's API, as the CLI, the monitor or S3 do."""
@@ -425,12 +437,7 @@ class TestTheLoop:
         key = "incoming/churn/2026-03.csv"
         before = flywheel.executions()
         file_version = flywheel.put(key, churn_csv(600, seed=3))
-        (delivered,) = [
-            i.event
-            for i in flywheel.cloud.runtime.invocations
-            if i.function_name == flywheel.trigger_function
-            and any(r["s3"]["object"].get("versionId") == file_version for r in i.event.get("Records", []))
-        ]
+        delivered = flywheel.delivered(file_version)
         run = flywheel.run_for(key, file_version)
         flywheel.finish(run)
 
@@ -446,6 +453,32 @@ class TestTheLoop:
         assert [r.run_id for r in flywheel.runs() if r.input.get("source", {}).get("key") == key] == [
             run.run_id
         ]
+
+    def test_the_same_s3_event_redelivered_while_its_run_is_in_flight_answers_duplicate(
+        self, flywheel: Flywheel, first: tuple[Finished, str, str]
+    ) -> None:
+        """Given a file whose run is still running, when S3 delivers its event again, twice at once, then
+        Step Functions answers each start as if it were new (same name, same input), yet the trigger says
+        'duplicate' both times: one execution, one run, one 'started'."""
+        key = "incoming/churn/2026-04.csv"
+        before = flywheel.executions()
+        file_version = flywheel.put(key, churn_csv(600, seed=4))
+        delivered = flywheel.delivered(file_version)
+        run = flywheel.run_for(key, file_version)
+        sfn = flywheel.cloud.client("stepfunctions")
+        assert sfn.describe_execution(executionArn=run.execution_arn)["status"] == "RUNNING"
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: flywheel.trigger(json.loads(json.dumps(delivered))), range(2)))
+
+        for errored, answer in answers:
+            assert not errored
+            (outcome,) = answer["runs"]
+            assert outcome["run_id"] == run.run_id
+            assert (outcome["started"], outcome["duplicate"]) == (False, True), outcome
+        assert flywheel.finish(run).status == "SUCCEEDED"
+        after = flywheel.executions()
+        assert len(after) == len(before) + 1 and after.count(run.run_id) == 1
 
     @pytest.mark.parametrize("case", sorted(CORPUS))
     def test_a_bad_file_is_quarantined_with_its_rule_and_never_retried(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -196,6 +197,34 @@ def test_the_same_s3_event_delivered_twice_starts_one_run(svc: Services) -> None
     assert "already started" in second.detail
     assert list(svc.workflow.started) == [first.run_id]  # type: ignore[attr-defined]
     assert [r.run_id for r in svc.metadata.list_runs("churn")] == [first.run_id]
+
+
+def test_deliveries_of_one_event_at_the_same_instant_start_one_run_and_all_others_say_duplicate(
+    svc: Services,
+) -> None:
+    """Step Functions answers a running execution of the same name and input as a fresh start: eight
+    deliveries of one S3 event released together still yield one 'started' and seven duplicates."""
+    event = s3_event("incoming/churn/burst.csv", "v1")
+    barrier = threading.Barrier(8)
+    outcomes: list[Any] = []
+    lock = threading.Lock()
+
+    def deliver() -> None:
+        barrier.wait()
+        (outcome,) = trigger(svc, parse_trigger_event(json.loads(json.dumps(event))))
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len({o.run_id for o in outcomes}) == 1
+    assert sorted((o.started, o.duplicate) for o in outcomes) == [(False, True)] * 7 + [(True, False)]
+    assert list(svc.workflow.started) == [outcomes[0].run_id]  # type: ignore[attr-defined]
+    assert svc.metadata.get_run(outcomes[0].run_id).execution_started_at is not None
 
 
 def test_a_run_recorded_but_never_started_is_started_by_the_redelivery(svc: Services) -> None:
