@@ -18,7 +18,6 @@ import fnmatch
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -56,6 +55,7 @@ from shared.pipeline.delivery import STAGING_ALIAS
 from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
 from tests.fixtures.monitoring import label_csv, monitoring_contract, request_rows
+from tests.fixtures.serving import predict_rows
 
 pytestmark = pytest.mark.integration
 
@@ -269,18 +269,7 @@ class Loop:
         put_contract(self.svc.objects, self.svc.settings, json.dumps(document))
 
     def predict(self, rows: list[dict[str, Any]]) -> list[str]:
-        ids: list[str] = []
-        for start in range(0, len(rows), 100):
-            body = json.dumps({"instances": rows[start : start + 100]}).encode()
-            request = urllib.request.Request(
-                f"{self.url}/models/{MODEL}/predict",
-                data=body,
-                method="POST",
-                headers={"content-type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=30) as response:
-                ids += json.loads(response.read())["request_ids"]
-        return ids
+        return predict_rows(self.url, MODEL, rows)
 
     def monitor(self) -> MonitorOutcome:
         errored, answer = self.cloud.invoke(self.cloud.names.functions["monitor"], {"model": MODEL})

@@ -9,7 +9,6 @@ cooldown never holds back another's retraining.
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from shared.monitoring.monitor import MonitorOutcome
 from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
 from tests.fixtures.monitoring import label_csv, monitoring_contract, request_rows
+from tests.fixtures.serving import predict_rows
 
 pytestmark = pytest.mark.integration
 
@@ -64,19 +64,7 @@ class Loop:
 
     def predict(self, model: str, frame: pd.DataFrame) -> list[str]:
         """Ask the predict route for every row (100 per request), as a client would; the request ids."""
-        rows = request_rows(frame)
-        ids: list[str] = []
-        for start in range(0, len(rows), 100):
-            body = json.dumps({"instances": rows[start : start + 100]}).encode()
-            request = urllib.request.Request(
-                f"{self.url}/models/{model}/predict",
-                data=body,
-                method="POST",
-                headers={"content-type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=30) as response:
-                ids += json.loads(response.read())["request_ids"]
-        return ids
+        return predict_rows(self.url, model, request_rows(frame))
 
     def put(self, key: str, body: bytes) -> str:
         version: str = self.cloud.client("s3").put_object(
