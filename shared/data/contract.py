@@ -119,13 +119,39 @@ class Window(_Block):
         return self
 
 
+DEFAULT_ESTIMATOR = "hist_gradient_boosting"
+
+
 class Training(_Block):
-    estimator: str = "hist_gradient_boosting"
+    """How the model is built: a built-in ``estimator`` (the zero-code path), or the model project's own
+    code, ``pipeline: module:function`` (see :mod:`shared.ml.projects`); ``params`` go to either."""
+
+    estimator: str | None = None  # hist_gradient_boosting when there is no pipeline
+    pipeline: str | None = Field(default=None, min_length=3, max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
     window: Window = Field(default_factory=lambda: Window(files=20))
     seed: int = 42
     reference_sample_rows: int = Field(default=5000, ge=100, le=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_way_to_build(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("pipeline") is not None and data.get("estimator") is not None:
+            raise ValueError(
+                "name either training.estimator (a built-in) or training.pipeline (the project's code), "
+                "not both"
+            )
+        if data.get("pipeline") is None and data.get("estimator") is None:
+            return {**data, "estimator": DEFAULT_ESTIMATOR}
+        return data
+
+    @property
+    def builder(self) -> str:
+        """What builds the model, as versions record it: the project's function, or the built-in's name."""
+        return f"project:{self.pipeline}" if self.pipeline else (self.estimator or DEFAULT_ESTIMATOR)
 
 
 class Gates(_Block):
@@ -338,8 +364,8 @@ def _feature_view_problems(document: dict[str, Any]) -> list[str]:
 def _training_problems(document: dict[str, Any], task: Task | None) -> list[str]:
     problems: list[str] = []
     training = _mapping(document, "training")
-    estimator = training.get("estimator", Training().estimator)
-    if task is not None and estimator not in ESTIMATORS[task]:
+    estimator = training.get("estimator") or (None if training.get("pipeline") else DEFAULT_ESTIMATOR)
+    if task is not None and estimator is not None and estimator not in ESTIMATORS[task]:
         problems.append(
             f"training.estimator: {estimator!r} is not a {task.value} estimator; "
             f"choose one of {list(ESTIMATORS[task])}"

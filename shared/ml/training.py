@@ -48,6 +48,7 @@ from shared.errors import ContractError, DataValidationError, IntegrityError
 from shared.hashing import sha256_hex
 from shared.ml import features
 from shared.ml.features import MISSING
+from shared.ml.projects import ModelCode, build_estimator, import_code
 
 __all__ = [
     "ESTIMATOR_CLASSES",
@@ -225,11 +226,21 @@ def _estimator(contract: DataContract) -> Any:
 SCALE_SENSITIVE = frozenset({"logistic_regression", "ridge", "linear_regression"})
 
 
-def build_pipeline(contract: DataContract) -> Pipeline:
-    """Preprocessing (median-imputed numerics and booleans, standardised for linear estimators; one-hot
-    categoricals that ignore unseen values, the :data:`MISSING` sentinel being one category) and the
-    contract's estimator, seeded by ``training.seed`` where it takes a ``random_state``. Raises
-    :class:`ContractError` for a bad estimator or parameter."""
+def build_pipeline(contract: DataContract, code: ModelCode | None = None) -> Pipeline:
+    """The model project's own pipeline when the contract names one (``training.pipeline``, built from
+    ``code``; a bare estimator is wrapped in a one-step Pipeline). Else the built-in one: preprocessing
+    (median-imputed numerics and booleans, standardised for linear estimators; one-hot categoricals that
+    ignore unseen values, the :data:`MISSING` sentinel being one category) and the contract's estimator,
+    seeded by ``training.seed`` where it takes a ``random_state``. Raises :class:`ContractError` for a bad
+    estimator or parameter."""
+    if contract.training.pipeline is not None:
+        if code is None:
+            raise ContractError(
+                f"{contract.model}: training.pipeline {contract.training.pipeline!r} needs the project code",
+                problems=["no model code"],
+            )
+        built = build_estimator(code, contract.training.pipeline, contract, contract.training.params)
+        return built if isinstance(built, Pipeline) else Pipeline([("model", built)])
     check_training_params(contract)
     numeric = _numeric_features(contract)
     categorical = contract.features_of(FeatureType.CATEGORICAL)
@@ -344,11 +355,11 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def train(frame: pd.DataFrame, contract: DataContract) -> TrainedModel:
+def train(frame: pd.DataFrame, contract: DataContract, code: ModelCode | None = None) -> TrainedModel:
     """Split off the holdout (:func:`split_holdout`), fit :func:`build_pipeline` on the rest, and return
     the fitted pipeline with what the registry records about it."""
     training, holdout = split_holdout(frame, contract)
-    pipeline = build_pipeline(contract)
+    pipeline = build_pipeline(contract, code)
     features = prepare_features(training, contract)
     target = _target(training, contract)
     started = time.perf_counter()
@@ -361,19 +372,24 @@ def train(frame: pd.DataFrame, contract: DataContract) -> TrainedModel:
         # penalty: constraints across parameters are only checked at fit). Defaults cannot be wrong, so
         # without parameters the data is to blame.
         if contract.training.params:
-            message = f"{contract.training.estimator} failed to fit with training.params "
+            message = f"{contract.training.builder} failed to fit with training.params "
             message += f"{contract.training.params}: {exc}"
             raise ContractError(message, problems=[str(exc)]) from exc
         raise DataValidationError(f"the data cannot be fitted: {exc}", problems=[str(exc)]) from exc
     fit_seconds = time.perf_counter() - started
-    estimator = pipeline.named_steps["estimator"]
+    # A project's parameters are its build function's, whatever estimator they end up in.
+    params = (
+        dict(contract.training.params)
+        if contract.training.pipeline is not None
+        else pipeline.named_steps["estimator"].get_params(deep=False)
+    )
     classes = [str(c) for c in pipeline.classes_] if contract.task is Task.CLASSIFICATION else None
     return TrainedModel(
         pipeline=pipeline,
         classes=classes,
         train_rows=len(training),
         holdout=holdout,
-        params=_jsonable(estimator.get_params(deep=False)),
+        params=_jsonable(params),
         feature_names=list(contract.features),
         fit_seconds=fit_seconds,
         train_frame=training,
@@ -403,15 +419,18 @@ def model_to_bytes(pipeline: Pipeline) -> bytes:
     return pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def model_from_bytes(data: bytes, expected_sha256: str) -> Pipeline:
+def model_from_bytes(data: bytes, expected_sha256: str, code: ModelCode | None = None) -> Pipeline:
     """Unpickle a pipeline only after its sha256 matches the recorded one (:class:`IntegrityError` if not):
-    unpickling runs code, so bytes nobody vouched for are never loaded."""
+    unpickling runs code, so bytes nobody vouched for are never loaded. A model project's pipeline is
+    loaded with the code it was pickled with (``code``, already checked against its own sha256)."""
     actual = sha256_hex(data)
     if not hmac.compare_digest(actual, expected_sha256.strip().lower()):
         raise IntegrityError(
             f"model artifact sha256 {actual} does not match the recorded {expected_sha256}; not loading it",
             problems=[f"expected sha256 {expected_sha256}", f"actual sha256 {actual}"],
         )
+    if code is not None:
+        import_code(code)  # the package the pickle names, unpacked and importable
     pipeline = pickle.loads(data)  # noqa: S301  (the bytes were verified against the registry's sha256)
     if not isinstance(pipeline, Pipeline):
         raise IntegrityError(
