@@ -21,6 +21,10 @@ class EnvVar(StrEnum):
     STATE_MACHINE_ARN = "FLYWHEEL_STATE_MACHINE_ARN"
     TRIGGER_FUNCTION = "FLYWHEEL_TRIGGER_FUNCTION"
     CODE_VERSION = "FLYWHEEL_CODE_VERSION"
+    # Where model projects live (``<dir>/<model>/``): the image's ``models/``, or the checkout's.
+    MODELS_DIR = "FLYWHEEL_MODELS_DIR"
+    # The git commit the image was built from, when the build knows it.
+    CODE_COMMIT = "FLYWHEEL_CODE_COMMIT"
     PREDICT_FUNCTION = "FLYWHEEL_PREDICT_FUNCTION"
     VERIFY_FUNCTION = "FLYWHEEL_VERIFY_FUNCTION"
     MONITOR_FUNCTION = "FLYWHEEL_MONITOR_FUNCTION"

@@ -42,7 +42,14 @@ class RunArtifact(StrEnum):
     HOLDOUT = "holdout.parquet"
     PROFILE = "profile.json"
     ONNX = "model.onnx"
+    CODE = "code.zip"  # a model project's code (shared.ml.projects), when the contract names one
     EVALUATION = "evaluation.json"
 
 
-TRAIN_ARTIFACTS = (RunArtifact.MODEL, RunArtifact.HOLDOUT, RunArtifact.PROFILE, RunArtifact.ONNX)
+TRAIN_ARTIFACTS = (
+    RunArtifact.MODEL,
+    RunArtifact.HOLDOUT,
+    RunArtifact.PROFILE,
+    RunArtifact.ONNX,
+    RunArtifact.CODE,
+)

@@ -160,6 +160,7 @@ class ArtifactKind(StrEnum):
     EVALUATION = "evaluation"
     REPORT = "report"
     ONNX = "onnx"
+    CODE = "code"  # a model project's code, as a version was trained with it
 
 
 class Artifact(_Record):

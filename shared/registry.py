@@ -139,6 +139,10 @@ class NewModelVersion(_Record):
     runtime_metrics: dict[str, Any] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
     code_version: str = ""
+    # A model project's code, as the version was trained (and is unpickled) with it; its sha256 is the
+    # version's code digest. None for the built-in estimators.
+    code_artifact: ArtifactRef | None = None
+    code_commit: str | None = None
     reference_profile_uri: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
     trigger_function: str = Field(validation_alias=EnvVar.TRIGGER_FUNCTION.value)
     code_version: str = Field(default="unknown", validation_alias=EnvVar.CODE_VERSION.value)
+    code_commit: str | None = Field(default=None, validation_alias=EnvVar.CODE_COMMIT.value)
+    # Relative to the working directory: the repository root locally, the task root in Lambda.
+    models_dir: str = Field(default="models", validation_alias=EnvVar.MODELS_DIR.value)
     predict_function: str | None = Field(default=None, validation_alias=EnvVar.PREDICT_FUNCTION.value)
     verify_function: str | None = Field(default=None, validation_alias=EnvVar.VERIFY_FUNCTION.value)
     monitor_function: str | None = Field(default=None, validation_alias=EnvVar.MONITOR_FUNCTION.value)

@@ -61,6 +61,7 @@ class Candidate(_State):
     onnx: ArtifactRef | None = None
     flavor_reason: str = ""
     parity: dict[str, Any] = Field(default_factory=dict)
+    code: ArtifactRef | None = None  # the model project's code archive (its sha256 is the code digest)
 
 
 class EvaluationSummary(_State):

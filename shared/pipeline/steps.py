@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,6 +37,7 @@ from shared.metadata import (
     model_version_id,
 )
 from shared.ml.evaluation import Evaluation, decide_gate, score
+from shared.ml.projects import ModelCode, code_from_archive, read_project
 from shared.ml.training import (
     library_versions,
     model_from_bytes,
@@ -107,7 +109,15 @@ def train_step(state: RunState, svc: Services) -> RunState:
         frames = [read_parquet(svc.objects, d.uri, d.sha256, d.version_id) for d in datasets]
         frame = combine(frames, contract, contract.id_column or ROW_ID_COLUMN)
         frame, feature_files = join_views(svc.objects, svc.settings.data_bucket, frame, training)
-        trained = train(frame, contract)
+        code = (
+            read_project(Path(svc.settings.models_dir) / state.model, state.model)
+            if contract.training.pipeline is not None
+            else None
+        )
+        code_ref = (
+            _put_artifact(svc, state, RunArtifact.CODE, code.archive, ArtifactKind.CODE) if code else None
+        )
+        trained = train(frame, contract, code)
         predictions = predict_frame(trained.pipeline, trained.holdout, contract)
         profile = reference_profile(trained.train_frame, predictions, contract)
 
@@ -162,13 +172,25 @@ def train_step(state: RunState, svc: Services) -> RunState:
             onnx=onnx,
             flavor_reason=package.reason,
             parity=package.parity,
+            code=code_ref,
         )
         return state.model_copy(update={"candidate": candidate})
 
 
-def load_model(svc: Services, artifact: ArtifactRef) -> Any:
-    """A model's pipeline, after checking its bytes against the sha256 recorded for them."""
-    return model_from_bytes(svc.objects.get(ObjectRef.parse(artifact.uri)).body, artifact.sha256)
+def load_model(
+    svc: Services, artifact: ArtifactRef, code: ArtifactRef | None = None, *, model: str = "the model"
+) -> Any:
+    """A model's pipeline, after checking its bytes against the sha256 recorded for them; a model project's
+    with the code it was trained with (``code``, checked the same way)."""
+    return model_from_bytes(
+        svc.objects.get(ObjectRef.parse(artifact.uri)).body, artifact.sha256, _model_code(svc, code, model)
+    )
+
+
+def _model_code(svc: Services, code: ArtifactRef | None, model: str) -> ModelCode | None:
+    if code is None:
+        return None
+    return code_from_archive(model, svc.objects.get(ObjectRef.parse(code.uri)).body, code.sha256)
 
 
 # --- Evaluate ---------------------------------------------------------------------------------------------
@@ -181,7 +203,9 @@ def evaluate_step(state: RunState, svc: Services) -> RunState:
         # The holdout holds the views' features as Train joined them: both models read the effective contract.
         contract = load_training_contract(svc.objects, svc.settings, state.model).contract
         holdout = read_parquet(svc.objects, candidate.holdout_uri, candidate.holdout_sha256)
-        evaluation = score(load_model(svc, candidate.artifact), holdout, contract)
+        evaluation = score(
+            load_model(svc, candidate.artifact, candidate.code, model=state.model), holdout, contract
+        )
         champion, champion_evaluation, notes = _champion_on(svc, state.model, holdout, contract)
         decision = decide_gate(
             evaluation,
@@ -237,7 +261,7 @@ def _champion_on(
     except NotFoundError:
         return None, None, []
     try:
-        loaded = load_model(svc, champion.artifact)
+        loaded = load_model(svc, champion.artifact, champion.code_artifact, model=model)
     except TransientError:
         raise
     except Exception as exc:  # whatever stops the champion loading, the run must not go on
@@ -307,12 +331,14 @@ def register_step(state: RunState, svc: Services) -> RunState:
                     )
                     for d in datasets
                 ],
-                params={"estimator": contract.training.estimator, **candidate.params},
+                params={"estimator": contract.training.builder, **candidate.params},
                 metrics=evaluation.metrics,
                 champion_metrics=evaluation.champion_metrics,
                 gate=GateResult(passed=evaluation.passed, reasons=evaluation.reasons),
                 library_versions=library_versions(),
                 code_version=svc.settings.code_version,
+                code_artifact=candidate.code,
+                code_commit=svc.settings.code_commit if candidate.code else None,
                 reference_profile_uri=candidate.profile_uri,
                 tags={
                     "reason": state.reason.value,

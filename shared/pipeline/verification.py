@@ -369,7 +369,9 @@ def _offline_predictions(
     svc: Services, version: ModelVersion, sample: Any, contract: Any
 ) -> list[dict[str, Any]]:
     """What the trained pipeline itself says about the sample: the answer the serving path must give."""
-    frame = predict_frame(load_model(svc, version.artifact), sample, contract)
+    frame = predict_frame(
+        load_model(svc, version.artifact, version.code_artifact, model=version.name), sample, contract
+    )
     columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
     return [
         {

@@ -562,9 +562,15 @@ def load_served_model(
     else:
         body = _verified_bytes(version, version.artifact, objects, "model")
         # Only this flavour needs scikit-learn (and pandas, which shared.ml.training imports).
+        from shared.ml.projects import ModelCode, code_from_archive  # noqa: PLC0415
         from shared.ml.training import model_from_bytes  # noqa: PLC0415
 
-        sklearn_runner = SklearnRunner(model_from_bytes(body, version.artifact.sha256), signature)
+        # A model project's pipeline is unpickled with the code it was trained with, whatever the image holds.
+        code: ModelCode | None = None
+        if version.code_artifact is not None:
+            archive = _verified_bytes(version, version.code_artifact, objects, "model code")
+            code = code_from_archive(version.name, archive, version.code_artifact.sha256)
+        sklearn_runner = SklearnRunner(model_from_bytes(body, version.artifact.sha256, code), signature)
         classes = sklearn_runner.classes or None
         runner = sklearn_runner
     warm_up = {f.name: (MISSING if f.type == CATEGORICAL else math.nan) for f in signature.features}

@@ -374,9 +374,9 @@ def trained(store: Store, ingested: dict[str, Any]) -> Iterator[int]:
     production. The frame Train fits on is kept, to inspect."""
     monkeypatch = pytest.MonkeyPatch()
 
-    def spy(frame: pd.DataFrame, contract: Any) -> TrainedModel:
+    def spy(frame: pd.DataFrame, contract: Any, code: Any = None) -> TrainedModel:
         store.trained_on.append(frame.copy())
-        return real_train(frame, contract)
+        return real_train(frame, contract, code)
 
     monkeypatch.setattr("shared.pipeline.steps.train", spy)
     try:

@@ -30,6 +30,7 @@ from shared.featurestore.contracts import put_contract
 from shared.hashing import sha256_hex
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, StepStatus, file_id
 from shared.ml.evaluation import score
+from shared.ml.projects import ModelCode
 from shared.ml.training import TrainedModel
 from shared.ml.training import train as real_train
 from shared.pipeline.steps import load_model
@@ -221,10 +222,10 @@ def train_behaving(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[int],
     def install(before: Callable[[int], None]) -> list[int]:
         calls: list[int] = []
 
-        def train(frame: pd.DataFrame, contract: DataContract) -> TrainedModel:
+        def train(frame: pd.DataFrame, contract: DataContract, code: ModelCode | None = None) -> TrainedModel:
             calls.append(len(calls) + 1)
             before(calls[-1])
-            return real_train(frame, contract)
+            return real_train(frame, contract, code)
 
         monkeypatch.setattr("shared.pipeline.steps.train", train)
         return calls
