@@ -11,3 +11,5 @@ RUN pip install --no-cache-dir -r ${LAMBDA_TASK_ROOT}/requirements.txt -c ${LAMB
 
 COPY shared/ ${LAMBDA_TASK_ROOT}/shared/
 COPY functions/ ${LAMBDA_TASK_ROOT}/functions/
+# Model projects (models/<model>/): the code a contract's training.pipeline names, read by Train from here.
+COPY models/ ${LAMBDA_TASK_ROOT}/models/

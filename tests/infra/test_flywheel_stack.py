@@ -66,7 +66,7 @@ TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
 # each write conditional in the code; never remove (an alias is removed by a tombstone).
 TABLE_APPENDS = TABLE_READS | {"dynamodb:PutItem", "dynamodb:UpdateItem"}
 # The files of a run (models/<model>/<run id>/<name>) Train writes; Evaluate writes evaluation.json.
-TRAIN_FILES = ("model.pkl", "holdout.parquet", "profile.json", "model.onnx")
+TRAIN_FILES = ("model.pkl", "holdout.parquet", "profile.json", "model.onnx", "code.zip")
 # Every object each function may put, as (bucket, key pattern): exactly the keys its step writes. Functions
 # not named here put no object at all.
 S3_PUTS: dict[str, set[tuple[str, str]]] = {

@@ -103,6 +103,9 @@ TREE = {
     "shared/logic.py": "X = 1\n",
     "shared/sub/deep.py": "Y = 1\n",
     "functions/trigger/handler.py": "def handler(e, c): ...\n",
+    "models/churn/pipeline.py": "def build(contract, params): ...\n",
+    "models/churn/tests/test_features.py": "def test(): ...\n",
+    "models/churn/sample.csv": "a,b\n1,2\n",
 }
 
 
@@ -135,10 +138,11 @@ def test_the_context_is_exactly_what_the_dockerfile_copies(tree: Path) -> None:
         "shared/logic.py",
         "shared/sub/deep.py",
         "functions/trigger/handler.py",
+        "models/churn/pipeline.py",  # a project's code ships; its tests and sample data do not
     }
     copied = re.findall(r"^COPY (.+) \$\{LAMBDA_TASK_ROOT\}", (ROOT / "Dockerfile").read_text(), re.M)
     sources = {part.rstrip("/") for line in copied for part in line.split()}
-    assert sources == {"requirements.txt", "constraints.txt", "shared", "functions"}
+    assert sources == {"requirements.txt", "constraints.txt", "shared", "functions", "models"}
 
 
 @pytest.mark.parametrize("relative", [*TREE, "Dockerfile", ".dockerignore"])
