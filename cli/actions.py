@@ -173,6 +173,13 @@ def lineage(svc: Services, reference: str) -> dict[str, Any]:
         "champion_metrics": version.champion_metrics,
         "gate": version.gate.model_dump() if version.gate else None,
         "code_version": version.code_version,
+        "model_code": {
+            "digest": version.code_artifact.sha256,
+            "uri": version.code_artifact.uri,
+            "commit": version.code_commit,
+        }
+        if version.code_artifact
+        else None,
         "library_versions": version.library_versions,
         "artifact": version.artifact.model_dump(),
         "audit": [

@@ -110,7 +110,7 @@ def contract_put(ctx: Context, file: Path, as_json: bool) -> None:
         return
     click.echo(
         f"contract for {stored.model!r} stored ({stored.task.value}, target {stored.target!r}, "
-        f"{len(stored.features)} features, estimator {stored.training.estimator})"
+        f"{len(stored.features)} features, model {stored.training.builder})"
     )
 
 

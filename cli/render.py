@@ -139,11 +139,15 @@ def models_table(view: dict[str, Any]) -> str:
             v.created_at,
             *(v.metrics.get(m) for m in metric_names),
             "pass" if v.gate and v.gate.passed else ("fail" if v.gate else None),
+            # The model's own code, by digest (a built-in estimator has none): which idea each version is.
+            v.code_artifact.sha256[:12] if v.code_artifact else v.params.get("estimator"),
             v.run_id,
         )
         for v in view["versions"]
     ]
-    return table(["version", "stage", "aliases", "registered", *metric_names, "gate", "run"], rows)
+    return table(
+        ["version", "stage", "aliases", "registered", *metric_names, "gate", "model code", "run"], rows
+    )
 
 
 def lineage_text(view: dict[str, Any]) -> str:
@@ -155,6 +159,10 @@ def lineage_text(view: dict[str, Any]) -> str:
     if run.get("evidence_uri"):
         lines.append(f"  evidence       {run['evidence_uri']}")
     lines.append(f"  code version   {view['code_version']}")
+    if view.get("model_code"):
+        code = view["model_code"]
+        commit = f" (commit {code['commit']})" if code.get("commit") else ""
+        lines.append(f"  model code     {code['digest'][:16]}{commit}  {code['uri']}")
     lines.append(
         "  params         "
         + ", ".join(f"{k}={v}" for k, v in sorted(view["params"].items()) if v is not None)
