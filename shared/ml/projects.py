@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -43,14 +44,18 @@ from shared.hashing import sha256_hex
 __all__ = [
     "DEFAULT_PIPELINE",
     "MAX_CODE_BYTES",
+    "ONNX_CONVERTERS_HOOK",
     "ModelCode",
     "build_estimator",
     "code_from_archive",
     "import_code",
+    "onnx_converters",
     "read_project",
 ]
 
 DEFAULT_PIPELINE: Final = "pipeline:build"
+# Defined in the module training.pipeline names, it registers the project's own skl2onnx converters.
+ONNX_CONVERTERS_HOOK: Final = "register_onnx_converters"
 PACKAGE_PREFIX: Final = "flywheel_model_"
 # A project's code, zipped: code, not data (a model that needs a vocabulary learns it in fit).
 MAX_CODE_BYTES: Final = 5 * 1024 * 1024
@@ -219,3 +224,23 @@ def build_estimator(code: ModelCode, reference: str, contract: DataContract, par
             problems=[f"no {m}" for m in missing],
         )
     return estimator
+
+
+def onnx_converters(code: ModelCode, reference: str) -> Callable[[Callable[..., Any]], None] | None:
+    """The project's ``register_onnx_converters(register)``, when the module ``reference`` names defines one.
+
+    Flywheel calls it with skl2onnx's ``update_registered_converter`` before converting the fitted model, so a
+    transformer of the team's own can be served as ONNX; the converted model still has to match
+    scikit-learn on the whole holdout. The classes it registers belong to this code's own package, so
+    versions with different code register different classes."""
+    module = import_code(code, parse_reference(reference)[0])
+    hook = getattr(module, ONNX_CONVERTERS_HOOK, None)
+    if hook is None:
+        return None
+    if not callable(hook):
+        raise ContractError(
+            f"{code.model}: {ONNX_CONVERTERS_HOOK} in the project is not a function",
+            problems=[f"{ONNX_CONVERTERS_HOOK} is a {type(hook).__name__}"],
+        )
+    registered: Callable[[Callable[..., Any]], None] = hook
+    return registered

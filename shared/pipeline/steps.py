@@ -37,7 +37,7 @@ from shared.metadata import (
     model_version_id,
 )
 from shared.ml.evaluation import Evaluation, decide_gate, score
-from shared.ml.projects import ModelCode, code_from_archive, read_project
+from shared.ml.projects import ModelCode, code_from_archive, onnx_converters, read_project
 from shared.ml.training import (
     library_versions,
     model_from_bytes,
@@ -127,7 +127,12 @@ def train_step(state: RunState, svc: Services) -> RunState:
         holdout_body = frame_to_parquet(trained.holdout)
         holdout = _put_artifact(svc, state, RunArtifact.HOLDOUT, holdout_body, ArtifactKind.HOLDOUT)
         profile_ref = _put_artifact(svc, state, RunArtifact.PROFILE, _json(profile), ArtifactKind.PROFILE)
-        package = package_for_serving(trained.pipeline, trained.holdout, contract, reference=predictions)
+        converters = (
+            onnx_converters(code, contract.training.pipeline) if code and contract.training.pipeline else None
+        )
+        package = package_for_serving(
+            trained.pipeline, trained.holdout, contract, reference=predictions, converters=converters
+        )
         onnx = (
             _put_artifact(svc, state, RunArtifact.ONNX, package.onnx, ArtifactKind.ONNX)
             if package.flavor is ServingFlavor.ONNX and package.onnx is not None

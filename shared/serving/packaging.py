@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -65,6 +66,10 @@ OPSETS: Final = {"": 17, "ai.onnx.ml": 3}
 _MESSAGE_CHARS: Final = 300
 
 
+# A model project's hook: called with skl2onnx's update_registered_converter, it registers its converters.
+ConverterHook = Callable[[Callable[..., Any]], None]
+
+
 @dataclass(frozen=True)
 class ServingPackage:
     """How a model will be served: ``onnx`` with the model's bytes, or ``sklearn``; why; and the parity
@@ -93,13 +98,19 @@ def serving_signature(contract: DataContract, classes: list[str] | None) -> dict
 
 
 def package_for_serving(
-    pipeline: Any, holdout: pd.DataFrame, contract: DataContract, reference: pd.DataFrame | None = None
+    pipeline: Any,
+    holdout: pd.DataFrame,
+    contract: DataContract,
+    reference: pd.DataFrame | None = None,
+    converters: ConverterHook | None = None,
 ) -> ServingPackage:
     """Convert ``pipeline`` to ONNX and keep it if it matches scikit-learn on every ``holdout`` row (the
     tolerances are in this module's docstring); otherwise the scikit-learn flavour, with the reason.
 
     ``reference`` is :func:`shared.ml.training.predict_frame`'s output for the holdout when the caller has it
-    already (Train does, for the reference profile): scikit-learn is then not asked again.
+    already (Train does, for the reference profile): scikit-learn is then not asked again. ``converters`` is
+    a model project's ``register_onnx_converters``: called with skl2onnx's ``update_registered_converter``
+    before converting, so the project's own transformers can be converted (and then held to the same parity).
     """
     classification = contract.task is Task.CLASSIFICATION
     parity: dict[str, Any] = {
@@ -113,6 +124,15 @@ def package_for_serving(
     if rows == 0:
         return _sklearn("the holdout is empty, so ONNX parity cannot be checked", parity)
     classes = [str(c) for c in pipeline.classes_] if classification else None
+    if converters is not None:
+        from skl2onnx import update_registered_converter  # noqa: PLC0415
+
+        try:
+            converters(update_registered_converter)
+        except Exception as exc:  # the project's own code: whatever it raises, serve with scikit-learn
+            return _sklearn(
+                f"the project's register_onnx_converters failed ({type(exc).__name__}: {_short(exc)})", parity
+            )
     try:
         model = _convert(pipeline, contract, classes)
     except Exception as exc:  # skl2onnx raises many types; any of them means "serve with scikit-learn"
