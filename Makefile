@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # Named by version: a .venv left by another Python version is rebuilt, not reused.
 STAMP  := $(VENV)/.installed-$(PYTHON_VERSION)
 
-.PHONY: help install test test-unit test-integration test-infra lint format demo local bench clean
+.PHONY: help install test test-models test-unit test-integration test-infra lint format demo local bench clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -25,8 +25,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 install: $(STAMP) ## create .venv from the pinned requirements
 
-test: $(STAMP) $(ASL_STAMP)  ## every test tier: unit, integration (local cloud), infra (Pulumi mocks)
+test: $(STAMP) $(ASL_STAMP)  ## every test tier: unit, integration (local cloud), infra (Pulumi mocks), model projects
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-models
+
+test-models: $(STAMP)  ## each model project's unit, component and integration tests (flywheel test MODEL)
+	@for project in models/*/; do $(BIN)/flywheel test "$$(basename "$$project")" || exit 1; done
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
