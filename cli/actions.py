@@ -149,9 +149,6 @@ def lineage(svc: Services, reference: str) -> dict[str, Any]:
     if not name or not number.isdigit():
         raise FlywheelError(f"expected MODEL:VERSION (e.g. churn:2), got {reference!r}")
     version: ModelVersion = svc.registry.get_model_version(name, int(number))
-    graph = svc.metadata.lineage(
-        NodeType.MODEL_VERSION, model_version_id(name, version.version), Direction.UPSTREAM, 6
-    )
     run = svc.metadata.get_run(version.run_id)
     return {
         "model_version": version.ref,
@@ -165,9 +162,7 @@ def lineage(svc: Services, reference: str) -> dict[str, Any]:
             "evidence_uri": run.evidence_uri,
             "requested_by": run.input.get("requested_by"),
         },
-        "datasets": [d.model_dump(mode="json") for d in version.training_datasets],
-        "source_files": graph.ids(NodeType.FILE),
-        "upstream_runs": graph.ids(NodeType.RUN),
+        **trained_on(svc, version),
         "params": version.params,
         "metrics": version.metrics,
         "champion_metrics": version.champion_metrics,
@@ -185,6 +180,19 @@ def lineage(svc: Services, reference: str) -> dict[str, Any]:
         "audit": [
             t.model_dump(mode="json") for t in svc.registry.audit_trail(name) if t.version == version.version
         ],
+    }
+
+
+def trained_on(svc: Services, version: ModelVersion) -> dict[str, Any]:
+    """The data a version was trained on: its datasets (S3 versions, sha256, rows, time range), the source
+    files upstream of it in lineage, and the runs that made them."""
+    graph = svc.metadata.lineage(
+        NodeType.MODEL_VERSION, model_version_id(version.name, version.version), Direction.UPSTREAM, 6
+    )
+    return {
+        "datasets": [d.model_dump(mode="json") for d in version.training_datasets],
+        "source_files": graph.ids(NodeType.FILE),
+        "upstream_runs": graph.ids(NodeType.RUN),
     }
 
 

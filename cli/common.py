@@ -69,6 +69,16 @@ def report_push(
         sys.exit(2)
 
 
+def version_reference(value: str, param_hint: str = "'MODEL:VERSION'") -> tuple[str, int]:
+    """``MODEL:VERSION`` (``churn:3``) as its name and number; a usage error (exit 2) if it is not one."""
+    name, _, number = value.partition(":")
+    if not name or not number.isdigit():
+        raise click.BadParameter(
+            f"expected MODEL:VERSION (e.g. churn:3), got {value!r}", param_hint=param_hint
+        )
+    return name, int(number)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 wait_option = click.option("--wait", is_flag=True, help="Follow the run; exit non-zero if it fails.")
 

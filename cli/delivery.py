@@ -13,7 +13,7 @@ import click
 from botocore.exceptions import ClientError
 
 from cli import render
-from cli.common import Context, json_option, pass_context, reported
+from cli.common import Context, json_option, pass_context, reported, version_reference
 from shared.errors import FlywheelError
 from shared.pipeline.controls import WaitEndedError, decide_approval, promote_manually, rollback
 from shared.pipeline.policy import STAGING_PASSES_KEY
@@ -21,13 +21,6 @@ from shared.registry import Stage
 
 # What Step Functions answers for a token whose wait is over for good: the run will never take a decision.
 WAIT_ENDED = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-
-
-def _reference(value: str) -> tuple[str, int]:
-    name, _, number = value.partition(":")
-    if not name or not number.isdigit():
-        raise click.BadParameter(f"expected MODEL:VERSION (e.g. churn:3), got {value!r}")
-    return name, int(number)
 
 
 @click.command()
@@ -40,7 +33,7 @@ def _reference(value: str) -> tuple[str, int]:
 @reported
 def promote(ctx: Context, reference: str, target: str, actor: str, reason: str, as_json: bool) -> None:
     """Move a verified version to staging or production (refused, with why, if the policy says no)."""
-    name, number = _reference(reference)
+    name, number = version_reference(reference)
     version = promote_manually(ctx.services, name, number, Stage(target), actor, reason)
     click.echo(render.as_json(version) if as_json else f"{name} v{number} is now {version.stage.value}")
 
@@ -92,7 +85,7 @@ def audit(ctx: Context, model: str, as_json: bool) -> None:
 
 
 def _decide(ctx: Context, reference: str, actor: str, comment: str, approve: bool, as_json: bool) -> None:
-    name, number = _reference(reference)
+    name, number = version_reference(reference)
     sfn = _stepfunctions(ctx)
 
     def send(token: str, ok: bool, detail: dict[str, Any]) -> None:
@@ -154,7 +147,7 @@ def reject(ctx: Context, reference: str, actor: str, comment: str, as_json: bool
 @reported
 def verify(ctx: Context, reference: str, as_json: bool) -> None:
     """Verify a version on the serving path now (counts toward min_staging_successes while in staging)."""
-    name, number = _reference(reference)
+    name, number = version_reference(reference)
     settings = ctx.services.settings
     if not settings.verify_function:
         raise FlywheelError("this stack has no verify function")

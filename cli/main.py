@@ -17,6 +17,7 @@ import click
 
 from cli import actions, delivery, features, monitoring, projects, render
 from cli.common import Context, json_option, pass_context, reported, wait_option
+from cli.diff import COMMANDS as DIFF_COMMANDS
 from cli.stack import LOCAL
 from shared.metadata import RunStatus
 
@@ -259,6 +260,9 @@ def lineage(ctx: Context, reference: str, as_json: bool) -> None:
 
 
 for _command in delivery.COMMANDS:
+    main.add_command(_command)
+
+for _command in DIFF_COMMANDS:
     main.add_command(_command)
 
 for _command in monitoring.COMMANDS:

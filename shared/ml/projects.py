@@ -22,6 +22,7 @@ Pure functions over bytes and folders: no AWS. Imports neither pandas nor scikit
 
 from __future__ import annotations
 
+import difflib
 import hmac
 import importlib
 import io
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from shared.data.contract import DataContract, Task
 from shared.errors import ContractError, IntegrityError
@@ -45,8 +46,11 @@ __all__ = [
     "DEFAULT_PIPELINE",
     "MAX_CODE_BYTES",
     "ONNX_CONVERTERS_HOOK",
+    "CodeChanges",
+    "FileChange",
     "ModelCode",
     "build_estimator",
+    "changed_files",
     "code_from_archive",
     "import_code",
     "onnx_converters",
@@ -244,3 +248,76 @@ def onnx_converters(code: ModelCode, reference: str) -> Callable[[Callable[..., 
         )
     registered: Callable[[Callable[..., Any]], None] = hook
     return registered
+
+
+# --- comparing two versions' code ----------------------------------------------------------------------
+
+Change = Literal["added", "removed", "modified"]
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file that differs between two archives: ``added``, ``removed`` or ``modified``, with how many
+    lines it gained and lost."""
+
+    path: str
+    change: Change
+    lines_added: int
+    lines_removed: int
+
+
+@dataclass(frozen=True)
+class CodeChanges:
+    """What changed from one version's code to another's, file by file (the archives' entries), and the
+    unified diff of every changed file, cut after ``max_lines`` lines (``lines_cut`` says how many more)."""
+
+    files: tuple[FileChange, ...]
+    diff: tuple[str, ...]
+    lines_cut: int
+
+    def paths(self, change: Change) -> list[str]:
+        """The paths of the files with this kind of change."""
+        return [f.path for f in self.files if f.change == change]
+
+
+def changed_files(old: ModelCode, new: ModelCode, *, max_lines: int = 200) -> CodeChanges:
+    """The files ``new`` adds, removes or modifies relative to ``old``, compared by content, with their
+    unified diff (``a/PATH`` is ``old``'s file, ``b/PATH`` ``new``'s). Same digest, no changes."""
+    before, after = _entries(old), _entries(new)
+    files: list[FileChange] = []
+    diff: list[str] = []
+    for path in sorted(before.keys() | after.keys()):
+        if before.get(path) == after.get(path):
+            continue
+        change: Change = "added" if path not in before else "removed" if path not in after else "modified"
+        lines = list(
+            difflib.unified_diff(
+                _lines(before.get(path)),
+                _lines(after.get(path)),
+                fromfile=f"a/{path}" if path in before else "/dev/null",
+                tofile=f"b/{path}" if path in after else "/dev/null",
+                lineterm="",
+            )
+        )
+        body = [line for line in lines[2:] if not line.startswith("@@")]
+        files.append(
+            FileChange(
+                path=path,
+                change=change,
+                lines_added=sum(1 for line in body if line.startswith("+")),
+                lines_removed=sum(1 for line in body if line.startswith("-")),
+            )
+        )
+        diff += lines
+    return CodeChanges(
+        files=tuple(files), diff=tuple(diff[:max_lines]), lines_cut=max(0, len(diff) - max_lines)
+    )
+
+
+def _entries(code: ModelCode) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(code.archive)) as opened:
+        return {name: opened.read(name) for name in opened.namelist()}
+
+
+def _lines(content: bytes | None) -> list[str]:
+    return [] if content is None else content.decode("utf-8", errors="replace").splitlines()

@@ -188,11 +188,12 @@ def load_model(
     """A model's pipeline, after checking its bytes against the sha256 recorded for them; a model project's
     with the code it was trained with (``code``, checked the same way)."""
     return model_from_bytes(
-        svc.objects.get(ObjectRef.parse(artifact.uri)).body, artifact.sha256, _model_code(svc, code, model)
+        svc.objects.get(ObjectRef.parse(artifact.uri)).body, artifact.sha256, model_code(svc, code, model)
     )
 
 
-def _model_code(svc: Services, code: ArtifactRef | None, model: str) -> ModelCode | None:
+def model_code(svc: Services, code: ArtifactRef | None, model: str) -> ModelCode | None:
+    """A version's code archive (``code``), after checking its bytes against the recorded sha256."""
     if code is None:
         return None
     return code_from_archive(model, svc.objects.get(ObjectRef.parse(code.uri)).body, code.sha256)
@@ -282,12 +283,19 @@ def _champion_on(
             f"(`flywheel rollback {model} --to N`)",
             problems=[f"{type(exc).__name__}: {exc}"],
         ) from exc
+    evaluation, notes = score_or_note(loaded, holdout, contract, f"production v{champion.version}")
+    return champion, evaluation, notes
+
+
+def score_or_note(
+    pipeline: Any, holdout: pd.DataFrame, contract: DataContract, who: str
+) -> tuple[Evaluation | None, list[str]]:
+    """``pipeline``'s scores on ``holdout``, or none and a note saying why ``who`` could not be scored."""
     try:
-        return champion, score(loaded, holdout, contract), []
+        return score(pipeline, holdout, contract), []
     except (FlywheelError, KeyError, ValueError) as exc:
-        # A contract change can leave the champion unable to read today's columns: say so, compare nothing.
-        note = f"production v{champion.version} could not score this holdout ({type(exc).__name__}: {exc})"
-        return champion, None, [note]
+        # A contract change can leave an older model unable to read today's columns: say so, compare nothing.
+        return None, [f"{who} could not score this holdout ({type(exc).__name__}: {exc})"]
 
 
 def _held_for_a_person(champion: ModelVersion | None, champion_evaluation: Evaluation | None) -> str | None:
