@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from cli import actions, delivery, features, monitoring, render
+from cli import actions, code_change, delivery, features, monitoring, render
 from cli.common import Context, json_option, pass_context, reported, wait_option
 from cli.stack import LOCAL
 from shared.metadata import RunStatus
@@ -265,6 +265,9 @@ for _command in monitoring.COMMANDS:
     main.add_command(_command)
 
 for _command in features.COMMANDS:
+    main.add_command(_command)
+
+for _command in code_change.COMMANDS:
     main.add_command(_command)
 
 
