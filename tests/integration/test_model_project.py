@@ -5,90 +5,24 @@ version is promoted, and rolling back serves the old version with the old code, 
 from __future__ import annotations
 
 import json
-import shutil
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from examples.churn import generate, request_rows
-from infra.config import StackConfig
-from infra.flywheel import flywheel_stack
-from infra.local import LocalCloud
-from shared.env_names import EnvVar
-from shared.featurestore.contracts import put_contract
 from shared.ml.projects import read_project
 from shared.registry import ServingFlavor, Stage
-from shared.services import services
-from tests.fixtures.services import churn_contract
-from tests.integration.test_delivery import ENVIRONMENT, GATES, MODEL, SERVING, Delivery
+from tests.fixtures.projects import Project, churn_project
+from tests.integration.test_delivery import MODEL
 
 pytestmark = pytest.mark.integration
-
-PROJECT = Path(__file__).resolve().parents[2] / "models" / "churn"
-TRAINING = {"pipeline": "pipeline:build", "params": {"n_estimators": 40, "learning_rate": 0.5}}
-
-
-@dataclass
-class Project:
-    delivery: Delivery
-    root: Path
-    url: str
-
-    def push(self, name: str, seed: int) -> int:
-        done = self.delivery.finish(self.delivery.upload(f"incoming/churn/{name}.csv", rows=900, seed=seed))
-        assert done.status == "SUCCEEDED", done.steps
-        assert done.run.outcome.get("promoted") is True, done.run.outcome
-        return done.version
-
-    def served_version(self) -> int:
-        rows = request_rows(generate(5, seed=99))
-        request = urllib.request.Request(
-            f"{self.url}/models/{MODEL}/predict",
-            data=json.dumps({"instances": rows}).encode(),
-            method="POST",
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer: dict[str, Any] = json.loads(response.read())
-        assert len(answer["predictions"]) == len(rows)
-        return int(answer["version"])
-
-    def served_soon(self, version: int) -> None:
-        deadline = time.monotonic() + 30
-        while self.served_version() != version:
-            assert time.monotonic() < deadline, f"v{version} was never served"
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="class")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    models = tmp_path_factory.mktemp("models")
-    root = models / MODEL
-    shutil.copytree(PROJECT, root)
-    config = StackConfig.from_stack_file("dev")
-    cloud = LocalCloud(flywheel_stack(config), config)
-    cloud.environment.update(
-        {
-            **ENVIRONMENT,
-            EnvVar.MODELS_DIR.value: str(models),
-            "FLYWHEEL_CODE_CACHE": str(tmp_path_factory.mktemp("code-cache")),
-        }
-    )
-    with cloud.in_process():
-        delivery = Delivery(cloud, services())
-        put_contract(
-            delivery.svc.objects,
-            delivery.svc.settings,
-            churn_contract(training=TRAINING, serving=SERVING, gates=GATES).to_yaml(),
-        )
-        yield Project(delivery, root, cloud.start_gateway())
+    with churn_project(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("code-cache")) as project:
+        yield project
 
 
 class TestAModelProject:
@@ -120,8 +54,7 @@ class TestAModelProject:
         before = project.delivery.production()
         assert before is not None
         old_digest = project.delivery.version(before).code_artifact
-        pipeline_py = project.root / "pipeline.py"
-        pipeline_py.write_text(pipeline_py.read_text().replace("+ 1.0", "+ 2.0"))
+        project.change_code()
 
         after = project.push("2026-02", seed=2)
 
