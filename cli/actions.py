@@ -17,11 +17,11 @@ from cli.uploads import upload
 from shared.data.catalog import contract_ref, load_contract
 from shared.data.contract import DataContract
 from shared.data.quarantine import FileKind, quarantine_ref, read_refusal, report_ref
-from shared.errors import FlywheelError, NotFoundError
+from shared.errors import FlywheelError, InvalidRequestError, NotFoundError
 from shared.featurestore.contracts import put_contract
 from shared.layout import DataPrefix
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, model_version_id
-from shared.pipeline.trigger import RunRequest, execution_name
+from shared.pipeline.trigger import RunRequest, TriggerOutcome, execution_name
 from shared.registry import ModelVersion
 from shared.services import Services
 
@@ -75,15 +75,29 @@ def request_run(
     svc: Services, invoke: Callable[[dict[str, Any]], dict[str, Any]], model: str, by: str
 ) -> str:
     """Ask the trigger function for a run on the data the model has; returns the run id."""
-    request = RunRequest(model=model, requested_by=by)
-    answer = invoke(request.model_dump(mode="json"))
+    return ask_trigger(invoke, RunRequest(model=model, requested_by=by)).run_id
+
+
+def ask_trigger(invoke: Callable[[dict[str, Any]], dict[str, Any]], request: RunRequest) -> TriggerOutcome:
+    """Send ``request`` to the trigger function; a request it refuses is an :class:`InvalidRequestError`."""
+    answer = invoke(request.model_dump(mode="json", exclude_none=True))
     if "errorType" in answer:
-        raise FlywheelError(f"{answer['errorType']}: {answer.get('errorMessage', '')}")
-    return str(answer["runs"][0]["run_id"])
+        message = f"{answer['errorType']}: {answer.get('errorMessage', '')}"
+        if answer["errorType"] == InvalidRequestError.__name__:
+            raise InvalidRequestError(message)
+        raise FlywheelError(message)
+    return TriggerOutcome.model_validate(answer["runs"][0])
 
 
-def wait_for_run(svc: Services, run_id: str, progress: Progress, timeout_s: float = 1800.0) -> RunView:
-    """Follow a run until it ends, reporting each step as it starts and ends."""
+def wait_for_run(
+    svc: Services,
+    run_id: str,
+    progress: Progress,
+    timeout_s: float = 1800.0,
+    until: Callable[[RunView], bool] | None = None,
+) -> RunView:
+    """Follow a run until it ends (or ``until`` says it has gone far enough), reporting each step as it
+    starts and ends."""
     deadline = time.monotonic() + timeout_s
     seen: dict[str, str] = {}
     started = time.monotonic()
@@ -100,7 +114,7 @@ def wait_for_run(svc: Services, run_id: str, progress: Progress, timeout_s: floa
                     progress(
                         f"  {time.monotonic() - started:6.1f}s  {step.name:<9} {step.status.value}{took}"
                     )
-            if view.run.status in FINAL:
+            if view.run.status in FINAL or (until is not None and until(view)):
                 return view
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} has not finished after {timeout_s:.0f}s")
@@ -161,6 +175,8 @@ def lineage(svc: Services, reference: str) -> dict[str, Any]:
             "started_at": run.started_at,
             "evidence_uri": run.evidence_uri,
             "requested_by": run.input.get("requested_by"),
+            # A code_change run names the code that started it: a change of code, not of data.
+            "code_change": run.input.get("code_change"),
         },
         **trained_on(svc, version),
         "params": version.params,

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from cli import render
 from cli.stack import settings_for
-from shared.errors import ContractError, DataValidationError, FlywheelError
+from shared.errors import ContractError, DataValidationError, FlywheelError, InvalidRequestError
 from shared.services import Services
 
 
@@ -43,7 +43,7 @@ def reported[F: Callable[..., Any]](command: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ContractError, DataValidationError) as exc:
+        except (ContractError, DataValidationError, InvalidRequestError) as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
         except (FlywheelError, TimeoutError) as exc:

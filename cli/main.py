@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from cli import actions, delivery, features, monitoring, projects, render
+from cli import actions, code_change, delivery, features, monitoring, projects, render
 from cli.common import Context, json_option, pass_context, reported, wait_option
 from cli.diff import COMMANDS as DIFF_COMMANDS
 from cli.stack import LOCAL
@@ -272,6 +272,9 @@ for _command in features.COMMANDS:
     main.add_command(_command)
 
 for _command in projects.COMMANDS:
+    main.add_command(_command)
+
+for _command in code_change.COMMANDS:
     main.add_command(_command)
 
 

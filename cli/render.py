@@ -66,7 +66,7 @@ def runs_table(runs: Sequence[Run]) -> str:
             r.started_at,
             _seconds(r),
             r.outcome.get("version"),
-            (r.error.step if r.error else None) or r.outcome.get("skipped"),
+            (r.error.step if r.error else None) or r.outcome.get("skipped") or _code_note(r),
         )
         for r in runs
     ]
@@ -78,7 +78,9 @@ def run_details(view: RunView) -> str:
     lines = [
         f"run      {run.run_id}",
         f"model    {run.model}",
-        f"reason   {run.reason.value}" + (f"  (evidence: {run.evidence_uri})" if run.evidence_uri else ""),
+        f"reason   {run.reason.value}"
+        + (f"  (evidence: {run.evidence_uri})" if run.evidence_uri else "")
+        + (f"  ({code})" if (code := code_change(run.input)) else ""),
         f"status   {status(run.status)}",
         f"started  {_cell(run.started_at)}   took {_seconds(run) or '-'}",
     ]
@@ -158,6 +160,8 @@ def lineage_text(view: dict[str, Any]) -> str:
     ]
     if run.get("evidence_uri"):
         lines.append(f"  evidence       {run['evidence_uri']}")
+    if run.get("code_change"):
+        lines.append(f"  started by     a code change: {code_change(run)}")
     lines.append(f"  code version   {view['code_version']}")
     if view.get("model_code"):
         code = view["model_code"]
@@ -227,6 +231,20 @@ def refused_request(status_code: int, message: str, problems: Sequence[Any]) -> 
     if rows:
         lines.append(table(["row", "field", "problem"], rows))
     return "\n".join(lines)
+
+
+def code_change(detail: dict[str, Any]) -> str | None:
+    """Which code started a ``code_change`` run (its digest and commit), from its trigger details."""
+    code = detail.get("code_change")
+    if not code:
+        return None
+    commit = f", commit {code['commit']}" if code.get("commit") else ""
+    return f"model code {code['digest'][:16]}{commit}"
+
+
+def _code_note(run: Run) -> str | None:
+    code = run.input.get("code_change")
+    return f"code {code['digest'][:12]}" if code else None
 
 
 def _seconds(run: Run) -> str | None:

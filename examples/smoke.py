@@ -3,6 +3,10 @@
 ``python -m examples.smoke --stack dev``: puts the demo contract, pushes a small generated file and waits
 for its run, then asks the production model for a prediction through the stack's API. Exits non-zero, with
 the reason, if any of it fails.
+
+The demo contract is stored under a model of the smoke test's own (``smoke``, or ``--model``): ``churn`` is
+also a model project (``models/churn/``) that ``flywheel deliver`` delivers next, and the smoke test must
+neither replace that project's contract nor train a version of it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from cli import actions
 from cli.api import predict
 from cli.stack import settings_for
 from examples.churn import generate, write
+from shared.data.contract import parse_contract
+from shared.featurestore.contracts import put_contract
 from shared.metadata import RunStatus
 from shared.services import Services
 
@@ -26,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True)
     parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--model", default="smoke", help="The model the smoke test trains and asks.")
     args = parser.parse_args(argv)
 
     svc = Services.from_settings(settings_for(args.stack))
-    contract, _ = actions.contract_put(svc, EXAMPLES / "churn.yaml")
+    demo = parse_contract((EXAMPLES / "churn.yaml").read_text())
+    contract, _ = put_contract(
+        svc.objects, svc.settings, demo.model_copy(update={"model": args.model}).to_yaml()
+    )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "smoke.csv"
         write(generate(args.rows, seed=7), path)

@@ -8,6 +8,7 @@ namespace in camelCase (``flywheel:apiAuth``); ``aws:region`` gives the region.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from shared.env_names import EnvVar
+from shared.pipeline.state import GIT_COMMIT
 from shared.settings import EnvironmentPolicy
 
 NAMESPACE = "flywheel"
@@ -54,10 +56,17 @@ class StackConfig(BaseModel):
     # The environment's default promotion policy ({policy, min_staging_successes, approval_timeout_hours});
     # a contract's promotion: block overrides it for its model.
     promotion: EnvironmentPolicy = Field(default_factory=EnvironmentPolicy)
+    # The git commit being deployed: a fact of one `pulumi up`, not of the stack, so it comes from the
+    # deploying process's FLYWHEEL_CODE_COMMIT (the deploy workflow sets it). Functions receive it and each
+    # version trained from a model project records it. Never part of the image: the tag hashes the code only.
+    code_commit: str | None = Field(default=None, pattern=GIT_COMMIT)
 
     def function_environment(self) -> dict[str, str]:
         """Settings of this environment that every function reads (beside the resource names)."""
-        return {EnvVar.PROMOTION_POLICY.value: self.promotion.model_dump_json()}
+        env = {EnvVar.PROMOTION_POLICY.value: self.promotion.model_dump_json()}
+        if self.code_commit:
+            env[EnvVar.CODE_COMMIT.value] = self.code_commit
+        return env
 
     @model_validator(mode="after")
     def _jwt_needs_issuer(self) -> StackConfig:
@@ -101,6 +110,9 @@ class StackConfig(BaseModel):
         region = pulumi.Config("aws").get("region")
         if region:
             values["aws:region"] = region
+        commit = os.environ.get(EnvVar.CODE_COMMIT.value)
+        if commit:
+            values[f"{NAMESPACE}:codeCommit"] = commit
         return cls.from_values(pulumi.get_stack(), values)
 
 

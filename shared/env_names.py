@@ -23,7 +23,7 @@ class EnvVar(StrEnum):
     CODE_VERSION = "FLYWHEEL_CODE_VERSION"
     # Where model projects live (``<dir>/<model>/``): the image's ``models/``, or the checkout's.
     MODELS_DIR = "FLYWHEEL_MODELS_DIR"
-    # The git commit the image was built from, when the build knows it.
+    # The git commit deployed (the deploy workflow sets it at `pulumi up`), when the deployment knows it.
     CODE_COMMIT = "FLYWHEEL_CODE_COMMIT"
     PREDICT_FUNCTION = "FLYWHEEL_PREDICT_FUNCTION"
     VERIFY_FUNCTION = "FLYWHEEL_VERIFY_FUNCTION"

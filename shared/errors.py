@@ -27,6 +27,11 @@ class ContractError(FlywheelError):
     """The data contract (or a parameter it names) is invalid. Never retried."""
 
 
+class InvalidRequestError(FlywheelError):
+    """A request to a function (a run asked for by a person, the CLI or the monitor) is malformed; every
+    problem is listed. Never retried: the same request is refused the same way."""
+
+
 class NotFoundError(FlywheelError):
     """A model, version, run or object that was asked for does not exist."""
 

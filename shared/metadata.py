@@ -71,6 +71,8 @@ class RunReason(StrEnum):
     NEW_DATA = "new_data"
     DEGRADATION = "degradation"
     DRIFT = "drift"
+    # A model project's code changed (``flywheel deliver``): the run trains it on the data there is.
+    CODE_CHANGE = "code_change"
 
 
 class RunStatus(StrEnum):

@@ -19,6 +19,7 @@ from shared.registry import ArtifactRef, ServingFlavor
 from shared.storage import ObjectRef
 
 PIPELINE_ACTOR = "pipeline"
+GIT_COMMIT = r"^[0-9a-f]{7,64}$"  # a git commit id, abbreviated or whole (SHA-1 or SHA-256)
 
 
 class _State(BaseModel):
@@ -38,6 +39,16 @@ class SourceFile(_State):
     @property
     def uri(self) -> str:
         return self.ref.uri
+
+
+class CodeChange(BaseModel):
+    """Which code a ``code_change`` run was asked for: the model project's code digest (the sha256 of its
+    packed code, :func:`shared.ml.projects.read_project`) and, when the caller knows it, the git commit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    commit: str | None = Field(default=None, pattern=GIT_COMMIT)
 
 
 class Candidate(_State):
@@ -86,6 +97,8 @@ class RunState(_State):
     requested_by: str = PIPELINE_ACTOR
     source: SourceFile | None = None
     evidence_uri: str | None = None
+    # A code_change run: the code it must train (Train refuses any other) and the commit, when known.
+    code_change: CodeChange | None = None
     dataset_id: str | None = None
     candidate: Candidate | None = None
     evaluation: EvaluationSummary | None = None

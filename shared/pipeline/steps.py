@@ -114,6 +114,7 @@ def train_step(state: RunState, svc: Services) -> RunState:
             if contract.training.pipeline is not None
             else None
         )
+        _check_asked_code(state, code)
         code_ref = (
             _put_artifact(svc, state, RunArtifact.CODE, code.archive, ArtifactKind.CODE) if code else None
         )
@@ -180,6 +181,24 @@ def train_step(state: RunState, svc: Services) -> RunState:
             code=code_ref,
         )
         return state.model_copy(update={"candidate": candidate})
+
+
+class CodeMismatchError(FlywheelError):
+    """A code_change run was asked for code the stack does not hold: the image was not deployed with it
+    (or the contract no longer names model code). Training other code would record a change nobody made."""
+
+
+def _check_asked_code(state: RunState, code: ModelCode | None) -> None:
+    asked = state.code_change
+    if asked is None or (code is not None and code.digest == asked.digest):
+        return
+    found = f"code {code.digest[:16]}" if code else "no model code (training.estimator)"
+    raise CodeMismatchError(
+        f"run {state.run_id} was asked to train {state.model}'s code {asked.digest[:16]}"
+        + (f" (commit {asked.commit})" if asked.commit else "")
+        + f", but this stack holds {found}; deploy that code first (`pulumi up`), then deliver it again",
+        problems=[f"asked {asked.digest}", f"found {code.digest if code else None}"],
+    )
 
 
 def load_model(

@@ -20,22 +20,26 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, S3Model
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.data.catalog import contract_models, load_contract
 from shared.data.quarantine import FileKind, quarantine, quarantine_ref, refused
+from shared.errors import ContractError, InvalidRequestError
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import NodeType, Run, RunReason, RunStatus
 from shared.observability import logger, metrics
-from shared.pipeline.state import RunState, SourceFile
+from shared.pipeline.state import CodeChange, RunState, SourceFile
 from shared.services import Services
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
+# New files and the schedule come through doors of their own, each naming its runs from its event.
+REQUESTABLE = frozenset({RunReason.MANUAL, RunReason.DRIFT, RunReason.DEGRADATION, RunReason.CODE_CHANGE})
 
 
 class RunRequest(BaseModel):
-    """A run asked for by a person (``flywheel run``) or by the monitor (drift, degradation)."""
+    """A run asked for by a person (``flywheel run``), by the monitor (drift, degradation) or by delivery
+    (``flywheel deliver``: a model project's code changed, and ``code_change`` names the new code)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,6 +50,21 @@ class RunRequest(BaseModel):
     evidence_uri: str | None = None
     # The monitor names its window so that asking twice for the same evidence starts one run.
     idempotency_key: str | None = None
+    code_change: CodeChange | None = None
+
+    @model_validator(mode="after")
+    def _reason_fits(self) -> RunRequest:
+        if self.reason not in REQUESTABLE:
+            allowed = ", ".join(sorted(r.value for r in REQUESTABLE))
+            raise ValueError(
+                f"a run cannot be requested with reason {self.reason.value!r} (one of {allowed})"
+            )
+        if (self.reason is RunReason.CODE_CHANGE) != (self.code_change is not None):
+            raise ValueError(
+                "a code_change run names the code it is for (code_change: {digest, commit}), "
+                "and no other run does"
+            )
+        return self
 
 
 class TriggerOutcome(BaseModel):
@@ -134,8 +153,14 @@ def _refuse_unroutable(svc: Services, source: SourceFile) -> TriggerOutcome:
 
 
 def on_request(svc: Services, request: RunRequest) -> TriggerOutcome:
-    """A person or the monitor asked for a run on the data the model already has."""
-    load_contract(svc.objects, svc.settings, request.model)  # a clear ContractError when there is none
+    """A person, the monitor or delivery asked for a run on the data the model already has."""
+    contract = load_contract(svc.objects, svc.settings, request.model)  # a ContractError when there is none
+    if request.code_change is not None and contract.training.pipeline is None:
+        raise ContractError(
+            f"a code_change run needs model code, and the contract for {request.model!r} names a built-in "
+            f"estimator ({contract.training.builder}); store the project's contract (training.pipeline)",
+            problems=["training.pipeline is not set"],
+        )
     identity = request.idempotency_key or uuid.uuid4().hex
     run_id = execution_name(request.reason, request.model, identity)
     state = RunState(
@@ -144,6 +169,7 @@ def on_request(svc: Services, request: RunRequest) -> TriggerOutcome:
         reason=request.reason,
         requested_by=request.requested_by,
         evidence_uri=request.evidence_uri,
+        code_change=request.code_change,
     )
     return start_run(svc, state, {"requested_by": request.requested_by})
 
@@ -236,7 +262,18 @@ def parse_trigger_event(event: dict[str, Any]) -> TriggerEvent:
         return parse(event=event, model=S3Model)
     if event.get("detail-type") == "Scheduled Event":
         return parse(event=event, model=EventBridgeModel)
-    return RunRequest.model_validate(event)
+    try:
+        return RunRequest.model_validate(event)
+    except ValidationError as exc:
+        problems = [_problem(error) for error in exc.errors()]
+        raise InvalidRequestError(
+            f"the run request is refused: {'; '.join(problems)}", problems=problems
+        ) from exc
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(map(str, error["loc"])) or "request"
+    return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
 def trigger(svc: Services, event: TriggerEvent) -> list[TriggerOutcome]:

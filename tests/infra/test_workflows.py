@@ -143,9 +143,31 @@ def test_develop_deploys_dev_main_deploys_staging_and_prod_is_manual_behind_the_
     assert "staging-record" in jobs["prod"]["needs"]
     assert jobs["staging-record"]["if"] == "github.event_name == 'workflow_dispatch'"
     assert "exit 1" in jobs["staging-record"]["steps"][0]["run"]
-    # dev and staging end with an end-to-end smoke test against what was just deployed
+    # dev and staging then run an end-to-end smoke test against what was just deployed
     for job, stack in (("dev", "dev"), ("staging", "staging")):
-        assert jobs[job]["steps"][-1]["run"] == f".venv/bin/python -m examples.smoke --stack {stack}"
+        assert jobs[job]["steps"][-2]["run"] == f".venv/bin/python -m examples.smoke --stack {stack}"
+
+
+def test_every_deployment_delivers_the_changed_model_projects_and_records_its_commit() -> None:
+    """After `pulumi up` (and the smoke test, where there is one) each deploy job runs `flywheel deliver`
+    against the stack it deployed and follows the runs, so a failed run fails the job — and a staging
+    record of good deployments counts model runs too. The commit is in the job's environment before
+    `pulumi up`, so the functions and the runs both know it."""
+    jobs = workflow("deploy.yml")["jobs"]
+    for job, stack in (("dev", "dev"), ("staging", "staging"), ("prod", "prod")):
+        steps = jobs[job]["steps"]
+        runs = [s.get("run", "") for s in steps]
+        deliver = steps[-1]["run"]
+        assert deliver.startswith(f".venv/bin/flywheel --stack {stack} deliver "), deliver
+        assert "--wait" in deliver.split()
+        assert "${{" not in deliver  # the actor reaches the shell through env, never pasted into it
+        assert {"PULUMI_ACCESS_TOKEN", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE"} <= set(
+            steps[-1]["env"]
+        )
+        [commit] = [i for i, r in enumerate(runs) if "FLYWHEEL_CODE_COMMIT=" in r]
+        [up] = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("pulumi/actions@")]
+        assert '"$GITHUB_ENV"' in runs[commit] and "git rev-parse HEAD" in runs[commit]
+        assert commit < up < len(steps) - 1
 
 
 def test_every_pulumi_step_creates_its_stack_when_it_is_missing() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.registry import ModelVersion
-from tests.fixtures.model_project import TRAINING, Project, model_project
+from tests.fixtures.projects import TRAINING, Project, churn_project
 from tests.integration.test_delivery import MODEL
 
 pytestmark = pytest.mark.integration
@@ -34,9 +34,9 @@ class Versions:
 
 @pytest.fixture(scope="class")
 def versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Versions]:
-    with model_project(tmp_path_factory) as project:
+    with churn_project(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("code-cache")) as project:
         first = project.push("2026-01", seed=1)
-        project.edit("pipeline.py", "+ 1.0", "+ 2.0")
+        project.change_code("+ 1.0", "+ 2.0")
         project.put_contract(CHANGED)
         second = project.push("2026-02", seed=2)
         project.put_contract(BUILT_IN)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cli.main import main
 from shared.ml.projects import read_project
 from shared.registry import ServingFlavor, Stage
-from tests.fixtures.model_project import Project, model_project
+from tests.fixtures.projects import Project, churn_project
 from tests.integration.test_delivery import MODEL
 
 pytestmark = pytest.mark.integration
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="class")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    with model_project(tmp_path_factory) as made:
-        yield made
+    with churn_project(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("code-cache")) as project:
+        yield project
 
 
 class TestAModelProject:
@@ -54,7 +54,7 @@ class TestAModelProject:
         before = project.delivery.production()
         assert before is not None
         old_digest = project.delivery.version(before).code_artifact
-        project.edit("pipeline.py", "+ 1.0", "+ 2.0")
+        project.change_code()
 
         after = project.push("2026-02", seed=2)
 
