@@ -52,6 +52,8 @@ __all__ = [
     "flywheel_loop",
     "flywheel_made",
     "flywheel_project",
+    "memory_services",
+    "memory_settings",
 ]
 
 CONTRACT_FILE = "contract.yaml"
@@ -133,7 +135,8 @@ class Project:
         return rows
 
 
-def _settings(models_dir: Path) -> Any:
+def memory_settings(models_dir: Path | str = "models", code_version: str = "project-test") -> Any:
+    """Settings for Flywheel's services on in-memory stores (names only: nothing is reached)."""
     from shared.settings import Settings
 
     return Settings(
@@ -147,8 +150,26 @@ def _settings(models_dir: Path) -> Any:
         capture_stream="flywheel-test-captures",
         state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:flywheel-test-pipeline",
         trigger_function="flywheel-test-trigger",
-        code_version="project-test",
+        code_version=code_version,
         models_dir=str(models_dir),
+    )
+
+
+def memory_services(settings: Any) -> Any:
+    """Flywheel's services on empty in-memory buckets, registry, metadata store and workflow, which keep the
+    adapters' semantics (versioned buckets, conditional writes, duplicate execution names)."""
+    from shared.metadata import InMemoryMetadataStore
+    from shared.registry import InMemoryRegistryStore, ModelRegistry
+    from shared.services import Services
+    from shared.storage import InMemoryObjectStore
+    from shared.workflow import InMemoryWorkflow
+
+    return Services(
+        settings=settings,
+        objects=InMemoryObjectStore(),
+        registry=ModelRegistry(InMemoryRegistryStore()),
+        metadata=InMemoryMetadataStore(),
+        workflow=InMemoryWorkflow(),
     )
 
 
@@ -202,23 +223,13 @@ class Component:
 def _component(project: Project) -> Component:
     from shared.featurestore.contracts import put_contract
     from shared.hashing import sha256_hex
-    from shared.metadata import InMemoryMetadataStore
     from shared.pipeline.intake import validate_step
     from shared.pipeline.state import RunState
     from shared.pipeline.steps import evaluate_step, register_step, train_step
     from shared.pipeline.trigger import on_new_object
-    from shared.registry import InMemoryRegistryStore, ModelRegistry
-    from shared.services import Services
-    from shared.storage import InMemoryObjectStore, ObjectRef
-    from shared.workflow import InMemoryWorkflow
+    from shared.storage import ObjectRef
 
-    svc = Services(
-        settings=_settings(project.root.parent),
-        objects=InMemoryObjectStore(),
-        registry=ModelRegistry(InMemoryRegistryStore()),
-        metadata=InMemoryMetadataStore(),
-        workflow=InMemoryWorkflow(),
-    )
+    svc = memory_services(memory_settings(project.root.parent))
     put_contract(svc.objects, svc.settings, (project.root / CONTRACT_FILE).read_text())
     body = project.sample_bytes()
     ref = svc.objects.put(
