@@ -162,6 +162,8 @@ def _run_kind(root: Path, kind: str, keyword: str | None) -> KindResult:
             "no:cacheprovider",
             # Two projects' test_features.py must not collide: each module is imported by its path.
             "--import-mode=importlib",
+            # The project's tests/conftest.py (Flywheel's fixtures) is read wherever the project lives.
+            f"--confcutdir={root}",
             f"--junitxml={report}",
             *(["-k", keyword] if keyword else []),
         ]
