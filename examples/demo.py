@@ -7,6 +7,8 @@ handlers that ``pulumi up`` deploys. The demo calls the same functions as the ``
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +25,7 @@ warnings.filterwarnings("ignore", module="aws_lambda_powertools")
 import click  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cli import actions, features, monitoring, render  # noqa: E402
+from cli import actions, code_change, features, monitoring, render  # noqa: E402
 from cli.api import RequestRefusedError, post_json, predict_url  # noqa: E402
 from examples.churn import generate, write  # noqa: E402
 from examples.profiles import current_profiles, profile_updates  # noqa: E402
@@ -31,12 +33,14 @@ from infra.config import StackConfig  # noqa: E402
 from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
 from infra.local.output import WithoutMetrics  # noqa: E402
+from shared.env_names import EnvVar  # noqa: E402
 from shared.metadata import RunStatus  # noqa: E402
 from shared.services import Services, services  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 MODEL = "churn"
+KINDS = ("--kind", "unit", "--kind", "component")  # the demo's project test: its integration test is a loop
 
 
 def chapter(number: int, title: str, *lines: str) -> None:
@@ -240,11 +244,65 @@ def feature_store_chapter(svc: Services, api_url: str, workdir: Path) -> None:
     click.echo("   lifetime_value and segment came from the online store, as of today.")
 
 
+def new_idea_chapter(cloud: LocalCloud, svc: Services, models: Path) -> None:
+    """The second act: not new data but a new idea — the team's own transformer and model, in a project."""
+    project = models / MODEL
+    chapter(
+        14,
+        "A new idea: the team's own feature code and model, tested, delivered and judged like new data",
+        f"{project.relative_to(models.parent)}/pipeline.py: PerTenureMonth (charges and support calls per",
+        "month of tenure, a transformer of the team's own) and AdaBoost, which no built-in estimator offers",
+        "flywheel test churn --kind unit --kind component",
+    )
+    tested = subprocess.run(  # noqa: S603 (this interpreter, the flywheel command)
+        [sys.executable, "-m", "cli.main", "test", MODEL, "--models-dir", str(models), *KINDS],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    summary = tested.stdout.rsplit(f"{MODEL}:", 1)[-1].strip("\n")
+    echo_block(summary)
+    if tested.returncode != 0:
+        raise SystemExit(f"demo: the project's tests failed:\n{tested.stdout[-3000:]}")
+    click.echo("\n   flywheel deliver --model churn --wait   # what the deploy job runs after `pulumi up`")
+    (found,) = code_change.find_projects(models, [MODEL])
+    trigger = cloud.names.functions["trigger"]
+    delivered = code_change.deliver_project(
+        svc,
+        lambda payload: cloud.invoke(trigger, payload)[1],
+        found,
+        by="demo",
+        commit=None,
+        force=False,
+        dry_run=False,
+        progress=lambda line: click.echo("   " + line.strip()),
+    )
+    if delivered.run_id is None:
+        raise SystemExit(f"demo: no code_change run was started ({delivered.detail})")
+    code_change.follow(svc, delivered, lambda line: click.echo("   " + line), timeout_s=600)
+    click.echo(f"   {code_change.verdict(delivered)}")
+    for reason in delivered.reasons:
+        click.echo(f"     - {reason}")
+    if delivered.failed:
+        raise SystemExit("demo: the code_change run failed; the lines above say why")
+    view = actions.show_run(svc, delivered.run_id)
+    click.echo()
+    echo_block(render.run_details(view))
+    version = view.run.outcome.get("version")
+    if version is not None:
+        click.echo()
+        echo_block(render.lineage_text(actions.lineage(svc, f"{MODEL}:{version}")))
+
+
 def main() -> None:
     started = time.monotonic()
     config = StackConfig.from_stack_file("dev").model_copy(update={"log_level": "ERROR"})
     cloud = LocalCloud(flywheel_stack(config), config)
     workdir = Path(tempfile.mkdtemp(prefix="flywheel-demo-"))
+    # The second act changes nothing in the checkout: Train reads a copy of the churn project.
+    models = workdir / "models"
+    shutil.copytree(EXAMPLES.parent / "models" / MODEL, models / MODEL)
+    cloud.environment[EnvVar.MODELS_DIR.value] = str(models)
     click.secho("Flywheel demo: continuous training on a local cloud", bold=True)
     with cloud.in_process():
         svc = services()
@@ -272,6 +330,7 @@ def main() -> None:
         serving_chapter(api_url)
         retrained = monitoring_chapters(cloud, svc, api_url, workdir)
         feature_store_chapter(svc, api_url, workdir)
+        new_idea_chapter(cloud, svc, models)
         production = svc.registry.get_model_version_by_alias(MODEL, "production")
         click.echo()
         click.secho(
