@@ -7,6 +7,8 @@ Docker here, so :class:`LocalRuntime` replaces exactly that method. Everything a
 The runtime behaves like Lambda's:
 
 - it imports the handler by its dotted path (``functions.trigger.handler.handler``), once per process;
+- an execution environment serves one request at a time: concurrent invocations of one handler queue for
+  it (Lambda would start more environments; one process cannot hold two copies of a module's state);
 - it passes a context with ``aws_request_id``, ``function_name``, ``memory_limit_in_mb``,
   ``invoked_function_arn`` and ``get_remaining_time_in_millis()`` counting down from the function's timeout;
 - it stops waiting when the timeout passes and reports ``Sandbox.Timedout`` as Lambda does (Python cannot
@@ -39,6 +41,8 @@ from infra.local.memory import freeze_long_lived
 
 Handler = Callable[[Any, Any], Any]
 SEAM = "_invoke_lambda"
+# How long a request waits for the function's one execution environment: Lambda's longest timeout.
+QUEUE_LIMIT_S = 900.0
 
 
 @dataclass
@@ -83,6 +87,7 @@ class LocalRuntime:
         self._s3_versions = s3_versions
         self._handlers: dict[str, Handler] = {}
         self._import_lock = threading.Lock()
+        self._environments: dict[str, threading.Lock] = {}
         self._original: Callable[..., Any] | None = None
         self.invocations: list[Invocation] = []
 
@@ -147,16 +152,28 @@ class LocalRuntime:
             )
 
         outcome: Future[Any] = Future()
+        started = threading.Event()
+        environment = self._environment_lock(handler_path)
 
         def call() -> None:
-            try:
-                outcome.set_result(handler(event, context))
-            except BaseException as exc:  # the handler's failure is the function's answer
-                outcome.set_exception(exc)
+            # One invocation at a time per execution environment, as in Lambda: a handler's module state
+            # (Powertools' resolver keeps the current route on the app) is never shared by two requests.
+            with environment:
+                started.set()
+                try:
+                    outcome.set_result(handler(event, context))
+                except BaseException as exc:  # the handler's failure is the function's answer
+                    outcome.set_exception(exc)
 
         threading.Thread(
             target=call, name=f"lambda-{context.function_name}-{context.aws_request_id[:8]}", daemon=True
         ).start()
+        # The timeout counts from when the handler starts, as Lambda's does (not while a request queues).
+        if not started.wait(timeout=QUEUE_LIMIT_S):
+            message = (
+                f"RequestId: {context.aws_request_id} Error: no execution environment in {QUEUE_LIMIT_S}s"
+            )
+            return self._error("Runtime.Unavailable", message, context, None)
         try:
             result = outcome.result(timeout=timeout)
         except TimeoutError:
@@ -168,6 +185,10 @@ class LocalRuntime:
             return json.dumps(result), None
         except (TypeError, ValueError) as exc:
             return self._error("Runtime.MarshalError", f"Unable to marshal response: {exc}", context, exc)
+
+    def _environment_lock(self, path: str) -> threading.Lock:
+        with self._import_lock:
+            return self._environments.setdefault(path, threading.Lock())
 
     def _handler(self, path: str) -> Handler:
         with self._import_lock:
