@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import moto
@@ -157,3 +158,18 @@ def test_handler_failures_come_back_in_lambdas_shape() -> None:
         assert errored
         assert set(broken) == {"errorType", "errorMessage", "requestId", "stackTrace"}
         assert broken["errorType"] == "BrokenInputError"
+
+
+def test_an_execution_environment_serves_one_request_at_a_time() -> None:
+    """Concurrent invocations of one function never run its handler at once: they share its module state
+    (Powertools' resolver keeps the current route on the app), which in Lambda no two requests do."""
+    cloud = LocalCloud(platform_stack())
+    with cloud.in_process():
+        cloud.client("lambda").update_function_configuration(
+            FunctionName="plat-local-echo", Handler="tests.fixtures.functions.exclusive"
+        )
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda _: cloud.invoke("plat-local-echo", {}), range(12)))
+
+    assert [errored for errored, _ in answers] == [False] * 12
+    assert [payload["overlapped"] for _, payload in answers] == [False] * 12
