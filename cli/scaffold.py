@@ -144,7 +144,7 @@ def infer_contract(frame: pd.DataFrame, model: str, target: str | None = None) -
         "training:",
         "  pipeline: pipeline:build",
         "  params:",
-        *(["    C: 1.0", "    max_iter: 1000"] if task is Task.CLASSIFICATION else ["    alpha: 1.0"]),
+        *(["    C: 1.0", "    max_iter: 1000"] if task is Task.CLASSIFICATION else ["    max_iter: 300"]),
         "  holdout_fraction: 0.2",
         "  window:",
         "    files: 10",

@@ -57,6 +57,9 @@ def test_a_new_project_passes_its_three_kinds_of_test(team: Path) -> None:
     assert "task regression" in made.stdout and "id column 'house_id'" in made.stdout
     root = team / "models" / "houses"
     assert {p.name for p in root.iterdir()} >= {"contract.yaml", "pipeline.py", "sample.csv", "tests"}
+    # the team's own transformer and an estimator the built-in menu does not offer
+    assert "class SignedLog" in (root / "pipeline.py").read_text()
+    assert "BayesianRidge(**params)" in (root / "pipeline.py").read_text()
 
     tested = flywheel("test", "houses", cwd=team)
 
