@@ -177,10 +177,11 @@ def _sample_problems(frame: pd.DataFrame, model: str, target: str | None) -> lis
         problems.append("the sample needs a target column and at least one feature")
     if target is not None and target not in frame.columns:
         problems.append(f"--target {target!r} is not a column (columns: {[str(c) for c in frame.columns]})")
-    elif target is not None or len(frame.columns):
+    elif len(frame.columns):
         chosen = target or str(frame.columns[-1])
-        if (frame[chosen] == "").any():
-            problems.append(f"the target {chosen!r} is blank in {int((frame[chosen] == '').sum())} row(s)")
+        blank = int((frame[chosen].str.strip() == "").sum())
+        if blank:
+            problems.append(f"the target {chosen!r} is blank in {blank} row(s)")
     return problems
 
 
