@@ -191,12 +191,34 @@ def lineage(svc: Services, reference: str) -> dict[str, Any]:
         }
         if version.code_artifact
         else None,
+        "experiment": _experiment_of(svc, version),
         "library_versions": version.library_versions,
         "artifact": version.artifact.model_dump(),
         "audit": [
             t.model_dump(mode="json") for t in svc.registry.audit_trail(name) if t.version == version.version
         ],
     }
+
+
+def _experiment_of(svc: Services, version: ModelVersion) -> dict[str, Any] | None:
+    """The experiment whose winning trial chose the version's parameters, with its search in brief."""
+    ref = version.experiment
+    if ref is None:
+        return None
+    view: dict[str, Any] = ref.model_dump(mode="json")
+    try:
+        experiment = svc.experiments.get(ref.experiment_id)
+    except NotFoundError:
+        return {**view, "note": "the experiment's record is gone"}
+    trials = svc.experiments.trials(ref.experiment_id)
+    statuses = sorted({t.status.value for t in trials})
+    view.update(
+        run_id=experiment.run_id,
+        strategy=experiment.policy.get("strategy"),
+        trials={s: sum(t.status.value == s for t in trials) for s in statuses},
+        started_at=experiment.started_at.isoformat(),
+    )
+    return view
 
 
 def trained_on(svc: Services, version: ModelVersion) -> dict[str, Any]:

@@ -171,6 +171,14 @@ def lineage_text(view: dict[str, Any]) -> str:
         "  params         "
         + ", ".join(f"{k}={v}" for k, v in sorted(view["params"].items()) if v is not None)
     )
+    if view.get("experiment"):
+        found = view["experiment"]
+        how = "reused from" if found.get("reused") else "chosen by"
+        counts = ", ".join(f"{n} {s}" for s, n in (found.get("trials") or {}).items())
+        lines.append(
+            f"  parameters     {how} experiment {found['experiment_id']}, trial {found['trial']} "
+            f"({found['metric']}={found['value']:.4f} in cross-validation; {counts})"
+        )
     lines.append("  metrics        " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(view["metrics"].items())))
     if view.get("champion_metrics"):
         lines.append(

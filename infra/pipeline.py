@@ -1,6 +1,9 @@
 """The training pipeline as an Amazon States Language document, built from Python dicts.
 
-``Validate → Train → Evaluate → Gate → Register → Verify → Promote → PostDeployCheck → Finish``; a failed
+``Validate → Train → Evaluate → Gate → Register → Verify → Promote → PostDeployCheck → Finish``. An experiment
+run first loops ``Experiment → Trials → Experiment``: Experiment asks a batch of trials, the ``Trials`` Map
+runs them at once (each iteration the trial function; a failed iteration becomes a failed trial, never a
+failed Map), until the budget is spent and Train refits the winner. A failed
 gate registers the candidate as rejected, and a failed verification rejects it, both without promoting. Under
 the approval policy, Promote first moves the version to staging and ``AwaitApproval`` waits on a task token
 for a person (a timeout rejects). Every task retries transient errors with backoff and never retries
@@ -33,6 +36,7 @@ RETRY_TRANSIENT: dict[str, Any] = {
 # (state, function, next state; None ends the execution). The function's name is the step's name.
 STEPS: tuple[tuple[str, str, str | None], ...] = (
     ("Validate", "validate", "Train"),
+    ("Experiment", "experiment", "MoreTrials"),
     ("Train", "train", "Evaluate"),
     ("Evaluate", "evaluate", "Gate"),
     ("Register", "register", "Verify"),
@@ -53,9 +57,19 @@ def pipeline_definition(arns: FunctionArns) -> dict[str, Any]:
     states: dict[str, Any] = {
         "HasNewFile": _choice(
             "a run for a new file validates it; other runs train on the datasets there are",
-            [{"Variable": "$.source", "IsPresent": True, "Next": "Validate"}],
+            [
+                {"Variable": "$.source", "IsPresent": True, "Next": "Validate"},
+                {"Variable": "$.reason", "StringEquals": "experiment", "Next": "Experiment"},
+            ],
             default="Train",
         ),
+        "MoreTrials": _choice(
+            "the experiment asked another batch, or spent its budget and chose the winner Train refits",
+            [{"Variable": "$.experiment.done", "BooleanEquals": True, "Next": "Train"}],
+            default="Trials",
+        ),
+        "Trials": _trials(arns["trial"]),
+        "TrialsFailed": _failed("trials"),
         "Gate": _choice(
             "Evaluate's gate decision; Register records a rejected candidate with the reasons",
             [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register"}],
@@ -125,6 +139,50 @@ def pipeline_definition(arns: FunctionArns) -> dict[str, Any]:
         "Comment": "Flywheel: validate, train, evaluate, gate, register, verify, promote, check",
         "StartAt": "HasNewFile",
         "States": states,
+    }
+
+
+# A trial's function may run to Lambda's limit; its own budget (the contract's) stops the fit before that.
+TRIAL_TASK_TIMEOUT_S = 900
+
+
+def _trials(trial_arn: str) -> dict[str, Any]:
+    """The fan-out: one iteration per trial of the batch, ``parallel`` at a time. The Catch inside turns a
+    function's failure (a crash, Lambda's timeout) into that trial's result, so one bad trial never fails
+    the Map; the Experiment step records it as failed with the error."""
+    return {
+        "Type": "Map",
+        "Comment": "runs the batch Experiment asked, at most experiment.parallel trials at once",
+        "ItemsPath": "$.experiment.batch",
+        "MaxConcurrencyPath": "$.experiment.parallel",
+        "ItemSelector": {
+            "run_id.$": "$.run_id",
+            "model.$": "$.model",
+            "experiment_id.$": "$.experiment.experiment_id",
+            "trial.$": "$$.Map.Item.Value",
+        },
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "INLINE"},
+            "StartAt": "Trial",
+            "States": {
+                "Trial": {
+                    "Type": "Task",
+                    "Resource": trial_arn,
+                    "TimeoutSeconds": TRIAL_TASK_TIMEOUT_S,
+                    "Retry": [RETRY_TRANSIENT],
+                    "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TrialLost"}],
+                    "End": True,
+                },
+                "TrialLost": {
+                    "Type": "Pass",
+                    "Parameters": {"number.$": "$.trial.number", "status": "failed", "error.$": "$.error"},
+                    "End": True,
+                },
+            },
+        },
+        "ResultPath": "$.experiment.results",
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TrialsFailed"}],
+        "Next": "Experiment",
     }
 
 

@@ -7,7 +7,8 @@ higher one, and no two modules import each other in a circle (``tests/unit/test_
    ``observability``, ``settings``, ``aws`` (the one place boto3 clients are made), ``dynamo``,
    ``storage``, ``workflow``, ``invoke`` (another function, invoked) — ports and adapters that know
    nothing of models or data;
-2. the stores: ``metadata`` (runs, datasets, lineage) and ``registry`` (model versions and aliases);
+2. the stores: ``metadata`` (runs, datasets, lineage), ``registry`` (model versions and aliases) and
+   ``experiments`` (hyperparameter searches and their trials);
 3. ``services``: the adapters a function works with, each made on first use;
 4. :mod:`shared.data`: contracts, where they are kept, validation, quarantine, validated datasets;
 5. :mod:`shared.ml`: training, the training window, evaluation, the row-preparation rule;

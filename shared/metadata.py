@@ -73,6 +73,8 @@ class RunReason(StrEnum):
     DRIFT = "drift"
     # A model project's code changed (``flywheel deliver``): the run trains it on the data there is.
     CODE_CHANGE = "code_change"
+    # A hyperparameter search (the contract's experiment block); its winner is trained as the candidate.
+    EXPERIMENT = "experiment"
 
 
 class RunStatus(StrEnum):
@@ -180,6 +182,7 @@ class NodeType(StrEnum):
     ARTIFACT = "artifact"
     MODEL_VERSION = "model_version"  # id "<name>:<version>"
     FILE = "file"  # id "s3://bucket/key#version"
+    EXPERIMENT = "experiment"  # id: the experiment's (the run that searched)
 
 
 class Relation(StrEnum):
@@ -188,6 +191,7 @@ class Relation(StrEnum):
     INPUT = "input"  # dataset/file/artifact -> run that read it
     OUTPUT = "output"  # run -> dataset/artifact/model version it produced
     DERIVED = "derived"  # file -> dataset validated from it; artifact -> model version it is
+    PARAMETERS = "parameters"  # experiment -> run that trained its winning parameters
 
 
 class Node(_Record):

@@ -122,6 +122,18 @@ class PendingApproval(_Record):
     expires_at: UtcDatetime
 
 
+class ExperimentRef(_Record):
+    """The experiment whose winning trial chose a version's parameters. ``reused``: the run did not search
+    but trained the winner of this earlier experiment (a scheduled retrain between experiments)."""
+
+    experiment_id: str
+    trial: int
+    metric: str
+    value: float
+    params: dict[str, Any] = Field(default_factory=dict)
+    reused: bool = False
+
+
 class NewModelVersion(_Record):
     """What a caller supplies to register a version; the registry adds name, number, stage and provenance."""
 
@@ -143,6 +155,7 @@ class NewModelVersion(_Record):
     # version's code digest. None for the built-in estimators.
     code_artifact: ArtifactRef | None = None
     code_commit: str | None = None
+    experiment: ExperimentRef | None = None
     reference_profile_uri: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 

@@ -12,6 +12,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from shared.aws import AwsClients
+from shared.experiments import DynamoExperimentStore, ExperimentStore
 from shared.invoke import LambdaFunction
 from shared.metadata import DynamoMetadataStore, MetadataStore
 from shared.registry import DynamoRegistryStore, ModelRegistry
@@ -31,11 +32,18 @@ class Services:
         registry: ModelRegistry | None = None,
         metadata: MetadataStore | None = None,
         workflow: Workflow | None = None,
+        experiments: ExperimentStore | None = None,
         clients: AwsClients | None = None,
     ) -> None:
         self.settings = settings
         self.clients = clients or AwsClients(settings.region)
-        given = {"objects": objects, "registry": registry, "metadata": metadata, "workflow": workflow}
+        given = {
+            "objects": objects,
+            "registry": registry,
+            "metadata": metadata,
+            "workflow": workflow,
+            "experiments": experiments,
+        }
         # A cached_property reads the instance's dict first: what is handed in is never built.
         self.__dict__.update({name: adapter for name, adapter in given.items() if adapter is not None})
 
@@ -56,6 +64,11 @@ class Services:
     @cached_property
     def metadata(self) -> MetadataStore:
         return DynamoMetadataStore(self.settings.metadata_table, client=self.clients.client("dynamodb"))
+
+    @cached_property
+    def experiments(self) -> ExperimentStore:
+        # Experiments and their trials live in the metadata table, beside the runs that launched them.
+        return DynamoExperimentStore(self.settings.metadata_table, client=self.clients.client("dynamodb"))
 
     @cached_property
     def workflow(self) -> Workflow:

@@ -8,7 +8,9 @@ The runtime behaves like Lambda's:
 
 - it imports the handler by its dotted path (``functions.trigger.handler.handler``), once per process;
 - an execution environment serves one request at a time: concurrent invocations of one handler queue for
-  it (Lambda would start more environments; one process cannot hold two copies of a module's state);
+  it (Lambda would start more environments; one process cannot hold two copies of a module's state),
+  unless the handler's module declares ``SHARES_NO_REQUEST_STATE = True`` (it keeps no request's state at
+  module level), which lets concurrent requests run at once as they would in separate environments;
 - it passes a context with ``aws_request_id``, ``function_name``, ``memory_limit_in_mb``,
   ``invoked_function_arn`` and ``get_remaining_time_in_millis()`` counting down from the function's timeout;
 - it stops waiting when the timeout passes and reports ``Sandbox.Timedout`` as Lambda does (Python cannot
@@ -24,13 +26,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_plus
@@ -153,7 +156,7 @@ class LocalRuntime:
 
         outcome: Future[Any] = Future()
         started = threading.Event()
-        environment = self._environment_lock(handler_path)
+        environment = self._environment_lock(handler_path, handler)
 
         def call() -> None:
             # One invocation at a time per execution environment, as in Lambda: a handler's module state
@@ -186,7 +189,10 @@ class LocalRuntime:
         except (TypeError, ValueError) as exc:
             return self._error("Runtime.MarshalError", f"Unable to marshal response: {exc}", context, exc)
 
-    def _environment_lock(self, path: str) -> threading.Lock:
+    def _environment_lock(self, path: str, handler: Handler) -> AbstractContextManager[Any]:
+        module = sys.modules.get(getattr(handler, "__module__", ""))
+        if getattr(module, "SHARES_NO_REQUEST_STATE", False) is True:
+            return nullcontext()
         with self._import_lock:
             return self._environments.setdefault(path, threading.Lock())
 

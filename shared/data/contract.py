@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.data.search_space import ExperimentPolicy
 from shared.documents import load_yaml
 from shared.errors import ContractError
 from shared.naming import MODEL_NAME, VIEW_NAME
@@ -244,6 +245,8 @@ class DataContract(_Block):
     # Per environment name (dev, staging, prod, ...); environments not listed use the stack's default.
     promotion: dict[str, EnvironmentPolicy] = Field(default_factory=dict)
     serving: ServingGates = Field(default_factory=ServingGates)
+    # A hyperparameter search (shared.data.search_space); its winner is trained and judged as any candidate.
+    experiment: ExperimentPolicy | None = None
     description: str = ""
 
     @field_validator("model")
@@ -311,6 +314,7 @@ def contract_problems(document: dict[str, Any]) -> list[str]:
         *_training_problems(document, task),
         *_gate_problems(document, task),
         *_monitoring_problems(document, task),
+        *_experiment_problems(document, task),
     ]
 
 
@@ -407,6 +411,14 @@ def _monitoring_problems(document: dict[str, Any], task: Task | None) -> list[st
         return []
     problem = _monitoring_metric_problem(metric, task)
     return [f"monitoring: {problem}"] if problem else []
+
+
+def _experiment_problems(document: dict[str, Any], task: Task | None) -> list[str]:
+    metric = _mapping(document, "experiment").get("metric")
+    if task is None or not isinstance(metric, str):
+        return []
+    problem = _monitoring_metric_problem(metric, task)
+    return [f"experiment.metric: {problem}"] if problem else []
 
 
 def _mapping(document: dict[str, Any], key: str) -> dict[str, Any]:

@@ -171,14 +171,21 @@ def servable_rows(frame: pd.DataFrame, signature: Mapping[str, Any]) -> pd.DataF
 def put_contract(
     objects: ObjectStore, settings: Settings, text: str | bytes
 ) -> tuple[DataContract, ObjectRef]:
-    """Check a contract completely (format, cross-field rules, estimator parameters, the feature views it
-    lists: stored, and fitting it) and store it."""
+    """Check a contract completely (format, cross-field rules, estimator parameters and the experiment's
+    search space against the estimator, the feature views it lists: stored, and fitting it) and store it."""
     # scikit-learn checks the estimator's parameters: only putting a contract pays for importing it.
+    from shared.ml.experiments import experiment_problems  # noqa: PLC0415
     from shared.ml.training import check_training_params  # noqa: PLC0415
 
     contract = parse_contract(text)
     if contract.training.pipeline is None:  # a project's parameters are its own code's to check
         check_training_params(contract)
+    searched = experiment_problems(contract)
+    if searched:
+        lines = "\n".join(f"  - {p}" for p in searched)
+        raise ContractError(
+            f"contract for model {contract.model!r} has {len(searched)} problem(s):\n{lines}", problems=searched
+        )
     if contract.feature_views:
         views = load_views(objects, settings.data_bucket, contract.feature_views)
         problems = contract_view_problems(contract, views)

@@ -69,6 +69,7 @@ __all__ = [
     "sha256_hex",
     "split_holdout",
     "train",
+    "with_params",
 ]
 
 # Column prefix of class probabilities in :func:`predict_frame`'s output.
@@ -256,6 +257,12 @@ def build_pipeline(contract: DataContract, code: ModelCode | None = None) -> Pip
         transformers.append(("categorical", encoder, categorical))
     preprocess = ColumnTransformer(transformers, remainder="drop")
     return Pipeline([("preprocess", preprocess), ("estimator", _estimator(contract))])
+
+
+def with_params(contract: DataContract, params: dict[str, Any]) -> DataContract:
+    """The contract with ``params`` over its ``training.params``: what a trial, or the winner, trains."""
+    training = contract.training.model_copy(update={"params": {**contract.training.params, **params}})
+    return contract.model_copy(update={"training": training})
 
 
 # --- the split ------------------------------------------------------------------------------------------

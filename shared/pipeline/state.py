@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import FlywheelError
 from shared.metadata import RunReason
-from shared.registry import ArtifactRef, ServingFlavor
+from shared.registry import ArtifactRef, ExperimentRef, ServingFlavor
 from shared.storage import ObjectRef
 
 PIPELINE_ACTOR = "pipeline"
@@ -73,6 +73,29 @@ class Candidate(_State):
     flavor_reason: str = ""
     parity: dict[str, Any] = Field(default_factory=dict)
     code: ArtifactRef | None = None  # the model project's code archive (its sha256 is the code digest)
+    params_from: ExperimentRef | None = None  # the experiment trial whose parameters were trained
+
+
+class ExperimentState(_State):
+    """An experiment run's search, between its Experiment step and the Map state that runs a batch.
+
+    ``batch`` is what the Map fans out (each item a trial's number and parameters), ``results`` what it
+    gathered (each item the trial's outcome, or the Catch's error when its function failed), ``best`` the
+    winner once ``done``."""
+
+    experiment_id: str
+    parallel: int = Field(default=1, ge=1)
+    timeout_seconds: int = 600
+    round: int = 0
+    batch: list[dict[str, Any]] = Field(default_factory=list)
+    results: list[dict[str, Any]] | None = None
+    done: bool = False
+    best: ExperimentRef | None = None
+
+    def require_best(self, run_id: str) -> ExperimentRef:
+        if self.best is None:
+            raise FlywheelError(f"run {run_id}: the experiment has no winner; the pipeline is out of order")
+        return self.best
 
 
 class EvaluationSummary(_State):
@@ -99,6 +122,8 @@ class RunState(_State):
     evidence_uri: str | None = None
     # A code_change run: the code it must train (Train refuses any other) and the commit, when known.
     code_change: CodeChange | None = None
+    # An experiment run: the search in progress, then its winner (what Train trains).
+    experiment: ExperimentState | None = None
     dataset_id: str | None = None
     candidate: Candidate | None = None
     evaluation: EvaluationSummary | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from shared.data.contract import DataContract
 from shared.data.datasets import frame_to_parquet, read_parquet
 from shared.data.validation import ROW_ID_COLUMN
 from shared.errors import DataValidationError, FlywheelError, NotFoundError, TransientError
+from shared.experiments import latest_completed
 from shared.featurestore.contracts import join_views, load_training_contract, view_signature
 from shared.featurestore.view import FeatureView
 from shared.hashing import sha256_hex
@@ -31,6 +33,7 @@ from shared.layout import ArtifactPrefix, RunArtifact
 from shared.metadata import (
     Artifact,
     ArtifactKind,
+    Dataset,
     NodeType,
     Relation,
     file_id,
@@ -45,6 +48,7 @@ from shared.ml.training import (
     predict_frame,
     reference_profile,
     train,
+    with_params,
 )
 from shared.ml.training_window import combine, training_window
 from shared.observability import logger, metrics
@@ -52,6 +56,7 @@ from shared.pipeline.runs import recorded_step
 from shared.pipeline.state import PIPELINE_ACTOR, Candidate, EvaluationSummary, RunState
 from shared.registry import (
     ArtifactRef,
+    ExperimentRef,
     GateResult,
     ModelVersion,
     NewModelVersion,
@@ -91,6 +96,37 @@ def _json(value: Any) -> bytes:
 # --- Train ------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What Train and an experiment's trials read: the effective contract, the training window's datasets
+    (each sha256-checked as it is read), their rows with the feature views joined, and the project code."""
+
+    contract: DataContract
+    datasets: list[Dataset]
+    frame: pd.DataFrame
+    feature_files: list[ObjectRef]
+    code: ModelCode | None
+
+
+def training_inputs(svc: Services, model: str) -> TrainingInputs:
+    training = load_training_contract(svc.objects, svc.settings, model)
+    contract = training.contract
+    datasets = training_window(svc.metadata.list_datasets(model), contract)
+    if not datasets:
+        raise DataValidationError(
+            f"model {model!r} has no validated datasets yet: push a file under incoming/{model}/"
+        )
+    frames = [read_parquet(svc.objects, d.uri, d.sha256, d.version_id) for d in datasets]
+    frame = combine(frames, contract, contract.id_column or ROW_ID_COLUMN)
+    frame, feature_files = join_views(svc.objects, svc.settings.data_bucket, frame, training)
+    code = (
+        read_project(Path(svc.settings.models_dir) / model, model)
+        if contract.training.pipeline is not None
+        else None
+    )
+    return TrainingInputs(contract, datasets, frame, list(feature_files), code)
+
+
 def train_step(state: RunState, svc: Services) -> RunState:
     """Fit the contract's pipeline on the training window; store the model, holdout and reference profile,
     and the ONNX form of the model when it matches scikit-learn on the holdout (its serving flavour).
@@ -98,23 +134,13 @@ def train_step(state: RunState, svc: Services) -> RunState:
     A contract that lists feature views trains on its effective contract: each row gets the views'
     features joined point in time, and the offline objects read are inputs of the run in lineage."""
     with recorded_step(svc, state, "train"):
-        training = load_training_contract(svc.objects, svc.settings, state.model)
-        contract = training.contract
-        datasets = training_window(svc.metadata.list_datasets(state.model), contract)
-        if not datasets:
-            raise DataValidationError(
-                f"model {state.model!r} has no validated datasets yet: "
-                f"push a file under incoming/{state.model}/"
-            )
-        frames = [read_parquet(svc.objects, d.uri, d.sha256, d.version_id) for d in datasets]
-        frame = combine(frames, contract, contract.id_column or ROW_ID_COLUMN)
-        frame, feature_files = join_views(svc.objects, svc.settings.data_bucket, frame, training)
-        code = (
-            read_project(Path(svc.settings.models_dir) / state.model, state.model)
-            if contract.training.pipeline is not None
-            else None
-        )
+        inputs = training_inputs(svc, state.model)
+        contract, datasets, frame, code = inputs.contract, inputs.datasets, inputs.frame, inputs.code
+        feature_files = inputs.feature_files
         _check_asked_code(state, code)
+        chosen = chosen_params(svc, state, contract, code)
+        if chosen is not None:
+            contract = with_params(contract, chosen.params)
         code_ref = (
             _put_artifact(svc, state, RunArtifact.CODE, code.archive, ArtifactKind.CODE) if code else None
         )
@@ -148,6 +174,10 @@ def train_step(state: RunState, svc: Services) -> RunState:
             svc.metadata.link(
                 NodeType.FILE, file_id(ref.uri, ref.version_id), NodeType.RUN, state.run_id, Relation.INPUT
             )
+        if chosen is not None:
+            svc.metadata.link(
+                NodeType.EXPERIMENT, chosen.experiment_id, NodeType.RUN, state.run_id, Relation.PARAMETERS
+            )
         metrics.add_metric(name="ModelTrained", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="FitSeconds", unit=MetricUnit.Seconds, value=trained.fit_seconds)
         metrics.add_metric(name="OnnxPackaged" if onnx else "SklearnFallback", unit=MetricUnit.Count, value=1)
@@ -179,8 +209,41 @@ def train_step(state: RunState, svc: Services) -> RunState:
             flavor_reason=package.reason,
             parity=package.parity,
             code=code_ref,
+            params_from=chosen,
         )
         return state.model_copy(update={"candidate": candidate})
+
+
+def chosen_params(
+    svc: Services, state: RunState, contract: DataContract, code: ModelCode | None
+) -> ExperimentRef | None:
+    """The parameters an experiment chose for this run: the winner of the run's own search; else, when
+    the contract has an experiment block, the winner of the model's latest completed experiment that
+    searched the same space with the same builder (so a scheduled retrain between experiments keeps the
+    winning parameters); else None (the contract's own ``training.params``)."""
+    if state.experiment is not None:
+        return state.experiment.require_best(state.run_id)
+    policy = contract.experiment
+    if policy is None:
+        return None
+    last = latest_completed(svc.experiments, state.model)
+    if last is None or last.best_params is None or last.best_trial is None or last.best_value is None:
+        return None
+    same_space = set(last.policy.get("space", {})) == set(policy.space)
+    if last.builder != contract.training.builder or not same_space:
+        logger.info(
+            "the last experiment searched another space or builder; training the contract's parameters",
+            extra={"experiment": last.experiment_id, "builder": last.builder},
+        )
+        return None
+    return ExperimentRef(
+        experiment_id=last.experiment_id,
+        trial=last.best_trial,
+        metric=last.metric,
+        value=last.best_value,
+        params=last.best_params,
+        reused=True,
+    )
 
 
 class CodeMismatchError(FlywheelError):
@@ -371,6 +434,7 @@ def register_step(state: RunState, svc: Services) -> RunState:
                 code_version=svc.settings.code_version,
                 code_artifact=candidate.code,
                 code_commit=svc.settings.code_commit if candidate.code else None,
+                experiment=candidate.params_from,
                 reference_profile_uri=candidate.profile_uri,
                 tags={
                     "reason": state.reason.value,

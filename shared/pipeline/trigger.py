@@ -29,12 +29,14 @@ from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import NodeType, Run, RunReason, RunStatus
 from shared.observability import logger, metrics
-from shared.pipeline.state import CodeChange, RunState, SourceFile
+from shared.pipeline.state import CodeChange, ExperimentState, RunState, SourceFile
 from shared.services import Services
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 # New files and the schedule come through doors of their own, each naming its runs from its event.
-REQUESTABLE = frozenset({RunReason.MANUAL, RunReason.DRIFT, RunReason.DEGRADATION, RunReason.CODE_CHANGE})
+REQUESTABLE = frozenset(
+    {RunReason.MANUAL, RunReason.DRIFT, RunReason.DEGRADATION, RunReason.CODE_CHANGE, RunReason.EXPERIMENT}
+)
 
 
 class RunRequest(BaseModel):
@@ -161,6 +163,12 @@ def on_request(svc: Services, request: RunRequest) -> TriggerOutcome:
             f"estimator ({contract.training.builder}); store the project's contract (training.pipeline)",
             problems=["training.pipeline is not set"],
         )
+    if request.reason is RunReason.EXPERIMENT and contract.experiment is None:
+        raise ContractError(
+            f"an experiment needs a search: the contract for {request.model!r} has no experiment block "
+            "(metric, trials, parallel, space); add one and put the contract again",
+            problems=["experiment: missing"],
+        )
     identity = request.idempotency_key or uuid.uuid4().hex
     run_id = execution_name(request.reason, request.model, identity)
     state = RunState(
@@ -170,6 +178,7 @@ def on_request(svc: Services, request: RunRequest) -> TriggerOutcome:
         requested_by=request.requested_by,
         evidence_uri=request.evidence_uri,
         code_change=request.code_change,
+        experiment=ExperimentState(experiment_id=run_id) if request.reason is RunReason.EXPERIMENT else None,
     )
     return start_run(svc, state, {"requested_by": request.requested_by})
 
@@ -182,10 +191,18 @@ def on_schedule(svc: Services, rule: str, time: datetime) -> list[TriggerOutcome
         run_id = execution_name(RunReason.SCHEDULE, model, rule, time.isoformat())
         news = _new_data_since_last_success(svc, model)
         if news:
+            due = _experiment_due(svc, model, time)
+            reason = RunReason.EXPERIMENT if due else RunReason.SCHEDULE
+            run_id = execution_name(reason, model, rule, time.isoformat())
+            state = RunState(
+                run_id=run_id,
+                model=model,
+                reason=reason,
+                requested_by="schedule",
+                experiment=ExperimentState(experiment_id=run_id) if due else None,
+            )
             outcomes.append(
-                start_run(
-                    svc, RunState(run_id=run_id, model=model, reason=RunReason.SCHEDULE), {"new_data": news}
-                )
+                start_run(svc, state, {"new_data": news, **({"experiment_due": due} if due else {})})
             )
             continue
         last = _last_completed(svc, model)
@@ -219,6 +236,26 @@ def on_schedule(svc: Services, rule: str, time: datetime) -> list[TriggerOutcome
             )
         )
     return outcomes
+
+
+def _experiment_due(svc: Services, model: str, now: datetime) -> str:
+    """Why a scheduled retrain should search again (``experiment.every`` has passed since the model's
+    last experiment began, or it has none), or "" when it trains the last winner's parameters."""
+    try:
+        contract = load_contract(svc.objects, svc.settings, model)
+    except ContractError:
+        return ""
+    policy = contract.experiment
+    interval = policy.interval if policy else None
+    if policy is None or interval is None:
+        return ""
+    last = next(iter(svc.experiments.recent(model, limit=1)), None)
+    if last is None:
+        return f"no experiment yet (experiment.every: {policy.every})"
+    if now - last.started_at >= interval:
+        began = last.started_at.isoformat()
+        return f"the last experiment, {last.experiment_id}, began {began}: over {policy.every} ago"
+    return ""
 
 
 def _last_completed(svc: Services, model: str) -> Run | None:

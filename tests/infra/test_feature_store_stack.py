@@ -169,7 +169,8 @@ def test_the_views_are_read_by_the_steps_that_need_the_effective_contract_and_wr
 ) -> None:
     """Given the views are put by a person (`flywheel features put`, their own credentials)
     When the program runs
-    Then Train, Evaluate, Register and Verify (which build a contract's effective contract) and the
+    Then Train, Evaluate, Register, Verify, Experiment and Trial (which build a contract's effective
+    contract) and the
     features function may read feature-views/; nobody else may, and no function may write there."""
     views = f"{arn(flywheel_dev, T.BUCKET, 'data')}/feature-views/*"
     on_views = {
@@ -178,6 +179,8 @@ def test_the_views_are_read_by_the_steps_that_need_the_effective_contract_and_wr
     }
     assert {name for name, actions in on_views.items() if actions} == {
         "train",
+        "experiment",
+        "trial",
         "evaluate",
         "register",
         "verify",
@@ -187,8 +190,8 @@ def test_the_views_are_read_by_the_steps_that_need_the_effective_contract_and_wr
 
 
 def test_only_train_reads_the_offline_store_besides_ingestion(flywheel_dev: Deployment) -> None:
-    """The offline store (features/) is written by the features function and read by Train for the
-    point-in-time join; no other function has anything there, and the artifacts bucket is not involved."""
+    """The offline store (features/) is written by the features function and read by Train and by an
+    experiment's trials (which train on the same rows) for the point-in-time join; no other function has anything there, and the artifacts bucket is not involved."""
     offline = f"{arn(flywheel_dev, T.BUCKET, 'data')}/features/*"
     on_offline = {
         name: {action for action, resource in grants(flywheel_dev, name) if resource == offline}
@@ -196,6 +199,7 @@ def test_only_train_reads_the_offline_store_besides_ingestion(flywheel_dev: Depl
     }
     assert {name: actions for name, actions in on_offline.items() if actions} == {
         "train": set(READS),
+        "trial": set(READS),
         "features": {*READS, "s3:PutObject"},
     }
     artifacts = arn(flywheel_dev, T.BUCKET, "artifacts")

@@ -31,6 +31,8 @@ FUNCTIONS: dict[str, tuple[str, int, int]] = {
     "trigger": ("trigger", 256, 60),
     "validate": ("validate", 2048, 300),
     "train": ("train", 3008, 900),
+    "experiment": ("experiment", 1024, 120),
+    "trial": ("trial", 3008, 900),
     "evaluate": ("evaluate", 2048, 300),
     "register": ("register", 512, 60),
     "promote": ("promote", 256, 60),
@@ -100,10 +102,16 @@ DOCUMENTED_STATES = {
     "Finish",
     "RecordFailure",
     "Failed",
+    # An experiment run's search: ask a batch, fan it out, ask again until the budget is spent.
+    "Experiment",
+    "MoreTrials",
+    "Trials",
+    "TrialsFailed",
 }
 # Task state -> the function it invokes (and the step name a failure is recorded under).
 TASKS = {
     "Validate": "validate",
+    "Experiment": "experiment",
     "Train": "train",
     "Evaluate": "evaluate",
     "Register": "register",
@@ -777,9 +785,30 @@ def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: De
         return states[name]["Choices"], states[name]["Default"]
 
     assert choice("HasNewFile") == (
-        [{"Variable": "$.source", "IsPresent": True, "Next": "Validate"}],
+        [
+            {"Variable": "$.source", "IsPresent": True, "Next": "Validate"},
+            {"Variable": "$.reason", "StringEquals": "experiment", "Next": "Experiment"},
+        ],
         "Train",
     )
+    assert states["Experiment"]["Next"] == "MoreTrials"
+    assert choice("MoreTrials") == (
+        [{"Variable": "$.experiment.done", "BooleanEquals": True, "Next": "Train"}],
+        "Trials",
+    )
+    trials = states["Trials"]
+    assert (trials["Type"], trials["ItemsPath"], trials["MaxConcurrencyPath"], trials["Next"]) == (
+        "Map",
+        "$.experiment.batch",
+        "$.experiment.parallel",
+        "Experiment",
+    )
+    processor = trials["ItemProcessor"]["States"]
+    assert processor["Trial"]["Resource"] == function_arn(flywheel_dev, "trial")
+    # A trial's failure is its result, never the Map's: the Experiment step records it.
+    assert processor["Trial"]["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "TrialLost"}
+    ]
     assert choice("Gate") == (
         [{"Variable": "$.evaluation.passed", "BooleanEquals": True, "Next": "Register"}],
         "RegisterRejected",
@@ -800,6 +829,7 @@ def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: De
     following = {name: state.get("Next") for name, state in states.items() if state["Type"] == "Task"}
     assert following == {
         "Validate": "Train",
+        "Experiment": "MoreTrials",
         "Train": "Evaluate",
         "Evaluate": "Gate",
         "Register": "Verify",
@@ -902,7 +932,11 @@ def invoked_functions(deployed: Deployment) -> set[str]:
     """The function ARNs the definition's tasks invoke: a task's Resource, or the FunctionName of a
     lambda:invoke.waitForTaskToken task (Step Functions invokes it with the person-facing task token)."""
     invoked = set()
-    for state in definition(deployed)["States"].values():
+    states = list(definition(deployed)["States"].values())
+    while states:
+        state = states.pop()
+        if state["Type"] == "Map":  # the trials' fan-out: its iterations' states invoke too
+            states += state["ItemProcessor"]["States"].values()
         if state["Type"] != "Task":
             continue
         if state["Resource"] == WAIT_FOR_TOKEN:
@@ -920,13 +954,13 @@ def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
     """Given the definition invokes every pipeline function but the trigger (approval through the
     waitForTaskToken integration)
     When the program runs
-    Then the state machine's role, trusted by Step Functions, may invoke exactly those ten (any
+    Then the state machine's role, trusted by Step Functions, may invoke exactly those twelve (any
     version), never the trigger, predict, the monitoring functions or features, and the machine runs as
     that role."""
     deployed: Deployment = request.getfixturevalue(stack)
     outside = {"trigger"} | SERVING | MONITORING | FEATURE_STORE
     expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - outside}
-    assert len(expected) == 10
+    assert len(expected) == 12
     assert function_arn(deployed, "approval") in expected
     assert invoked_functions(deployed) == expected
 

@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "shared.invoke",
         "shared.documents",
     ),
-    ("shared.metadata", "shared.registry"),
+    ("shared.metadata", "shared.registry", "shared.experiments"),
     ("shared.services",),
     ("shared.data",),
     ("shared.ml",),
