@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from cli import actions, code_change, delivery, features, monitoring, projects, render
+from cli import experiments as experiments_cli
 from cli.common import Context, json_option, pass_context, reported, wait_option
 from cli.diff import COMMANDS as DIFF_COMMANDS
 from cli.stack import LOCAL
@@ -276,6 +277,12 @@ for _command in projects.COMMANDS:
 
 for _command in code_change.COMMANDS:
     main.add_command(_command)
+
+
+# --- experiments ------------------------------------------------------------------------------------------
+
+main.add_command(experiments_cli.experiment)
+main.add_command(experiments_cli.experiments)
 
 
 if __name__ == "__main__":

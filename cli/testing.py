@@ -157,7 +157,8 @@ def memory_settings(models_dir: Path | str = "models", code_version: str = "proj
 
 def memory_services(settings: Any) -> Any:
     """Flywheel's services on empty in-memory buckets, registry, metadata store and workflow, which keep the
-    adapters' semantics (versioned buckets, conditional writes, duplicate execution names), and experiments."""
+    adapters' semantics (versioned buckets, conditional writes, duplicate execution names), and
+    experiments."""
     from shared.experiments import InMemoryExperimentStore
     from shared.metadata import InMemoryMetadataStore
     from shared.registry import InMemoryRegistryStore, ModelRegistry

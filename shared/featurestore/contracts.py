@@ -184,7 +184,8 @@ def put_contract(
     if searched:
         lines = "\n".join(f"  - {p}" for p in searched)
         raise ContractError(
-            f"contract for model {contract.model!r} has {len(searched)} problem(s):\n{lines}", problems=searched
+            f"contract for model {contract.model!r} has {len(searched)} problem(s):\n{lines}",
+            problems=searched,
         )
     if contract.feature_views:
         views = load_views(objects, settings.data_bucket, contract.feature_views)

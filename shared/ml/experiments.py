@@ -147,8 +147,10 @@ def ask(
     """The next ``count`` trials, given every trial told so far."""
     dists = distributions(policy)
     direction: Literal["maximize", "minimize"] = "maximize" if higher_is_better else "minimize"
-    # Seeded by how many came before: the same history asks the same trials, a new batch new ones.
-    study = optuna.create_study(direction=direction, sampler=_sampler(policy, seed + len(history)))
+    # Seeded by how many came before: the same history asks the same trials, a new batch new ones. A grid
+    # keeps one seed: it shuffles its points by it, and grid ids of earlier trials index that order.
+    offset = 0 if policy.strategy == "grid" else len(history)
+    study = optuna.create_study(direction=direction, sampler=_sampler(policy, seed + offset))
     for told in history:
         study.add_trial(
             optuna.trial.create_trial(
@@ -159,6 +161,14 @@ def ask(
                 system_attrs=told.system_attrs,
             )
         )
+    if policy.strategy == "grid" and count > 1:
+        # A grid skips only the points of finished trials: each ask of the batch is made of a study that
+        # holds the batch's earlier asks as finished (a grid reads no values), so no point is asked twice.
+        batch: list[Asked] = []
+        for _ in range(count):
+            earlier = [Told(a.params, 0.0, a.system_attrs) for a in batch]
+            batch += ask(policy, [*history, *earlier], 1, higher_is_better=higher_is_better, seed=seed)
+        return batch
     asked = [study.ask(dists) for _ in range(count)]
     return [
         Asked(params=_plain(t.params), system_attrs=_plain(study.trials[t.number].system_attrs))
@@ -301,7 +311,7 @@ def run_with_budget(function: Callable[..., Any], args: tuple[Any, ...], seconds
         request, result = Path(folder) / "request.pickle", Path(folder) / "result.pickle"
         request.write_bytes(pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL))
         command = [sys.executable, "-m", "shared.ml.trial_process", str(request), str(result)]
-        process = subprocess.Popen(command, env=environment, stdout=sys.stderr)  # noqa: S603
+        process = subprocess.Popen(command, env=environment)  # noqa: S603 (our interpreter, our module)
         try:
             code = process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:

@@ -191,7 +191,8 @@ def test_the_views_are_read_by_the_steps_that_need_the_effective_contract_and_wr
 
 def test_only_train_reads_the_offline_store_besides_ingestion(flywheel_dev: Deployment) -> None:
     """The offline store (features/) is written by the features function and read by Train and by an
-    experiment's trials (which train on the same rows) for the point-in-time join; no other function has anything there, and the artifacts bucket is not involved."""
+    experiment's trials (which train on the same rows) for the point-in-time join; no other function has
+    anything there, and the artifacts bucket is not involved."""
     offline = f"{arn(flywheel_dev, T.BUCKET, 'data')}/features/*"
     on_offline = {
         name: {action for action, resource in grants(flywheel_dev, name) if resource == offline}
