@@ -447,3 +447,54 @@ def test_a_schedule_decides_for_every_model_with_a_contract(svc: Services) -> No
     assert set(outcomes) == {"churn", "churn-eu"}
     assert outcomes["churn"].started
     assert outcomes["churn-eu"].skipped and outcomes["churn-eu"].detail == "no data to train on yet"
+
+
+EVERY = {
+    "metric": "roc_auc",
+    "trials": 4,
+    "every": "30d",
+    "space": {"max_depth": {"int": [2, 6]}},
+}
+
+
+def _searched(svc: Services, experiment_id: str, started: datetime) -> None:
+    from shared.experiments import Experiment
+
+    svc.experiments.create(
+        Experiment(
+            experiment_id=experiment_id,
+            model="churn",
+            run_id=experiment_id,
+            metric="roc_auc",
+            higher_is_better=True,
+            policy=EVERY,
+            builder="hist_gradient_boosting",
+            started_at=started,
+        )
+    )
+
+
+def test_a_scheduled_retrain_searches_again_once_experiment_every_has_passed(svc: Services) -> None:
+    """Given a contract whose experiment runs every 30 days and new data, when the schedule fires, then it
+    starts an experiment run if the last experiment began over 30 days ago (or there is none), and a plain
+    scheduled retrain otherwise (which trains the last winner's parameters)."""
+    put_churn_contract(svc, churn_contract(experiment=EVERY))
+    dataset(svc, "churn-fresh", T0 - timedelta(hours=1))
+    _searched(svc, "experiment-recent", T0 - timedelta(days=10))
+
+    (recent,) = on_schedule(svc, RULE, T0)
+    assert svc.metadata.get_run(recent.run_id).reason is RunReason.SCHEDULE
+
+    later = T0 + timedelta(days=25)
+    (due,) = on_schedule(svc, RULE, later)
+    run = svc.metadata.get_run(due.run_id)
+    assert run.reason is RunReason.EXPERIMENT
+    assert "over 30d ago" in run.input["experiment_due"]
+    assert svc.workflow.started[due.run_id]["experiment"]["experiment_id"] == due.run_id  # type: ignore[attr-defined]
+
+
+def test_an_experiment_request_for_a_contract_without_a_search_is_a_clear_contract_error(
+    svc: Services,
+) -> None:
+    with pytest.raises(ContractError, match="has no experiment block"):
+        on_request(svc, RunRequest(model="churn", reason=RunReason.EXPERIMENT))
