@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -47,17 +49,39 @@ def start(ctx: Context, model: str, by: str, wait: bool, as_json: bool) -> None:
 
 @experiment.command("show")
 @click.argument("experiment_id")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Where to write the page (default: experiment-<ID>.html here; with --json, only when given).",
+)
+@click.option("--no-html", is_flag=True, help="Print the trials only; write no page.")
 @json_option
 @pass_context
 @reported
-def show(ctx: Context, experiment_id: str, as_json: bool) -> None:
-    """The experiment and its trials, best first."""
+def show(ctx: Context, experiment_id: str, html_path: Path | None, no_html: bool, as_json: bool) -> None:
+    """The experiment and its trials, best first, and a self-contained HTML page of them."""
     found = ctx.services.experiments.get(experiment_id)
     trials = ctx.services.experiments.trials(experiment_id)
+    if not no_html and (html_path is not None or not as_json):
+        from cli.experiment_page import render_experiment_html
+
+        html_path = html_path or Path(f"experiment-{_file_safe(experiment_id)}.html")
+        html_path.write_text(render_experiment_html(found, trials), encoding="utf-8")
+    else:
+        html_path = None
     if as_json:
-        click.echo(render.as_json({"experiment": found, "trials": ranked(found, trials)}))
+        page = {"html": str(html_path)} if html_path is not None else {}
+        click.echo(render.as_json({"experiment": found, "trials": ranked(found, trials), **page}))
         return
     click.echo(experiment_text(found, trials))
+    if html_path is not None:
+        click.echo(f"\n  page       {html_path}")
+
+
+def _file_safe(name: str) -> str:
+    """A run id as a file name: anything but letters, digits, dot, dash and underscore becomes a dash."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
 
 
 @click.command("experiments")

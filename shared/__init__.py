@@ -5,8 +5,8 @@ higher one, and no two modules import each other in a circle (``tests/unit/test_
 
 1. the ground floor, these modules: ``errors``, ``env_names``, ``layout``, ``naming``, ``hashing``,
    ``observability``, ``settings``, ``aws`` (the one place boto3 clients are made), ``dynamo``,
-   ``storage``, ``workflow``, ``invoke`` (another function, invoked) — ports and adapters that know
-   nothing of models or data;
+   ``storage``, ``workflow``, ``invoke`` (another function, invoked), ``documents``, ``charts`` (HTML
+   pages with inline SVG charts) — ports and adapters that know nothing of models or data;
 2. the stores: ``metadata`` (runs, datasets, lineage), ``registry`` (model versions and aliases) and
    ``experiments`` (hyperparameter searches and their trials);
 3. ``services``: the adapters a function works with, each made on first use;

@@ -12,73 +12,53 @@ feature; the prediction distributions; the live metric over time with the servin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from html import escape
 from itertools import count
 from typing import Any
 
+from shared.charts import (
+    ABSENT,
+    BLUE,
+    GRID,
+    INK,
+    ORANGE,
+    SKY,
+    VERMILION,
+    Svg,
+    clipped,
+    figure,
+    moment,
+    nice_ticks,
+    number,
+    page,
+    section,
+    text,
+)
+from shared.charts import (
+    facts as fact_list,
+)
 from shared.data.contract import METRICS
 from shared.monitoring.decision import MetricPoint, MonitorReport
 from shared.monitoring.drift import DriftReport, FeatureDrift
 
 __all__ = ["render_html"]
 
-# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
-REFERENCE_COLOUR = "#0072B2"
-LIVE_COLOUR = "#E69F00"
-DRIFTED_COLOUR = "#D55E00"
-STEADY_COLOUR = "#56B4E9"
-INK = "#222222"
-GRID = "#dddddd"
-
-_LABEL_CHARS = 22
-_ABSENT = "n/a"
+REFERENCE_COLOUR = BLUE
+LIVE_COLOUR = ORANGE
+DRIFTED_COLOUR = VERMILION
+STEADY_COLOUR = SKY
+_ABSENT = ABSENT
+# What only this page needs, beside the shared page style.
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       color: #222; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; line-height: 1.45; }
-h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
-h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
-h3 { font-size: 1rem; margin: 1.2rem 0 0.3rem; }
-.meta { color: #555; margin-top: 0; }
 .decision { border-left: 0.4rem solid #888; background: #f6f6f6; padding: 0.6rem 1rem; }
 .decision.retrain { border-color: #D55E00; background: #fdf0e9; }
 .decision.held_back { border-color: #E69F00; background: #fdf6e7; }
 .decision.none { border-color: #009E73; background: #eaf7f2; }
 .decision.insufficient_data { border-color: #888; }
 .decision h2 { border: none; margin: 0 0 0.3rem; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
-dl.facts dt { font-weight: 600; }
-dl.facts dd { margin: 0; }
-table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
-th, td { border-bottom: 1px solid #e3e3e3; padding: 0.3rem 0.5rem; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.drifted td:first-child { border-left: 0.3rem solid #D55E00; }
-.charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
-figure { margin: 0; }
-figcaption { font-size: 0.85rem; color: #555; max-width: 40rem; }
-svg text { font-family: inherit; }
-.notes li { color: #555; }
 """
-
-
-# --- formatting -----------------------------------------------------------------------------------------
-
-
-def _text(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return _ABSENT
-    if value == 0:
-        return "0"
-    if abs(value) < 10**-digits:
-        return f"{value:.2g}"
-    return f"{value:.{digits}f}"
 
 
 def _p_value(value: float | None) -> str:
@@ -87,94 +67,7 @@ def _p_value(value: float | None) -> str:
     return "< 1e-300" if value == 0 else f"{value:.2g}"
 
 
-def _moment(value: datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value.utcoffset() is not None else value.isoformat()
-
-
-def _clipped(label: str) -> str:
-    return label if len(label) <= _LABEL_CHARS else label[: _LABEL_CHARS - 1] + "…"
-
-
 # --- charts ---------------------------------------------------------------------------------------------
-
-
-class _Svg:
-    """One accessible chart: ``role="img"`` labelled by its own ``<title>`` and ``<desc>``."""
-
-    def __init__(self, ids: Iterator[int], width: int, height: int, title: str, description: str) -> None:
-        number = next(ids)
-        self.width, self.height = width, height
-        self.parts = [
-            f'<svg role="img" aria-labelledby="chart-{number}-title chart-{number}-desc" '
-            f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
-            f'<title id="chart-{number}-title">{_text(title)}</title>',
-            f'<desc id="chart-{number}-desc">{_text(description)}</desc>',
-        ]
-
-    def line(
-        self, x1: float, y1: float, x2: float, y2: float, colour: str = INK, dashed: bool = False
-    ) -> None:
-        dash = ' stroke-dasharray="5 4"' if dashed else ""
-        self.parts.append(
-            f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}"{dash}/>'
-        )
-
-    def text(
-        self,
-        x: float,
-        y: float,
-        content: str,
-        *,
-        anchor: str = "start",
-        size: int = 12,
-        rotate: bool = False,
-        bold: bool = False,
-        full: str | None = None,
-    ) -> None:
-        turn = f' transform="rotate(-90 {x:.1f} {y:.1f})"' if rotate else ""
-        weight = ' font-weight="600"' if bold else ""
-        hover = f"<title>{_text(full)}</title>" if full is not None and full != content else ""
-        self.parts.append(
-            f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" fill="{INK}"'
-            f"{turn}{weight}>{hover}{_text(content)}</text>"
-        )
-
-    def rect(self, x: float, y: float, width: float, height: float, colour: str, tip: str) -> None:
-        self.parts.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(width, 0.0):.1f}" height="{max(height, 0.0):.1f}" '
-            f'fill="{colour}"><title>{_text(tip)}</title></rect>'
-        )
-
-    def circle(self, x: float, y: float, colour: str, tip: str) -> None:
-        self.parts.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"><title>{_text(tip)}</title></circle>'
-        )
-
-    def path(self, points: Sequence[tuple[float, float]], colour: str) -> None:
-        d = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points))
-        self.parts.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="2"/>')
-
-    def legend(self, x: float, y: float, entries: Sequence[tuple[str, str]]) -> None:
-        for name, colour in entries:
-            self.parts.append(f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="10" height="10" fill="{colour}"/>')
-            self.text(x + 14, y, name)
-            x += 24 + 7 * len(name)
-
-    def render(self) -> str:
-        return "".join([*self.parts, "</svg>"])
-
-
-def _ticks(low: float, high: float, most: int = 6) -> list[float]:
-    """Round tick values (1, 2, 2.5 or 5 times a power of ten apart) covering ``low`` to ``high``."""
-    span = high - low if high > low else abs(high) or 1.0
-    raw = span / (most - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = math.floor(low / step + 1e-9) * step
-    ticks = [first]
-    while ticks[-1] < high - 1e-9 * step:
-        ticks.append(first + len(ticks) * step)
-    return [round(t, 12) for t in ticks]
 
 
 def _share_label(value: float, step: float) -> str:
@@ -194,9 +87,9 @@ def _distribution_chart(
     left, right, top, bottom = 56, 16, 50, 92
     width = max(380, min(900, left + right + 52 * len(bins)))
     height = 320
-    chart = _Svg(ids, width, height, title, description)
+    chart = Svg(ids, width, height, title, description)
     plot_w, plot_h = width - left - right, height - top - bottom
-    ticks = _ticks(0.0, min(1.0, max([*reference, *live, 0.01])))
+    ticks = nice_ticks(0.0, min(1.0, max([*reference, *live, 0.01])))
     scale = ticks[-1]
     chart.text(8, 18, title, bold=True, size=13)
     chart.legend(left, 38, [("reference", REFERENCE_COLOUR), ("live", LIVE_COLOUR)])
@@ -218,8 +111,8 @@ def _distribution_chart(
         chart.parts.append(
             f'<text x="{x:.1f}" y="{top + plot_h + 12:.1f}" text-anchor="end" font-size="11" fill="{INK}" '
             f'transform="rotate(-40 {x:.1f} {top + plot_h + 12:.1f})">'
-            + (f"<title>{_text(label)}</title>" if _clipped(label) != label else "")
-            + f"{_text(_clipped(label))}</text>"
+            + (f"<title>{text(label)}</title>" if clipped(label) != label else "")
+            + f"{text(clipped(label))}</text>"
         )
     chart.line(left, top + plot_h, left + plot_w, top + plot_h)
     chart.text(14, top + plot_h / 2, "share of rows", anchor="middle", rotate=True, size=11)
@@ -238,14 +131,14 @@ def _psi_chart(ids: Iterator[int], drift: DriftReport) -> str:
     description = (
         f"PSI of each of {len(features)} features against the reference; the dashed line is the "
         f"threshold {threshold:g}. "
-        + "; ".join(f"{f.name}: {_number(f.psi)}{' (drifted)' if f.drifted else ''}" for f in features)
+        + "; ".join(f"{f.name}: {number(f.psi)}{' (drifted)' if f.drifted else ''}" for f in features)
     )
-    chart = _Svg(ids, width, height, "PSI per feature", description)
+    chart = Svg(ids, width, height, "PSI per feature", description)
     chart.text(8, 18, "PSI per feature", bold=True, size=13)
     chart.legend(left, 38, [("drifted", DRIFTED_COLOUR), ("not drifted", STEADY_COLOUR)])
     plot_w = width - left - right
     largest = max([0.0, *(f.psi for f in features if f.psi is not None)])
-    ticks = _ticks(0.0, max(threshold * 1.5, min(largest, threshold * 5)))
+    ticks = nice_ticks(0.0, max(threshold * 1.5, min(largest, threshold * 5)))
     highest = ticks[-1]
     plot_bottom = top + row * max(len(features), 1)
     for tick in ticks:
@@ -254,18 +147,18 @@ def _psi_chart(ids: Iterator[int], drift: DriftReport) -> str:
         chart.text(tx, plot_bottom + 16, f"{tick:g}", anchor="middle", size=11)
     for i, feature in enumerate(features):
         y = top + i * row
-        chart.text(left - 8, y + 15, _clipped(feature.name), anchor="end", full=feature.name)
+        chart.text(left - 8, y + 15, clipped(feature.name), anchor="end", full=feature.name)
         if feature.psi is None:
             chart.text(left + 4, y + 15, "not computed", size=11)
             continue
         colour = DRIFTED_COLOUR if feature.drifted else STEADY_COLOUR
         cut = feature.psi > highest
         length = min(feature.psi, highest) / highest * plot_w
-        chart.rect(left, y + 4, length, row - 8, colour, f"{feature.name}: PSI {_number(feature.psi)}")
+        chart.rect(left, y + 4, length, row - 8, colour, f"{feature.name}: PSI {number(feature.psi)}")
         if cut:
             chart.line(left + length - 6, y + 2, left + length - 2, y + row - 2, "#ffffff")
             chart.line(left + length - 10, y + 2, left + length - 6, y + row - 2, "#ffffff")
-        label = _number(feature.psi) + (" (axis cut)" if cut else "")
+        label = number(feature.psi) + (" (axis cut)" if cut else "")
         chart.text(left + length + 4, y + 15, label, size=11)
     x = left + threshold / highest * plot_w
     chart.line(x, top - 4, x, plot_bottom, INK, dashed=True)
@@ -296,7 +189,7 @@ def _history_chart(
         + (f"; holdout {metric} {holdout:.3f}" if holdout is not None else "")
         + "."
     )
-    chart = _Svg(ids, width, height, title, description)
+    chart = Svg(ids, width, height, title, description)
     chart.text(8, 18, title, bold=True, size=13)
     plot_w, plot_h = width - left - right, height - top - bottom
     if not ordered:
@@ -307,7 +200,7 @@ def _history_chart(
         limit = holdout - allowed_drop if higher_is_better else holdout + allowed_drop
     values = [p.metric for p in ordered] + [v for v in (holdout, limit) if v is not None]
     pad = (max(values) - min(values)) * 0.05 or max(abs(max(values)) * 0.05, 0.01)
-    ticks = _ticks(min(values) - pad, max(values) + pad)
+    ticks = nice_ticks(min(values) - pad, max(values) + pad)
     low, high = ticks[0], ticks[-1]
     start, end = ordered[0].time.timestamp(), ordered[-1].time.timestamp()
     span = end - start
@@ -335,7 +228,7 @@ def _history_chart(
             previous = point.version
     chart.path([(x_of(p.time), y_of(p.metric)) for p in ordered], LIVE_COLOUR)
     for point in ordered:
-        tip = f"{_moment(point.time)}: {metric} {point.metric:.3f} (v{point.version})"
+        tip = f"{moment(point.time)}: {metric} {point.metric:.3f} (v{point.version})"
         chart.circle(x_of(point.time), y_of(point.metric), LIVE_COLOUR, tip)
     chart.line(left, top + plot_h, left + plot_w, top + plot_h)
     first, last = ordered[0].time, ordered[-1].time
@@ -350,24 +243,15 @@ def _history_chart(
 # --- sections -------------------------------------------------------------------------------------------
 
 
-def _section(key: str, heading: str, body: str) -> str:
-    labelled = f'aria-labelledby="{key}-heading"'
-    return f'<section {labelled}><h2 id="{key}-heading">{_text(heading)}</h2>{body}</section>'
-
-
-def _figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{_text(caption)}</figcaption></figure>"
-
-
 def _decision_section(report: MonitorReport) -> str:
     decision = report.decision
     headline = decision.action.replace("_", " ")
     if decision.reason:
         headline += f" ({decision.reason})"
-    items = "".join(f"<li>{_text(r)}</li>" for r in decision.reasons)
+    items = "".join(f"<li>{text(r)}</li>" for r in decision.reasons)
     return (
-        f'<section class="decision {_text(decision.action)}" aria-labelledby="decision-heading">'
-        f'<h2 id="decision-heading">Decision: {_text(headline)}</h2><ul>{items}</ul></section>'
+        f'<section class="decision {text(decision.action)}" aria-labelledby="decision-heading">'
+        f'<h2 id="decision-heading">Decision: {text(headline)}</h2><ul>{items}</ul></section>'
     )
 
 
@@ -377,13 +261,13 @@ def _facts_section(report: MonitorReport) -> str:
     holdout = report.holdout_metrics.get(report.metric)
     drift = report.drift
     facts = [
-        ("Window", f"{_moment(report.window_start)} to {_moment(report.window_end)}"),
+        ("Window", f"{moment(report.window_start)} to {moment(report.window_end)}"),
         ("Rows", f"{report.rows:,} (at least {policy.min_rows:,} to judge drift)"),
         (
             "Labelled rows",
             f"{report.labelled_rows:,} (at least {policy.min_labelled_rows:,} to judge performance)",
         ),
-        (f"Live {report.metric}", f"{_number(live)} against {_number(holdout)} on the holdout"),
+        (f"Live {report.metric}", f"{number(live)} against {number(holdout)} on the holdout"),
     ]
     if drift is not None:
         facts.append(
@@ -401,8 +285,7 @@ def _facts_section(report: MonitorReport) -> str:
                 f"> {drift.max_missing_rate_change:g}; {report.metric} worse by > {policy.max_metric_drop:g}",
             )
         )
-    rows = "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in facts)
-    return _section("facts", "Window", f'<dl class="facts">{rows}</dl>')
+    return section("facts", "Window", fact_list(facts))
 
 
 def _feature_description(feature: FeatureDrift) -> str:
@@ -436,9 +319,9 @@ def _drifted_section(ids: Iterator[int], drift: DriftReport) -> str:
                 feature.live_shares,
                 f"{feature.name} ({unit})",
             )
-            figures.append(_figure(svg, f"{feature.name}: " + "; ".join(feature.reasons)))
+            figures.append(figure(svg, f"{feature.name}: " + "; ".join(feature.reasons)))
         body = f'<div class="charts">{"".join(figures)}</div>'
-    return _section("drifted", "Drifted features", body)
+    return section("drifted", "Drifted features", body)
 
 
 def _prediction_section(ids: Iterator[int], drift: DriftReport) -> str:
@@ -465,10 +348,10 @@ def _prediction_section(ids: Iterator[int], drift: DriftReport) -> str:
             distribution.live_shares,
             distribution.title,
         )
-        figures.append(_figure(svg, f"{distribution.title}: PSI {_number(distribution.psi)}"))
-    notes = "".join(f"<li>{_text(n)}</li>" for n in [*prediction.reasons, *prediction.notes])
+        figures.append(figure(svg, f"{distribution.title}: PSI {number(distribution.psi)}"))
+    notes = "".join(f"<li>{text(n)}</li>" for n in [*prediction.reasons, *prediction.notes])
     listed = f'<ul class="notes">{notes}</ul>' if notes else ""
-    return _section("predictions", "Predictions", f'<div class="charts">{"".join(figures)}</div>{listed}')
+    return section("predictions", "Predictions", f'<div class="charts">{"".join(figures)}</div>{listed}')
 
 
 def _feature_table(drift: DriftReport) -> str:
@@ -485,15 +368,15 @@ def _feature_table(drift: DriftReport) -> str:
         missing = f"{f.missing_rate_reference:.1%} → " + (
             f"{f.missing_rate_live:.1%}" if f.missing_rate_live is not None else _ABSENT
         )
-        remarks = "".join(f"<li>{_text(r)}</li>" for r in f.reasons) + "".join(
-            f'<li class="note">{_text(n)}</li>' for n in f.notes
+        remarks = "".join(f"<li>{text(r)}</li>" for r in f.reasons) + "".join(
+            f'<li class="note">{text(n)}</li>' for n in f.notes
         )
         marked = ' class="drifted"' if f.drifted else ""
         rows.append(
-            f"<tr{marked}><th scope='row'>{_text(f.name)}</th>"
-            f"<td>{_text(f.kind)}</td><td class='number'>{_number(f.psi)}</td><td>{test}</td>"
-            f"<td class='number'>{_number(statistic)}</td><td class='number'>{_p_value(f.p_value)}</td>"
-            f"<td class='number'>{_text(missing)}</td><td>{'yes' if f.drifted else 'no'}</td>"
+            f"<tr{marked}><th scope='row'>{text(f.name)}</th>"
+            f"<td>{text(f.kind)}</td><td class='number'>{number(f.psi)}</td><td>{test}</td>"
+            f"<td class='number'>{number(statistic)}</td><td class='number'>{_p_value(f.p_value)}</td>"
+            f"<td class='number'>{text(missing)}</td><td>{'yes' if f.drifted else 'no'}</td>"
             f"<td><ul>{remarks}</ul></td></tr>"
         )
     caption = (
@@ -511,9 +394,9 @@ def render_html(report: MonitorReport | Mapping[str, Any]) -> str:
     drift = report.drift
     sections = [_decision_section(report), _facts_section(report)]
     if drift is not None:
-        psi = _figure(_psi_chart(ids, drift), "Bars at or past the dashed line drifted by PSI alone.")
+        psi = figure(_psi_chart(ids, drift), "Bars at or past the dashed line drifted by PSI alone.")
         sections += [
-            _section("psi", "Drift per feature", psi),
+            section("psi", "Drift per feature", psi),
             _drifted_section(ids, drift),
             _prediction_section(ids, drift),
         ]
@@ -527,26 +410,23 @@ def render_html(report: MonitorReport | Mapping[str, Any]) -> str:
         higher,
     )
     versions = "Dashed vertical lines mark where a new version began serving."
-    sections.append(_section("history", f"Live {report.metric}", _figure(history, versions)))
+    sections.append(section("history", f"Live {report.metric}", figure(history, versions)))
     if drift is not None:
-        sections.append(_section("table", "Every feature", _feature_table(drift)))
+        sections.append(section("table", "Every feature", _feature_table(drift)))
     notes = [
         *report.notes,
         *(drift.notes if drift is not None else []),
         *(report.live.notes if report.live else []),
     ]
     if notes:
-        items = "".join(f"<li>{_text(n)}</li>" for n in notes)
-        sections.append(_section("notes", "Notes", f'<ul class="notes">{items}</ul>'))
-    window = f"{_moment(report.window_start)} to {_moment(report.window_end)}"
+        items = "".join(f"<li>{text(n)}</li>" for n in notes)
+        sections.append(section("notes", "Notes", f'<ul class="notes">{items}</ul>'))
+    window = f"{moment(report.window_start)} to {moment(report.window_end)}"
     title = f"{report.model} v{report.version}: monitoring, {window}"
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_text(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{_text(report.model)} v{report.version}: monitoring report</h1>"
-        f'<p class="meta">Window {_text(window)}; '
-        f"generated {_text(_moment(report.generated_at))}</p></header>"
-        f"<main>{''.join(sections)}</main></body></html>\n"
+    return page(
+        title,
+        f"{report.model} v{report.version}: monitoring report",
+        f"Window {window}; generated {moment(report.generated_at)}",
+        sections,
+        _CSS,
     )

@@ -7,6 +7,7 @@ production, and its lineage leads to the experiment. Then a manual retrain reuse
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +50,9 @@ class TestExperiment:
         assert done.status == "SUCCEEDED", done.steps
         assert dev.production() is not None
 
-    def test_an_experiment_fans_its_trials_out_and_delivers_the_winner(self, dev: Delivery) -> None:
+    def test_an_experiment_fans_its_trials_out_and_delivers_the_winner(
+        self, dev: Delivery, tmp_path: Path
+    ) -> None:
         dev.put_contract(training=TRAINING, experiment=EXPERIMENT)
         result = dev.flywheel("experiment", "churn", "--wait")
         assert result.exit_code == 0, result.output
@@ -84,9 +87,15 @@ class TestExperiment:
         assert f"chosen by experiment {run_id}, trial {best.number}" in shown.output
         listed = dev.flywheel("experiments", "churn")
         assert run_id in listed.output and "completed" in listed.output
-        ranked = dev.flywheel("experiment", "show", run_id)
+        page = tmp_path / "experiment.html"
+        ranked = dev.flywheel("experiment", "show", run_id, "--html", str(page))
         assert ranked.exit_code == 0, ranked.output
         assert f"trial {best.number}: roc_auc=" in ranked.output
+        assert f"page       {page}" in ranked.output
+        # The page draws the metric over the six trials and one chart per searched parameter.
+        html = page.read_text()
+        assert html.count("<svg ") == 1 + len(EXPERIMENT["space"])
+        assert f"Winner: trial {best.number}" in html
 
     def test_a_retrain_between_experiments_trains_the_last_winner(self, dev: Delivery) -> None:
         winner = latest_experiment_run(dev)

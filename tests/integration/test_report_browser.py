@@ -196,3 +196,30 @@ def test_a_screenshot_of_the_report_is_a_picture(
     body = picture.read_bytes()
     assert body[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(body) > 50_000  # a page of text and colour, not a blank one
+
+
+def test_the_experiment_page_draws_every_chart_with_a_size_and_requests_nothing(tmp_path: Path) -> None:
+    """The page `flywheel experiment show` writes, measured the same way: the trial chart and one chart per
+    searched parameter laid out with a size and marks, nothing requested, no error, the hostile value text."""
+    from cli.experiment_page import render_experiment_html
+    from tests.unit.test_experiment_page import HOSTILE, SPACE, experiment, trials
+
+    chromium()
+    probed = tmp_path / "experiment.html"
+    source = render_experiment_html(experiment(), trials())
+    probed.write_text(
+        source.replace("<head>", f"<head>{CATCH_ERRORS}", 1).replace("</body>", f"{PROBE}</body>", 1),
+        encoding="utf-8",
+    )
+    opened = browse(probed, tmp_path / "profile", "--dump-dom")
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    match = re.search(r'data-probe="([^"]*)"', opened.stdout)
+    assert match, "the probe did not run"
+    probe: dict[str, Any] = json.loads(html.unescape(match.group(1)))
+    assert probe["errors"] == [] and probe["requested"] == []
+    charts = probe["charts"]
+    assert [c["title"] for c in charts] == ["roc_auc over trials", *(f"roc_auc by {n}" for n in SPACE)]
+    for chart in charts:
+        assert chart["width"] > 100 and chart["height"] > 100, chart
+        assert chart["marks"] > 0, chart
+    assert html.escape(HOSTILE, quote=False) in opened.stdout

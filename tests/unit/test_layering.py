@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "shared.workflow",
         "shared.invoke",
         "shared.documents",
+        "shared.charts",
     ),
     ("shared.metadata", "shared.registry", "shared.experiments"),
     ("shared.services",),
