@@ -121,6 +121,11 @@ def ranked(found: Experiment, trials: list[Trial]) -> list[Trial]:
     return [*scored, *sorted((t for t in trials if t not in scored), key=lambda t: t.number)]
 
 
+def params_text(params: dict[str, Any]) -> str:
+    """``name=value`` pairs, floats to four significant digits (the page and ``--json`` keep them whole)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def experiment_text(found: Experiment, trials: list[Trial]) -> str:
     counts = ", ".join(
         f"{sum(t.status is s for t in trials)} {s.value}"
@@ -128,7 +133,8 @@ def experiment_text(found: Experiment, trials: list[Trial]) -> str:
         if any(t.status is s for t in trials)
     )
     best = (
-        f"trial {found.best_trial}: {found.metric}={found.best_value:.4f}  {found.best_params}"
+        f"trial {found.best_trial}: {found.metric}={found.best_value:.4f}  "
+        f"{params_text(found.best_params or {})}"
         if found.best_trial is not None and found.best_value is not None
         else (found.error or "no winner yet")
     )
@@ -144,11 +150,10 @@ def experiment_text(found: Experiment, trials: list[Trial]) -> str:
     for rank, trial in enumerate(ranked(found, trials), start=1):
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         seconds = f"{trial.seconds:.1f}" if trial.seconds is not None else "-"
-        detail = (
-            str(trial.params)
-            if trial.status is not TrialStatus.FAILED and trial.status is not TrialStatus.TIMEOUT
-            else f"{trial.params}  {trial.error_type}: {(trial.error or '').splitlines()[0][:120]}"
-        )
+        detail = params_text(trial.params)
+        if trial.status in {TrialStatus.FAILED, TrialStatus.TIMEOUT}:
+            first = (trial.error or "").strip().splitlines()
+            detail += f"  {trial.error_type}: {first[0][:120] if first else ''}"
         lines.append(
             f"  {rank:>4} {trial.number:>5} {trial.status.value:<9} {value:>9} {seconds:>8}  {detail}"
         )

@@ -25,8 +25,9 @@ warnings.filterwarnings("ignore", module="aws_lambda_powertools")
 import click  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cli import actions, code_change, features, monitoring, render  # noqa: E402
+from cli import actions, code_change, experiments, features, monitoring, render  # noqa: E402
 from cli.api import RequestRefusedError, post_json, predict_url  # noqa: E402
+from cli.experiment_page import render_experiment_html  # noqa: E402
 from examples.churn import generate, write  # noqa: E402
 from examples.profiles import current_profiles, profile_updates  # noqa: E402
 from infra.config import StackConfig  # noqa: E402
@@ -34,7 +35,8 @@ from infra.flywheel import flywheel_stack  # noqa: E402
 from infra.local import LocalCloud  # noqa: E402
 from infra.local.output import WithoutMetrics  # noqa: E402
 from shared.env_names import EnvVar  # noqa: E402
-from shared.metadata import RunStatus  # noqa: E402
+from shared.metadata import RunReason, RunStatus  # noqa: E402
+from shared.pipeline.trigger import RunRequest  # noqa: E402
 from shared.services import Services, services  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -244,11 +246,61 @@ def feature_store_chapter(svc: Services, api_url: str, workdir: Path) -> None:
     click.echo("   lifetime_value and segment came from the online store, as of today.")
 
 
+# What a team appends to churn.yaml to search it (README: "Experiments"); four trials at a time.
+EXPERIMENT_BLOCK = """
+experiment:
+  metric: roc_auc
+  trials: 12
+  parallel: 4
+  strategy: tpe
+  cv: {folds: 3}
+  trial_timeout_seconds: 120
+  space:
+    learning_rate: {float: [0.02, 0.3], log: true}
+    max_depth: {int: [2, 8]}
+    min_samples_leaf: {int: [5, 80]}
+    l2_regularization: {choice: [0.0, 0.1, 1.0]}
+"""
+
+
+def experiment_chapter(cloud: LocalCloud, svc: Services, workdir: Path) -> None:
+    """An experiment: the contract's search space, trials fanned out by the Map state, the winner judged."""
+    contract_file = workdir / "churn.yaml"
+    contract_file.write_text((EXAMPLES / "churn.yaml").read_text() + EXPERIMENT_BLOCK)
+    chapter(
+        14,
+        "An experiment: a hyperparameter search in the pipeline, its winner judged like any candidate",
+        "churn.yaml gains an experiment: block (12 trials, 4 at a time, TPE, 3-fold cross-validation on",
+        "the training window, never the holdout); each batch of trials is a Map state's iterations.",
+        "flywheel contract put churn.yaml && flywheel experiment churn --wait",
+    )
+    echo_block(EXPERIMENT_BLOCK.strip("\n"))
+    actions.contract_put(svc, contract_file)
+    trigger = cloud.names.functions["trigger"]
+    request = RunRequest(model=MODEL, reason=RunReason.EXPERIMENT, requested_by="demo")
+    run_id = actions.ask_trigger(lambda payload: cloud.invoke(trigger, payload)[1], request).run_id
+    click.echo(f"   experiment {run_id}")
+    view = actions.wait_for_run(svc, run_id, lambda line: click.echo("   " + line))
+    click.echo()
+    echo_block(render.run_details(view))
+    found = svc.experiments.get(run_id)
+    page = workdir / f"experiment-{MODEL}.html"
+    page.write_text(render_experiment_html(found, svc.experiments.trials(run_id)), encoding="utf-8")
+    click.echo(f"\n   flywheel experiment show {run_id} --html {page.name}")
+    shown = experiments.experiment_text(found, svc.experiments.trials(run_id)).splitlines()
+    echo_block("\n".join(shown[: 6 + 5]))  # the summary and the five best trials
+    click.echo(f"   the page, to open in a browser: {page}")
+    version = view.run.outcome.get("version")
+    if version is not None:
+        click.echo()
+        echo_block(render.lineage_text(actions.lineage(svc, f"{MODEL}:{version}")))
+
+
 def new_idea_chapter(cloud: LocalCloud, svc: Services, models: Path) -> None:
     """The second act: not new data but a new idea — the team's own transformer and model, in a project."""
     project = models / MODEL
     chapter(
-        14,
+        15,
         "A new idea: the team's own feature code and model, tested, delivered and judged like new data",
         f"{project.relative_to(models.parent)}/pipeline.py: PerTenureMonth (charges and support calls per",
         "month of tenure, a transformer of the team's own) and AdaBoost, which no built-in estimator offers",
@@ -330,6 +382,7 @@ def main() -> None:
         serving_chapter(api_url)
         retrained = monitoring_chapters(cloud, svc, api_url, workdir)
         feature_store_chapter(svc, api_url, workdir)
+        experiment_chapter(cloud, svc, workdir)
         new_idea_chapter(cloud, svc, models)
         production = svc.registry.get_model_version_by_alias(MODEL, "production")
         click.echo()
