@@ -18,6 +18,7 @@ from shared.data.catalog import contract_ref, load_contract
 from shared.data.contract import DataContract
 from shared.data.quarantine import FileKind, quarantine_ref, read_refusal, report_ref
 from shared.errors import FlywheelError, InvalidRequestError, NotFoundError
+from shared.experiments import TrialStatus
 from shared.featurestore.contracts import put_contract
 from shared.layout import DataPrefix
 from shared.metadata import Direction, NodeType, Run, RunReason, RunStatus, Step, model_version_id
@@ -101,6 +102,7 @@ def wait_for_run(
     deadline = time.monotonic() + timeout_s
     seen: dict[str, str] = {}
     started = time.monotonic()
+    trials_seen: tuple[int, int] | None = None
     while True:
         try:
             view = show_run(svc, run_id)
@@ -114,11 +116,38 @@ def wait_for_run(
                     progress(
                         f"  {time.monotonic() - started:6.1f}s  {step.name:<9} {step.status.value}{took}"
                     )
+            if view.run.reason is RunReason.EXPERIMENT:
+                trials_seen = _trial_progress(svc, run_id, trials_seen, progress, started)
             if view.run.status in FINAL or (until is not None and until(view)):
                 return view
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} has not finished after {timeout_s:.0f}s")
         time.sleep(0.2)
+
+
+def _trial_progress(
+    svc: Services, run_id: str, seen: tuple[int, int] | None, progress: Progress, started: float
+) -> tuple[int, int] | None:
+    """One line each time an experiment's trials are asked or end: how many, and the best so far."""
+    try:
+        found = svc.experiments.get(run_id)
+    except NotFoundError:
+        return seen
+    trials = svc.experiments.trials(run_id)
+    ended = [t for t in trials if t.status.finished]
+    now = (len(trials), len(ended))
+    if now == seen or not trials:
+        return seen
+    scored = [t for t in ended if t.status is TrialStatus.SUCCEEDED and t.value is not None]
+    pick = max if found.higher_is_better else min
+    best = pick(scored, key=lambda t: t.value or 0.0) if scored else None
+    lost = len(ended) - len(scored)
+    line = f"{len(ended)}/{found.policy.get('trials')} trials ended ({len(trials) - len(ended)} running"
+    line += f", {lost} failed or timed out)" if lost else ")"
+    if best is not None:
+        line += f", best {found.metric} {best.value:.4f} (trial {best.number})"
+    progress(f"  {time.monotonic() - started:6.1f}s  {'trials':<9} {line}")
+    return now
 
 
 def show_run(svc: Services, run_id: str) -> RunView:

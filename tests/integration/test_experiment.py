@@ -56,6 +56,8 @@ class TestExperiment:
         dev.put_contract(training=TRAINING, experiment=EXPERIMENT)
         result = dev.flywheel("experiment", "churn", "--wait")
         assert result.exit_code == 0, result.output
+        # Waiting shows the trials as they end, with the best so far.
+        assert "6/6 trials ended (0 running), best roc_auc" in result.output
         run = latest_experiment_run(dev)
         run_id = run.run_id
         assert run.reason is RunReason.EXPERIMENT
