@@ -5,7 +5,12 @@ whose hash is the tag, and be rebuilt for an edit of the team's code only."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import yaml
 
 from infra import program
 from infra.image import (
+    IMAGE_FILES,
     REPO_ROOT,
     STAGED_CONTEXT,
     ModelsDirError,
@@ -178,3 +184,70 @@ def test_this_checkout_keeps_building_from_its_own_root() -> None:
     assert image_context(REPO_ROOT, None).location == REPO_ROOT
     assert image_context(REPO_ROOT, "models").location == REPO_ROOT
     assert not (REPO_ROOT / STAGED_CONTEXT).exists()
+
+
+# -- Flywheel as a package ----------------------------------------------------------------------------
+
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", *IMAGE_FILES)
+PACKAGES = ("shared", "functions", "infra", "cli", "examples")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Flywheel's wheel, built offline from a copy of the source (so the checkout gets no build/)."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
+    for name in SOURCES:
+        shutil.copy(ROOT / name, source / name)
+    for package in PACKAGES:
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "node_modules")
+        )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, source],
+        check=True,
+        capture_output=True,
+    )
+    [built] = out.glob("flywheel-*.whl")
+    return built
+
+
+def test_the_wheel_carries_what_the_image_is_built_from(wheel: Path) -> None:
+    """Given Flywheel built as a wheel
+    Then it holds the Dockerfile, .dockerignore and pinned requirements (copies of the root's, made at
+    build time), shared/, functions/ and the templates `flywheel init` writes."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    with zipfile.ZipFile(wheel) as archive:
+        for name in IMAGE_FILES:
+            assert archive.read(f"infra/image_files/{name}") == (ROOT / name).read_bytes(), name
+    assert {"shared/__init__.py", "functions/train/handler.py", "infra/program.py"} <= names
+    assert {f"cli/templates/{p.name}" for p in (ROOT / "cli" / "templates").glob("*.tmpl")} <= names
+    assert not any(n.startswith(("models/", "tests/")) for n in names)
+
+
+def test_installed_flywheel_stages_the_same_context_as_a_checkout(
+    wheel: Path, team: Path, tmp_path: Path
+) -> None:
+    """Given Flywheel installed from its wheel (no checkout on the path) and a team repository
+    When the team's image context is worked out
+    Then it is staged under the team's project from the packaged image files, with the same files and
+    the same tag as a checkout stages for the same projects: the tag does not depend on how Flywheel
+    was installed."""
+    site = tmp_path / "site-packages"
+    zipfile.ZipFile(wheel).extractall(site)
+    script = (
+        "import json; from pathlib import Path; from infra import image; "
+        "c = image.image_context(Path.cwd(), 'models'); "
+        "print(json.dumps({'checkout': image.is_checkout(), 'location': str(c.location), 'tag': c.tag, "
+        "'dockerfile': str(image.image_file('Dockerfile'))}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=team, env=env, capture_output=True, check=True)
+    installed = json.loads(done.stdout)
+
+    assert installed["checkout"] is False
+    assert Path(installed["dockerfile"]) == site / "infra" / "image_files" / "Dockerfile"
+    assert Path(installed["location"]) == team / STAGED_CONTEXT
+    from_installed = files_under(team / STAGED_CONTEXT)
+    from_checkout = stage_context(team / "models", tmp_path / "from-checkout")
+    assert files_under(from_checkout) == from_installed
+    assert code_version(from_checkout) == installed["tag"]
