@@ -251,3 +251,11 @@ def test_installed_flywheel_stages_the_same_context_as_a_checkout(
     from_checkout = stage_context(team / "models", tmp_path / "from-checkout")
     assert files_under(from_checkout) == from_installed
     assert code_version(from_checkout) == installed["tag"]
+
+    # Installed, there is no models/ of Flywheel's own to fall back on: the stack must name the team's.
+    unset = "from pathlib import Path; from infra import image; image.image_context(Path.cwd(), None)"
+    refused = subprocess.run(
+        [sys.executable, "-c", unset], check=False, cwd=team, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "ModelsDirError" in refused.stderr and "set flywheel:modelsDir" in refused.stderr
