@@ -83,7 +83,8 @@ _FROM = re.compile(r"^FROM\s+(?:--platform=\S+\s+)?(?P<image>\S+)", re.MULTILINE
 
 
 class ImageError(ValueError):
-    """The Dockerfile starts from an image this module cannot place on a known Lambda platform."""
+    """The image cannot be built as declared: a Dockerfile whose base is no known Lambda platform, or an
+    image file missing from both the checkout and the installed package."""
 
 
 def image_file(name: str) -> Path:
