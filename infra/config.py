@@ -60,6 +60,10 @@ class StackConfig(BaseModel):
     # deploying process's FLYWHEEL_CODE_COMMIT (the deploy workflow sets it). Functions receive it and each
     # version trained from a model project records it. Never part of the image: the tag hashes the code only.
     code_commit: str | None = Field(default=None, pattern=GIT_COMMIT)
+    # The folder of model projects the image ships, relative to the Pulumi project's directory (the one
+    # holding Pulumi.yaml): a team's own repository sets it; unset, this checkout's models/
+    # (infra.image.image_context checks that it holds projects).
+    models_dir: str | None = Field(default=None, min_length=1)
 
     def function_environment(self) -> dict[str, str]:
         """Settings of this environment that every function reads (beside the resource names)."""

@@ -2,7 +2,7 @@
 
 Buckets come first because AWS names them (from a prefix) and every ARN a function is granted on is built
 from resolved names (``StackNames``); functions next; then what invokes them (bucket notifications,
-schedules, routes, the state machine). ``infra/__main__.py`` calls :func:`deploy` for Flywheel's spec;
+schedules, routes, the state machine). ``infra.program.run`` calls :func:`deploy` for Flywheel's spec;
 the tests call it, under Pulumi's mocks, for any spec.
 """
 
@@ -24,6 +24,7 @@ from infra.components.schedules import Schedules
 from infra.components.storage import BucketNotifications, Buckets
 from infra.components.tables import Tables
 from infra.config import StackConfig
+from infra.image import REPO_ROOT, ImageContext, image_context
 from infra.names import StackNames
 from infra.spec import StackSpec
 
@@ -55,8 +56,9 @@ class StackOutputs:
         return {key: value for key, value in values.items() if value is not None}
 
 
-def deploy(spec: StackSpec, config: StackConfig) -> StackOutputs:
-    """Declare ``spec`` in the current Pulumi stack, configured by ``config``."""
+def deploy(spec: StackSpec, config: StackConfig, image: ImageContext | None = None) -> StackOutputs:
+    """Declare ``spec`` in the current Pulumi stack, configured by ``config``, its functions built from
+    ``image`` (by default the context for this checkout as the Pulumi project)."""
     stack = pulumi.get_stack()
     project = spec.project
     account: Output[str] = aws.get_caller_identity_output().account_id
@@ -75,7 +77,8 @@ def deploy(spec: StackSpec, config: StackConfig) -> StackOutputs:
         )
     )
 
-    functions = Functions("functions", spec, names=names, stack=stack, config=config)
+    image = image or image_context(REPO_ROOT, config.models_dir)
+    functions = Functions("functions", spec, names=names, stack=stack, config=config, image=image)
     if any(bucket.notifications for bucket in spec.buckets):
         BucketNotifications(
             "notifications",

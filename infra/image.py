@@ -13,20 +13,42 @@ decide whether `pulumi up` works, so they live here, read from the files themsel
   ``contextHash`` it rebuilds on (``provider/internal/context.go``: the Dockerfile's bytes, then per context
   file its bytes, its slash path and its mode). ECR tags are immutable, so an edit that makes docker-build
   rebuild must also make a new tag, and an edit outside the context must do neither.
+
+The context is this checkout itself when Flywheel runs from one with its own ``models/``. A team that
+installs Flywheel as a package and keeps its projects in its own repository (``flywheel:modelsDir``) gets a
+context staged at a stable path of its Pulumi project (``.flywheel/image-context/``): Flywheel's image files
+(from the checkout or, installed, from ``infra/image_files/``, copied there when the wheel is built),
+``shared/`` and ``functions/``, and the team's projects as ``models/``, filtered by the same
+``.dockerignore``. The staged files are copies, never symlinks: docker-build hashes a symlink's target
+under the link's own mode (``Lrwxrwxrwx``), which the tag here would have to mimic.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+# In a checkout the repository; installed, site-packages (where shared/ and functions/ sit beside infra/).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = ".dockerignore"
+# The files of the context beside the packages: in a checkout at its root, in a wheel under infra/ (setup.py
+# copies them there at build time, so there is one copy to edit).
+IMAGE_FILES = ("Dockerfile", DOCKERIGNORE, "requirements.txt", "constraints.txt")
+PACKAGED_IMAGE_FILES = Path(__file__).resolve().parent / "image_files"
+# Flywheel's packages the image copies, found beside infra/ in a checkout and in site-packages alike.
+IMAGE_PACKAGES = ("shared", "functions")
+MODELS = "models"
+CONTRACT_FILE = "contract.yaml"
+# Where a team's Pulumi project gets its staged build context: a stable path, so docker-build's
+# ``context.location`` input is the same from one `pulumi up` to the next.
+STAGED_CONTEXT = Path(".flywheel") / "image-context"
 
 Architecture = Literal["x86_64", "arm64"]
 
@@ -61,7 +83,24 @@ _FROM = re.compile(r"^FROM\s+(?:--platform=\S+\s+)?(?P<image>\S+)", re.MULTILINE
 
 
 class ImageError(ValueError):
-    """The Dockerfile starts from an image this module cannot place on a known Lambda platform."""
+    """The image cannot be built as declared: a Dockerfile whose base is no known Lambda platform, or an
+    image file missing from both the checkout and the installed package."""
+
+
+def image_file(name: str) -> Path:
+    """One of :data:`IMAGE_FILES`: the checkout's own if Flywheel runs from one, else the wheel's copy."""
+    for folder in (REPO_ROOT, PACKAGED_IMAGE_FILES):
+        if (folder / name).is_file():
+            return folder / name
+    raise ImageError(f"{name}: neither in {REPO_ROOT} nor in {PACKAGED_IMAGE_FILES}; reinstall Flywheel")
+
+
+def is_checkout() -> bool:
+    """Flywheel runs from its repository (plain or editable install), not from a built wheel."""
+    return all((REPO_ROOT / name).is_file() for name in IMAGE_FILES)
+
+
+DOCKERFILE = REPO_ROOT / "Dockerfile" if is_checkout() else PACKAGED_IMAGE_FILES / "Dockerfile"
 
 
 def base_image(dockerfile: Path = DOCKERFILE) -> LambdaPythonImage:
@@ -130,3 +169,116 @@ def context_hash(root: Path = REPO_ROOT) -> str:
 def code_version(root: Path = REPO_ROOT) -> str:
     """The image tag in AWS and the code version in the registry: the build context's hash."""
     return f"src-{context_hash(root)[:32]}"
+
+
+# -- where the context is: this checkout, or a directory staged from Flywheel and a team's projects ------
+
+
+class ModelsDirError(ValueError):
+    """``flywheel:modelsDir`` names no folder of model projects."""
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    """The directory docker-build is given as its context, and the tag its contents hash to."""
+
+    location: Path
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.location / "Dockerfile"
+
+    @property
+    def tag(self) -> str:
+        return code_version(self.location)
+
+
+def checkout_context() -> ImageContext:
+    """This checkout as the context, its own ``models/`` in it: Flywheel's own stack."""
+    return ImageContext(location=REPO_ROOT)
+
+
+def models_path(project_dir: Path, models_dir: str | None) -> Path:
+    """The folder of model projects a stack deploys: ``modelsDir`` relative to the Pulumi project's
+    directory, else this checkout's ``models/``; refused unless it holds at least one project."""
+    setting = f"flywheel:modelsDir {models_dir!r}" if models_dir else f"the default {REPO_ROOT / MODELS}"
+    path = (project_dir / models_dir).resolve() if models_dir else REPO_ROOT / MODELS
+    if not path.is_dir():
+        hint = "" if models_dir else " (Flywheel is installed as a package: set flywheel:modelsDir)"
+        raise ModelsDirError(f"{setting}: {path} is not a directory{hint}")
+    if not any((child / CONTRACT_FILE).is_file() for child in path.iterdir() if child.is_dir()):
+        raise ModelsDirError(
+            f"{setting}: {path} holds no model project (a folder with a {CONTRACT_FILE}); "
+            "`flywheel init MODEL` starts one"
+        )
+    return path
+
+
+def image_context(project_dir: Path, models_dir: str | None) -> ImageContext:
+    """The context for a stack whose Pulumi project is ``project_dir``: this checkout when it holds the
+    projects (the tag stays what it always was), else a context staged under the project."""
+    models = models_path(project_dir, models_dir)
+    if is_checkout() and models == (REPO_ROOT / MODELS).resolve():
+        return checkout_context()
+    return ImageContext(location=stage_context(models, project_dir / STAGED_CONTEXT))
+
+
+def _walk_files(root: Path, skip: Path) -> Iterator[Path]:
+    """Files under ``root`` (symlinked files included, symlinked folders not entered), ``skip`` left out."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if (Path(folder) / d).resolve() != skip)
+        for name in sorted(files):
+            if (Path(folder) / name).is_file():
+                yield Path(folder) / name
+
+
+def staged_sources(models: Path, destination: Path) -> dict[str, Path]:
+    """What the staged context holds, by slash path: Flywheel's image files and packages and the team's
+    projects under ``models/``, less what ``.dockerignore`` keeps out of Docker's context."""
+    from docker.utils.build import PatternMatcher  # noqa: PLC0415
+
+    skip = destination.resolve()
+    sources = {name: image_file(name) for name in IMAGE_FILES}
+    for folder, root in [*((p, REPO_ROOT / p) for p in IMAGE_PACKAGES), (MODELS, models)]:
+        sources |= {(Path(folder) / f.relative_to(root)).as_posix(): f for f in _walk_files(root, skip)}
+    matcher = PatternMatcher(ignore_patterns(sources[DOCKERIGNORE].parent))
+    return {relative: source for relative, source in sources.items() if not matcher.matches(relative)}
+
+
+def stage_context(models: Path, destination: Path) -> Path:
+    """Make ``destination`` hold exactly :func:`staged_sources` (copies, with their modes), leaving files
+    already equal untouched and removing any other: staging twice is staging once."""
+    wanted = staged_sources(models, destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    for relative, source in wanted.items():
+        target = destination / relative
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            _remove(target)
+        if not (_same_file(source, target)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        os.chmod(target, stat.S_IMODE(source.stat().st_mode))  # noqa: PTH101 (the mode, not the path)
+    for folder, dirs, files in os.walk(destination, topdown=False):
+        for name in [*files, *dirs]:
+            path = Path(folder) / name
+            relative = path.relative_to(destination).as_posix()
+            if name in files and relative not in wanted:
+                path.unlink()
+            elif name in dirs and (path.is_symlink() or not any(path.iterdir())):
+                _remove(path)
+    return destination
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    return (
+        target.is_file()
+        and source.stat().st_size == target.stat().st_size
+        and source.read_bytes() == target.read_bytes()
+    )
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path)

@@ -1,7 +1,8 @@
 """Functions: one container image for all of them, and per function its own role, log group and command.
 
-The scientific stack is larger than a zip may be, so every function runs the same image built from the
-repository's ``Dockerfile`` and differs only by its handler (the image command), its sizes and its role.
+The scientific stack is larger than a zip may be, so every function runs the same image built from
+Flywheel's ``Dockerfile``, in the context ``infra.image`` decides (this checkout, or one staged from a team's
+repository), and differs only by its handler (the image command), its sizes and its role.
 A role allows exactly the function's spec permissions (``infra.policies.function_policy``).
 """
 
@@ -16,7 +17,7 @@ from pulumi import Output, ResourceOptions
 
 from infra.components.roles import service_role
 from infra.config import StackConfig
-from infra.image import ARCHITECTURE, DOCKER_PLATFORMS, DOCKERFILE, REPO_ROOT, code_version
+from infra.image import ARCHITECTURE, DOCKER_PLATFORMS, ImageContext
 from infra.names import StackNames, physical_name
 from infra.policies import function_policy
 from infra.spec import FunctionSpec, StackSpec
@@ -33,13 +34,16 @@ class Functions(pulumi.ComponentResource):
         names: Output[StackNames],
         stack: str,
         config: StackConfig,
+        image: ImageContext,
         opts: ResourceOptions | None = None,
     ) -> None:
         super().__init__("flywheel:functions:Functions", name, None, opts)
-        self._project, self._stack, self._config = spec.project, stack, config
+        self._project, self._stack, self._config, self._context = spec.project, stack, config, image
+        # Hashed once: every function and the tag name the same code version.
+        self._tag = image.tag
         self.environment: Output[dict[str, str]] = names.apply(
             lambda n: n.environment(
-                spec, config.environment, config.log_level, code_version(), config.function_environment()
+                spec, config.environment, config.log_level, self._tag, config.function_environment()
             )
         )
         self.functions: dict[str, aws.lambda_.Function] = {}
@@ -68,11 +72,11 @@ class Functions(pulumi.ComponentResource):
         )
         # The repository's tags are immutable: the tag is the build context's hash (infra/image.py), so
         # exactly the edits that make docker-build rebuild make a new tag.
-        tag = code_version()
+        tag = self._tag
         image = docker_build.Image(
             "functions",
-            context={"location": str(REPO_ROOT)},
-            dockerfile={"location": str(DOCKERFILE)},
+            context={"location": str(self._context.location)},
+            dockerfile={"location": str(self._context.dockerfile)},
             # One platform, pushed with the registry exporter's Docker media types: Lambda refuses an
             # OCI index.
             platforms=[docker_build.Platform(DOCKER_PLATFORMS[ARCHITECTURE])],

@@ -279,10 +279,13 @@ def reset_pulumi() -> None:
 
 
 @contextmanager
-def mocked(stack: str, extra_config: dict[str, Any] | None = None) -> Iterator[RecordingMonitor]:
-    """Pulumi's runtime pointed at fresh provider mocks for ``stack``; reset again afterwards."""
+def mocked(
+    stack: str, extra_config: dict[str, Any] | None = None, root: Path = ROOT
+) -> Iterator[RecordingMonitor]:
+    """Pulumi's runtime pointed at fresh provider mocks for ``stack`` of the Pulumi project in ``root``;
+    reset again afterwards."""
     reset_pulumi()
-    values = stack_config(stack, extra_config)
+    values = stack_config(stack, extra_config, root)
     pulumi.runtime.set_all_config(values)
     mocks = ProviderMocks(region=values.get("aws:region", "us-east-1"))
     monitor = RecordingMonitor(mocks)
@@ -294,10 +297,13 @@ def mocked(stack: str, extra_config: dict[str, Any] | None = None) -> Iterator[R
 
 
 def run(
-    program: Callable[[], pulumi.Output[Any] | None], stack: str, extra: dict[str, Any] | None = None
+    program: Callable[[], pulumi.Output[Any] | None],
+    stack: str,
+    extra: dict[str, Any] | None = None,
+    root: Path = ROOT,
 ) -> list[Registered]:
-    """Run ``program`` as a Pulumi program for ``stack``; what it declared."""
-    with mocked(stack, extra) as monitor:
+    """Run ``program`` as a Pulumi program for ``stack`` of the project in ``root``; what it declared."""
+    with mocked(stack, extra, root) as monitor:
         pulumi.runtime.test(program)()  # type: ignore[no-untyped-call]
         return list(monitor.registered)
 

@@ -19,12 +19,16 @@ from pathlib import Path
 
 from infra.image import (
     ARCHITECTURE,
-    REPO_ROOT,
     Architecture,
     LambdaPythonImage,
     base_image,
+    image_file,
     manylinux_platforms,
 )
+
+# What the image installs: the checkout's files, or the wheel's copies when Flywheel is installed.
+REQUIREMENTS = image_file("requirements.txt")
+CONSTRAINTS = image_file("constraints.txt")
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,8 @@ def pip_arguments(image: LambdaPythonImage, architecture: Architecture = ARCHITE
 
 def resolve(
     image: LambdaPythonImage | None = None,
-    requirements: Path = REPO_ROOT / "requirements.txt",
-    constraints: Path | None = REPO_ROOT / "constraints.txt",
+    requirements: Path = REQUIREMENTS,
+    constraints: Path | None = CONSTRAINTS,
     index: Sequence[str] = (),
 ) -> Resolution:
     """Resolve ``requirements`` for ``image`` (the Dockerfile's by default) with pip, installing nothing.
