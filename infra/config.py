@@ -24,6 +24,13 @@ NAMESPACE = "flywheel"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def project_root() -> Path:
+    """The Pulumi project whose stack files the commands read: the working directory when it holds a
+    ``Pulumi.yaml`` (a team's own repository, with Flywheel installed as a package), else this checkout."""
+    here = Path.cwd()
+    return here if (here / "Pulumi.yaml").is_file() else ROOT
+
+
 class ApiThrottle(BaseModel):
     """API Gateway's stage throttling (token bucket): ``rate`` requests per second, ``burst`` at once."""
 
@@ -91,9 +98,9 @@ class StackConfig(BaseModel):
         return cls.model_validate(fields)
 
     @classmethod
-    def from_stack_file(cls, stack: str, root: Path = ROOT) -> StackConfig:
-        """Read ``Pulumi.<stack>.yaml`` beside ``Pulumi.yaml``."""
-        path = root / f"Pulumi.{stack}.yaml"
+    def from_stack_file(cls, stack: str, root: Path | None = None) -> StackConfig:
+        """Read ``Pulumi.<stack>.yaml`` beside ``Pulumi.yaml`` (of :func:`project_root` unless ``root``)."""
+        path = (root or project_root()) / f"Pulumi.{stack}.yaml"
         document = yaml.safe_load(path.read_text()) or {}
         return cls.from_values(stack, document.get("config") or {})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from infra.config import StackConfig
@@ -115,3 +117,20 @@ def test_serving_limits_have_defaults_and_read_their_variables() -> None:
         50,
         1000,
     )
+
+
+def test_commands_read_the_stack_files_of_the_team_project_they_run_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team's own repository (Flywheel installed as a package) holds its Pulumi project: the commands run
+    there read its stack files, not Flywheel's; elsewhere they read this checkout's."""
+    (tmp_path / "Pulumi.yaml").write_text("name: acme-ml\nruntime: python\n")
+    (tmp_path / "Pulumi.dev.yaml").write_text(
+        "config:\n  aws:region: eu-west-1\n  flywheel:modelsDir: models\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    team = StackConfig.from_stack_file("dev")
+    assert (team.region, team.models_dir) == ("eu-west-1", "models")
+
+    monkeypatch.chdir(tmp_path.parent)
+    assert StackConfig.from_stack_file("dev").models_dir is None  # this checkout's Pulumi.dev.yaml
