@@ -120,16 +120,17 @@ class TestExperiment:
     ) -> None:
         # Two trials: one asks for a validation split too small to hold both classes, which scikit-learn
         # accepts when the contract is put but refuses at fit; the other can never stop early, so it runs
-        # past its 5 s budget. Neither fails the search; with no trial scored, the run fails.
+        # past its 15 s budget (room for the first to start its interpreter and raise on a busy machine).
+        # Neither fails the search; with no trial scored, the run fails.
         failing = {
             **EXPERIMENT,
             "trials": 2,
             "parallel": 2,
             "strategy": "grid",
-            "trial_timeout_seconds": 5,
+            "trial_timeout_seconds": 15,
             "space": {"validation_fraction": {"choice": [0.0001, 0.2]}},
         }
-        slow = {"max_iter": 100_000, "early_stopping": True, "n_iter_no_change": 100_000}
+        slow = {"max_iter": 1_000_000, "early_stopping": True, "n_iter_no_change": 1_000_000}
         dev.put_contract(training={**TRAINING, "params": slow}, experiment=failing)
         production = dev.production()
         result = dev.flywheel("experiment", "churn", "--wait")
