@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # Named by version: a .venv left by another Python version is rebuilt, not reused.
 STAMP  := $(VENV)/.installed-$(PYTHON_VERSION)
 
-.PHONY: help install test test-models test-unit test-integration test-infra lint format demo local bench clean
+.PHONY: help install test test-models test-unit test-integration test-infra lint format demo local bench bench-anchors clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -70,5 +70,29 @@ local: $(STAMP) ## the local cloud in the foreground (Ctrl-C stops it)
 bench: $(STAMP) ## benchmarks: ratios against a baseline measured in the same run
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The peers Flywheel is measured against, each side in an environment of its own pins: MLflow beside
+# Flywheel's own pins (same pandas 3, same scikit-learn), Evidently and Feast beside pandas 2, which they need.
+ANCHORS := .venv-anchors
+PEERS   := .venv-anchors-peers
+
+$(ANCHORS)/.installed: requirements-anchors.txt constraints-anchors.txt requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) is needed; install it or pass PYTHON=..."; exit 1; }
+	rm -rf $(ANCHORS)
+	$(PYTHON) -m venv $(ANCHORS)
+	$(ANCHORS)/bin/pip install --quiet --upgrade pip
+	$(ANCHORS)/bin/pip install --quiet -r requirements-anchors.txt -c constraints-anchors.txt
+	touch $@
+
+$(PEERS)/.installed: requirements-anchors-peers.txt constraints-anchors-peers.txt
+	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) is needed; install it or pass PYTHON=..."; exit 1; }
+	rm -rf $(PEERS)
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet --upgrade pip
+	$(PEERS)/bin/pip install --quiet -r requirements-anchors-peers.txt -c constraints-anchors-peers.txt
+	touch $@
+
+bench-anchors: $(ANCHORS)/.installed $(PEERS)/.installed ## Flywheel beside MLflow, Evidently and Feast, one run
+	$(ANCHORS)/bin/python bench/anchors/run.py --peers-python $(PEERS)/bin/python
+
 clean:
-	rm -rf $(VENV) $(ASL)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ANCHORS) $(PEERS) $(ASL)/node_modules .pytest_cache .mypy_cache .ruff_cache
