@@ -1,0 +1,195 @@
+"""Batch scoring's pure rules: which rows of a file are scored, how a file is read, where outputs go, what
+the manifest sums up. The job end to end runs on the local cloud (tests/integration/test_batch_scoring.py)."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from examples.churn import generate
+from shared.errors import DataValidationError, InvalidRequestError
+from shared.scoring.job import (
+    FileScore,
+    OutputFile,
+    ScoreItem,
+    ScoreJob,
+    build_manifest,
+    column_problems,
+    item_result_key,
+    job_name,
+    output_key,
+    read_rows,
+    request_id,
+    source_prefix,
+    split_valid_rows,
+)
+from shared.serving.packaging import serving_signature
+from shared.serving.runtime import Signature
+from tests.fixtures.services import churn_contract
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 12, 8, 12, tzinfo=UTC)
+
+
+def signature() -> Signature:
+    return Signature.from_dict(serving_signature(churn_contract(), ["false", "true"]))
+
+
+def csv_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
+    return read_rows(frame.to_csv(index=False).encode(), "x.csv", signature())
+
+
+# --- rows ---------------------------------------------------------------------------------------------------
+
+
+def test_valid_rows_are_kept_in_order_and_each_bad_row_is_reported_with_every_problem() -> None:
+    rows = csv_rows(generate(6, seed=1).drop(columns=["churned"]))
+    rows[1]["tenure_months"] = -1
+    rows[1]["plan"] = "gold"
+    rows[4]["support_calls"] = "many"
+
+    prepared, positions, failures = split_valid_rows(signature(), rows)
+
+    assert positions == [0, 2, 3, 5]
+    assert len(prepared) == 4
+    assert [f.row for f in failures] == [1, 4]
+    assert len(failures[0].problems) == 2
+    assert failures[0].problems[0].startswith("tenure_months:")
+    assert any(p.startswith("plan:") for p in failures[0].problems)
+    assert failures[1].problems[0].startswith("support_calls:")
+
+
+def test_a_file_of_valid_rows_is_prepared_as_predict_prepares_a_request() -> None:
+    rows = csv_rows(generate(5, seed=2).drop(columns=["churned"]))
+    prepared, positions, failures = split_valid_rows(signature(), rows)
+    expected, problems = signature().validate_rows(rows)
+    assert (prepared, positions, failures, problems) == (expected, [0, 1, 2, 3, 4], [], [])
+
+
+# --- reading a file -----------------------------------------------------------------------------------------
+
+
+def test_csv_and_parquet_read_alike_and_the_target_column_is_left_out() -> None:
+    frame = generate(8, seed=3)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    from_csv = csv_rows(frame)
+    from_parquet = read_rows(buffer.getvalue(), "x.parquet", signature())
+    assert "churned" not in from_csv[0] and "churned" not in from_parquet[0]
+    assert [r["customer_id"] for r in from_csv] == [r["customer_id"] for r in from_parquet]
+    # Categorical features are text, as in training, whatever a CSV reader would guess.
+    assert all(isinstance(r["plan"], str) for r in from_csv)
+    assert signature().validate_rows(from_csv)[1] == []
+
+
+def test_a_file_whose_columns_cannot_fit_the_model_is_refused_naming_them() -> None:
+    frame = generate(4, seed=4).rename(columns={"plan": "tier"})
+    with pytest.raises(DataValidationError) as refused:
+        csv_rows(frame)
+    assert "['plan']" in str(refused.value) and "['tier']" in str(refused.value)
+
+
+def test_an_absent_nullable_feature_is_not_a_column_problem() -> None:
+    columns = [f for f in signature().feature_names if f != "region"]
+    assert column_problems(columns, signature()) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "reason"),
+    [
+        (b"\x00\x01 not parquet", "broken.parquet", "cannot be read"),
+        (b"a,b\n1,2\n", "notes.txt", "not a CSV or Parquet file"),
+        (b"tenure_months,plan\n1,basic,3,4\n", "ragged.csv", "cannot be read"),
+    ],
+)
+def test_a_file_that_cannot_be_read_is_a_data_validation_error(body: bytes, name: str, reason: str) -> None:
+    with pytest.raises(DataValidationError, match=reason):
+        read_rows(body, name, signature())
+
+
+# --- names and places ---------------------------------------------------------------------------------------
+
+
+def test_a_job_is_named_by_its_identity_as_step_functions_allows() -> None:
+    name = job_name("churn", "bucket", "score-requests/churn/a.json", "v1")
+    assert name == job_name("churn", "bucket", "score-requests/churn/a.json", "v1")
+    assert name != job_name("churn", "bucket", "score-requests/churn/a.json", "v2")
+    assert re.fullmatch(r"score-churn-[0-9a-f]{20}", name)
+    assert len(job_name("m" * 63, "x")) <= 80
+
+
+def test_outputs_sit_in_the_job_folder_whatever_the_source_nesting() -> None:
+    item = ScoreItem(
+        job_id="score-churn-1",
+        model="churn",
+        version=3,
+        bucket="data",
+        prefix="score-inputs/churn/day/",
+        key="score-inputs/churn/day/east/a.csv",
+        index=7,
+    )
+    assert output_key(item) == "scores/churn/score-churn-1/east_a.csv.parquet"
+    assert item_result_key(item) == "scores/churn/score-churn-1/items/east_a.csv.json"
+    assert request_id(item.job_id, item.index, 12) == "score-churn-1-00007-0000012"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://other/score-inputs/churn/", "s3://data/captures/churn/", "data/score-inputs/x/", "s3://data/"],
+)
+def test_a_source_outside_score_inputs_of_the_data_bucket_is_refused(uri: str) -> None:
+    with pytest.raises(InvalidRequestError, match="score-inputs/"):
+        source_prefix(uri, "data")
+
+
+def test_a_source_under_score_inputs_is_its_bucket_and_prefix() -> None:
+    assert source_prefix("s3://data/score-inputs/churn/day/", "data") == ("data", "score-inputs/churn/day/")
+
+
+# --- the manifest -------------------------------------------------------------------------------------------
+
+
+def test_the_manifest_sums_the_files_and_lists_the_outputs_in_source_order() -> None:
+    job = ScoreJob(
+        job_id="score-churn-1",
+        model="churn",
+        version=3,
+        bucket="data",
+        prefix="score-inputs/churn/day/",
+        requested_by="cli",
+        requested_at=NOW,
+    )
+    b_out = OutputFile(uri="s3://data/scores/churn/score-churn-1/b.csv.parquet", sha256="b" * 64, rows=5)
+    a_out = OutputFile(uri="s3://data/scores/churn/score-churn-1/a.csv.parquet", sha256="a" * 64, rows=9)
+    files = [
+        FileScore(source="s3://data/score-inputs/churn/day/c.csv", status="failed", error="columns"),
+        FileScore(
+            source="s3://data/score-inputs/churn/day/b.csv",
+            status="scored",
+            rows_total=5,
+            rows_scored=5,
+            output=b_out,
+        ),
+        FileScore(
+            source="s3://data/score-inputs/churn/day/a.csv",
+            status="scored",
+            rows_total=10,
+            rows_scored=9,
+            rows_failed=1,
+            output=a_out,
+        ),
+    ]
+
+    manifest = build_manifest(job, files, NOW, "onnx")
+
+    assert (manifest.files_total, manifest.files_scored, manifest.files_failed) == (3, 2, 1)
+    assert (manifest.rows_scored, manifest.rows_failed) == (14, 1)
+    assert [f.source.rsplit("/", 1)[-1] for f in manifest.files] == ["a.csv", "b.csv", "c.csv"]
+    assert manifest.outputs == [a_out, b_out]
+    assert manifest.prefix == "s3://data/score-inputs/churn/day/"
+    assert (manifest.version, manifest.flavor) == (3, "onnx")
