@@ -134,6 +134,11 @@ class TestBatchScoring:
         assert outputs == {f"{job_artifact}:a.csv.parquet", f"{job_artifact}:b.parquet.parquet"}
         assert dev.svc.metadata.get_artifact(job_artifact).uri.endswith("/manifest.json")
 
+        # And `flywheel lineage` shows the job beside what made the version
+        shown = dev.flywheel("lineage", f"{MODEL}:{manifest.version}")
+        assert shown.exit_code == 0, shown.output
+        assert f"{manifest.job_id}  64 rows scored, 1 failed, 1 file(s) failed" in shown.output
+
         # And `flywheel scores` lists the job
         listed = dev.flywheel("scores", MODEL)
         assert manifest.job_id in listed.output and "2/3" in listed.output
