@@ -211,6 +211,7 @@ def read_rows(body: bytes, name: str, signature: Signature) -> list[dict[str, An
         raise DataValidationError(f"{name}: {'; '.join(problems)}", problems=problems)
     if signature.target and signature.target in table.column_names:
         table = table.drop_columns([signature.target])
+    table = _times_as_text(table)
     for column, kind in text_columns.items():
         if column in table.column_names and not pa.types.is_string(table.schema.field(column).type):
             table = table.set_column(
@@ -218,6 +219,19 @@ def read_rows(body: bytes, name: str, signature: Signature) -> list[dict[str, An
             )
     rows: list[dict[str, Any]] = table.to_pylist()
     return rows
+
+
+def _times_as_text(table: Any) -> Any:
+    """Date and time columns (the timestamp column, passed through) as ISO text, as a JSON request carries
+    them: a capture serialises text in a fraction of the time a pandas Timestamp takes."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
+            text = pc.replace_substring(pc.cast(table.column(index), pa.string()), " ", "T")
+            table = table.set_column(index, field.name, text)
+    return table
 
 
 def column_problems(columns: Sequence[str], signature: Signature) -> list[str]:
