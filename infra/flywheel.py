@@ -377,7 +377,6 @@ def _scoring_functions() -> tuple[FunctionSpec, ...]:
             permissions=(
                 read_objects("data", scores),
                 write_objects("data", scores),
-                *_registry(write=False),
                 append_table("metadata"),
             ),
         ),

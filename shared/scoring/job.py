@@ -103,6 +103,7 @@ class FileScore(_Record):
     error: str | None = None
     output: OutputFile | None = None
     captures_sent: int = 0
+    flavor: str | None = None  # the serving flavour that scored it (onnx or sklearn)
 
 
 class ScoreManifest(_Record):
@@ -274,12 +275,11 @@ def split_valid_rows(
 # --- the manifest -------------------------------------------------------------------------------------------
 
 
-def build_manifest(
-    job: ScoreJob, files: Sequence[FileScore], finished_at: datetime, flavor: str | None
-) -> ScoreManifest:
+def build_manifest(job: ScoreJob, files: Sequence[FileScore], finished_at: datetime) -> ScoreManifest:
     """The job's manifest: every file (in source order), the outputs with their sha256, and the totals."""
     ordered = sorted(files, key=lambda f: f.source)
     outputs = [f.output for f in ordered if f.output is not None]
+    flavor = next((f.flavor for f in ordered if f.flavor), None)
     return ScoreManifest(
         job_id=job.job_id,
         model=job.model,

@@ -266,6 +266,7 @@ def _score(svc: Services, item: ScoreItem, runtime: ScoringRuntime) -> FileScore
         row_failures=failures[:MAX_LISTED_ROW_FAILURES],
         output=output,
         captures_sent=sent,
+        flavor=served.flavor,
     )
 
 
@@ -329,8 +330,7 @@ def finish_job(
     """Write the manifest from the Map's results (each a file's outcome URI, or the error that lost it) and
     record the job in lineage. Idempotent: the same results write the same manifest and the same links."""
     files = [_file_outcome(svc, job, item) for item in items]
-    flavor = _flavor(svc, job)
-    manifest = build_manifest(job, files, now or datetime.now(UTC), flavor)
+    manifest = build_manifest(job, files, now or datetime.now(UTC))
     body = manifest.model_dump_json(indent=2).encode()
     ref = svc.objects.put(
         ObjectRef(svc.settings.data_bucket, manifest_key(job.model, job.job_id)), body, "application/json"
@@ -361,10 +361,6 @@ def _file_outcome(svc: Services, job: ScoreJob, item: Mapping[str, Any]) -> File
     with contextlib.suppress(ValueError, AttributeError):  # Lambda's error shape: say the message
         cause = str(json.loads(cause).get("errorMessage") or cause)
     return FileScore(source=uri, status="failed", error=f"{error.get('Error', 'Error')}: {cause}"[:1000])
-
-
-def _flavor(svc: Services, job: ScoreJob) -> str | None:
-    return str(svc.registry.get_model_version(job.model, job.version).serving_flavor)
 
 
 def _record_lineage(svc: Services, manifest: ScoreManifest, uri: str, sha256: str, created: datetime) -> None:

@@ -408,7 +408,7 @@ def test_only_register_promote_and_the_delivery_steps_write_the_registry_and_eva
     }
     writers = {name for name, actions in on_registry.items() if actions & TABLE_WRITES}
     assert writers == {"register", "promote", *DELIVERY}
-    for reader in ("evaluate", "predict", "monitor", *SCORING):
+    for reader in ("evaluate", "predict", "monitor", "score-start", "score"):
         assert on_registry[reader]
         assert on_registry[reader] <= TABLE_READS
     assert {name for name, actions in on_registry.items() if actions} == {
@@ -418,7 +418,8 @@ def test_only_register_promote_and_the_delivery_steps_write_the_registry_and_eva
         "evaluate",
         "predict",
         "monitor",
-        *SCORING,
+        "score-start",
+        "score",
     }
 
 

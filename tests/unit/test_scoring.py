@@ -4,6 +4,7 @@ the manifest sums up. The job end to end runs on the local cloud (tests/integrat
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ import pytest
 
 from examples.churn import generate
 from shared.errors import DataValidationError, InvalidRequestError
+from shared.metadata import NodeType, file_id
 from shared.scoring.job import (
     FileScore,
     OutputFile,
@@ -27,9 +29,11 @@ from shared.scoring.job import (
     source_prefix,
     split_valid_rows,
 )
+from shared.scoring.run import finish_job, read_manifest
 from shared.serving.packaging import serving_signature
 from shared.serving.runtime import Signature
-from tests.fixtures.services import churn_contract
+from shared.storage import ObjectRef
+from tests.fixtures.services import churn_contract, in_memory_services
 
 pytestmark = pytest.mark.unit
 
@@ -182,10 +186,11 @@ def test_the_manifest_sums_the_files_and_lists_the_outputs_in_source_order() -> 
             rows_scored=9,
             rows_failed=1,
             output=a_out,
+            flavor="onnx",
         ),
     ]
 
-    manifest = build_manifest(job, files, NOW, "onnx")
+    manifest = build_manifest(job, files, NOW)
 
     assert (manifest.files_total, manifest.files_scored, manifest.files_failed) == (3, 2, 1)
     assert (manifest.rows_scored, manifest.rows_failed) == (14, 1)
@@ -193,3 +198,66 @@ def test_the_manifest_sums_the_files_and_lists_the_outputs_in_source_order() -> 
     assert manifest.outputs == [a_out, b_out]
     assert manifest.prefix == "s3://data/score-inputs/churn/day/"
     assert (manifest.version, manifest.flavor) == (3, "onnx")
+
+
+# --- finishing a job ----------------------------------------------------------------------------------------
+
+
+def test_finishing_writes_the_manifest_with_a_lost_file_and_links_the_outputs_to_the_version() -> None:
+    """Given one file scored and one whose function crashed (the Map's Catch passed its error on)
+    When the job finishes
+    Then the manifest has both, the crash reported by its message, and lineage leads from the version to
+    the job, from the job to the predictions file, and from the source file to it."""
+    svc = in_memory_services()
+    bucket = svc.settings.data_bucket
+    job = ScoreJob(
+        job_id="score-churn-9",
+        model="churn",
+        version=2,
+        bucket=bucket,
+        prefix="score-inputs/churn/day/",
+        requested_by="cli",
+        requested_at=NOW,
+    )
+    output = OutputFile(
+        uri=f"s3://{bucket}/scores/churn/score-churn-9/a.csv.parquet", sha256="a" * 64, rows=3
+    )
+    scored = FileScore(
+        source=f"s3://{bucket}/score-inputs/churn/day/a.csv",
+        status="scored",
+        rows_total=3,
+        rows_scored=3,
+        output=output,
+        flavor="onnx",
+    )
+    result = svc.objects.put(
+        ObjectRef(bucket, "scores/churn/score-churn-9/items/a.csv.json"), scored.model_dump_json().encode()
+    )
+    crash = {"errorMessage": "out of memory", "errorType": "Runtime.ExitError"}
+    items = [
+        {"source": scored.source, "status": "scored", "result": ObjectRef(result.bucket, result.key).uri},
+        {
+            "source": "score-inputs/churn/day/b.csv",
+            "status": "failed",
+            "error": {"Error": "Runtime.ExitError", "Cause": json.dumps(crash)},
+        },
+    ]
+
+    manifest = finish_job(svc, job, items, now=NOW)
+
+    stored = read_manifest(svc, "churn", "score-churn-9")
+    assert stored == manifest
+    assert (manifest.files_scored, manifest.files_failed, manifest.rows_scored) == (1, 1, 3)
+    assert manifest.flavor == "onnx"
+    lost = manifest.files[1]
+    assert lost.source == f"s3://{bucket}/score-inputs/churn/day/b.csv"
+    assert lost.error == "Runtime.ExitError: out of memory"
+    job_artifact = "scores:churn:score-churn-9"
+    assert {e.dst.id for e in svc.metadata.downstream(NodeType.MODEL_VERSION, "churn:2")} == {job_artifact}
+    output_id = f"{job_artifact}:a.csv.parquet"
+    assert {e.dst.id for e in svc.metadata.downstream(NodeType.ARTIFACT, job_artifact)} == {output_id}
+    assert svc.metadata.get_artifact(output_id).sha256 == "a" * 64
+    assert svc.metadata.downstream(NodeType.FILE, file_id(scored.source, None))[0].dst.id == output_id
+    # Finishing again changes nothing: the same manifest, the same links.
+    assert finish_job(svc, job, items, now=NOW) == manifest
+    assert len(svc.metadata.downstream(NodeType.ARTIFACT, job_artifact)) == 1
