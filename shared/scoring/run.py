@@ -186,7 +186,11 @@ def _refuse_request(svc: Services, ref: ObjectRef, exc: Exception) -> dict[str, 
         f"{DataPrefix.SCORES}{model}/refused/{PurePosixPath(ref.key).name}.error.json",
     )
     svc.objects.put(where, json.dumps(refusal, indent=2).encode(), "application/json")
-    logger.warning("scoring request refused", extra={**refusal, "refusal": where.uri})
+    # "message" is the log record's own field: the reason goes under another name.
+    logger.warning(
+        "scoring request refused",
+        extra={"request": ref.uri, "error": type(exc).__name__, "reason": str(exc), "refusal": where.uri},
+    )
     return {**refusal, "refusal": where.uri}
 
 

@@ -261,3 +261,36 @@ def test_finishing_writes_the_manifest_with_a_lost_file_and_links_the_outputs_to
     # Finishing again changes nothing: the same manifest, the same links.
     assert finish_job(svc, job, items, now=NOW) == manifest
     assert len(svc.metadata.downstream(NodeType.ARTIFACT, job_artifact)) == 1
+
+
+# --- request files ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"prefix": "s3://elsewhere/score-inputs/churn/"}', "score-inputs/"),
+        (b'{"prefix": "s3://x/y/", "colour": "red"}', "colour"),
+        (b"not json", "refused"),
+    ],
+)
+def test_a_refused_request_file_is_written_beside_the_outputs_with_its_reason(
+    body: bytes, reason: str
+) -> None:
+    from aws_lambda_powertools.utilities.parser import parse
+    from aws_lambda_powertools.utilities.parser.models import S3Model
+
+    from shared.scoring.run import on_request_files
+    from tests.unit.test_trigger import s3_event
+
+    svc = in_memory_services()
+    key = "score-requests/churn/nightly.json"
+    stored = svc.objects.put(ObjectRef(svc.settings.data_bucket, key), body)
+
+    (outcome,) = on_request_files(svc, parse(event=s3_event(key, stored.version_id), model=S3Model))
+
+    assert isinstance(outcome, dict) and outcome["error"] == "InvalidRequestError"
+    assert reason in outcome["message"]
+    refusal = ObjectRef.parse(outcome["refusal"])
+    assert refusal.key == "scores/churn/refused/nightly.json.error.json"
+    assert json.loads(svc.objects.get(refusal).body)["message"] == outcome["message"]
