@@ -226,7 +226,23 @@ def lineage(svc: Services, reference: str) -> dict[str, Any]:
         "audit": [
             t.model_dump(mode="json") for t in svc.registry.audit_trail(name) if t.version == version.version
         ],
+        "scoring_jobs": _scoring_jobs(svc, version),
     }
+
+
+def _scoring_jobs(svc: Services, version: ModelVersion) -> list[dict[str, Any]]:
+    """The batch scoring jobs the version ran (downstream of it in lineage), with their manifests."""
+    found = []
+    for event in svc.metadata.downstream(
+        NodeType.MODEL_VERSION, model_version_id(version.name, version.version)
+    ):
+        if event.relation != "scored" or event.dst.type is not NodeType.ARTIFACT:
+            continue
+        artifact = svc.metadata.get_artifact(event.dst.id)
+        found.append(
+            {"job_id": artifact.properties.get("job_id"), "manifest": artifact.uri, **artifact.properties}
+        )
+    return found
 
 
 def _experiment_of(svc: Services, version: ModelVersion) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import click
 
 from cli import actions, code_change, delivery, features, monitoring, projects, render
 from cli import experiments as experiments_cli
+from cli import scoring as scoring_cli
 from cli.common import Context, json_option, pass_context, reported, wait_option
 from cli.diff import COMMANDS as DIFF_COMMANDS
 from cli.stack import LOCAL
@@ -283,6 +284,11 @@ for _command in code_change.COMMANDS:
 
 main.add_command(experiments_cli.experiment)
 main.add_command(experiments_cli.experiments)
+
+# --- batch scoring ------------------------------------------------------------------------------------------
+
+main.add_command(scoring_cli.score)
+main.add_command(scoring_cli.scores)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,14 @@ def lineage_text(view: dict[str, Any]) -> str:
             folder = captures[0].split("#")[0].rsplit("/", 1)[0]
             lines.append(f"    {len(captures)} capture object(s) of served predictions, e.g. under {folder}/")
     lines.append(f"  artifact       {view['artifact']['uri']}  sha256 {view['artifact']['sha256'][:12]}…")
+    if view.get("scoring_jobs"):
+        lines.append("  batch scoring")
+        lines += [
+            f"    {job['job_id']}  {job.get('rows_scored', 0)} rows scored, "
+            f"{job.get('rows_failed', 0)} failed, {job.get('files_failed', 0)} file(s) failed  "
+            f"{job['manifest']}"
+            for job in view["scoring_jobs"]
+        ]
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ the tests call it, under Pulumi's mocks, for any spec.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -39,6 +39,7 @@ class StackOutputs:
     # The variables every function receives: the CLI reads them to find a deployed stack's resources.
     environment: Output[dict[str, str]]
     state_machine_arn: Output[str] | None = None
+    workflow_arns: Mapping[str, Output[str]] = field(default_factory=dict)
     stream_name: Output[str] | None = None
     api_endpoint: Output[str] | None = None
 
@@ -50,6 +51,7 @@ class StackOutputs:
             "functions": dict(self.functions),
             "environment": self.environment,
             "state_machine_arn": self.state_machine_arn,
+            "workflow_arns": dict(self.workflow_arns) or None,
             "stream_name": self.stream_name,
             "api_endpoint": self.api_endpoint,
         }
@@ -105,6 +107,18 @@ def deploy(spec: StackSpec, config: StackConfig, image: ImageContext | None = No
         if spec.state_machine is not None
         else None
     )
+    workflows = {
+        workflow.name: Pipeline(
+            workflow.name,
+            spec,
+            names=names,
+            functions=functions.functions,
+            stack=stack,
+            config=config,
+            machine=workflow,
+        )
+        for workflow in spec.workflows
+    }
     api = (
         HttpApi(
             "api", spec.routes, functions=functions.functions, project=project, stack=stack, config=config
@@ -118,6 +132,7 @@ def deploy(spec: StackSpec, config: StackConfig, image: ImageContext | None = No
         functions=functions.names,
         environment=functions.environment,
         state_machine_arn=pipeline.arn if pipeline else None,
+        workflow_arns={name: workflow.arn for name, workflow in workflows.items()},
         stream_name=capture.name if capture else None,
         api_endpoint=api.endpoint if api else None,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from infra.config import StackConfig
 from infra.pipeline import pipeline_definition
+from infra.scoring import scoring_definition
 from infra.spec import (
     BucketRef,
     BucketSpec,
@@ -324,6 +325,82 @@ def _monitoring_functions() -> tuple[FunctionSpec, ...]:
     )
 
 
+def _scoring_functions() -> tuple[FunctionSpec, ...]:
+    """Batch scoring: score-start (a request file or a person), score (one file), score-finish (the
+    manifest and lineage). They read the score inputs and the registry's artifacts, write under scores/
+    only, and delete nothing."""
+    inputs = f"{DataPrefix.SCORE_INPUTS}*"
+    scores = f"{DataPrefix.SCORES}*"
+    return (
+        FunctionSpec(
+            name="score-start",
+            handler=HANDLERS.format("score_start"),
+            description="Starts a batch scoring job for a request file or a person, its version fixed",
+            memory_mb=256,
+            timeout_s=60,
+            env_var=EnvVar.SCORE_START_FUNCTION,
+            permissions=(
+                read_objects("data", f"{DataPrefix.SCORE_REQUESTS}*"),
+                # Listing the prefix: a job over nothing is refused before it starts.
+                list_bucket("data"),
+                write_objects("data", f"{DataPrefix.SCORES}*/refused/*"),
+                *_registry(write=False),
+                Permission(actions=("states:StartExecution",), resource=StateMachineRef(machine="scoring")),
+            ),
+        ),
+        FunctionSpec(
+            name="score",
+            handler=HANDLERS.format("score"),
+            description="Scores one file of a job through the serving runtime; predictions and captures",
+            memory_mb=2048,
+            timeout_s=900,
+            permissions=(
+                read_objects("data", inputs),
+                # Without ListBucket, S3 answers 403 rather than 404 for a file outcome not written yet.
+                list_bucket("data"),
+                read_objects("data", scores),
+                write_objects("data", scores),
+                read_table("registry"),
+                read_objects("artifacts", f"{ArtifactPrefix.MODELS}*"),
+                Permission(
+                    actions=("firehose:PutRecord", "firehose:PutRecordBatch"),
+                    resource=StreamRef(stream="captures"),
+                ),
+            ),
+        ),
+        FunctionSpec(
+            name="score-finish",
+            handler=HANDLERS.format("score_finish"),
+            description="Writes a scoring job's manifest and records its lineage",
+            memory_mb=512,
+            timeout_s=300,
+            permissions=(
+                read_objects("data", scores),
+                write_objects("data", scores),
+                append_table("metadata"),
+            ),
+        ),
+    )
+
+
+def _scoring_workflow() -> StateMachineSpec:
+    """The scoring state machine's role: its Distributed Map lists the job's prefix and starts, follows and
+    stops its own child executions (the IAM a Distributed Map needs besides invoking its functions)."""
+    return StateMachineSpec(
+        name="scoring",
+        definition=scoring_definition,
+        env_var=EnvVar.SCORING_STATE_MACHINE_ARN,
+        permissions=(
+            Permission(actions=("s3:ListBucket",), resource=BucketRef(bucket="data")),
+            Permission(actions=("states:StartExecution",), resource=StateMachineRef(machine="scoring")),
+            Permission(
+                actions=("states:DescribeExecution", "states:StopExecution"),
+                resource=StateMachineRef(machine="scoring", map_runs=True),
+            ),
+        ),
+    )
+
+
 # Where refused feature-source files go (shared.featurestore.ingest.QUARANTINE_PREFIX, under quarantine/).
 FEATURE_QUARANTINE = "_feature-sources/"
 
@@ -389,6 +466,7 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
                     Notification(prefix=DataPrefix.INCOMING.value, function="trigger"),
                     *MONITORING_NOTIFICATIONS,
                     *FEATURE_NOTIFICATIONS,
+                    Notification(prefix=DataPrefix.SCORE_REQUESTS.value, function="score-start"),
                 ),
                 env_var=EnvVar.DATA_BUCKET,
             ),
@@ -420,6 +498,7 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
             *_serving_functions(),
             *_monitoring_functions(),
             *_feature_store_functions(),
+            *_scoring_functions(),
         ),
         routes=PREDICT_ROUTES,
         schedules=(
@@ -429,6 +508,7 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
         state_machine=StateMachineSpec(
             name="pipeline", definition=pipeline_definition, env_var=EnvVar.STATE_MACHINE_ARN
         ),
+        workflows=(_scoring_workflow(),),
         capture=CaptureStreamSpec(
             name="captures",
             bucket="data",

@@ -30,6 +30,7 @@ class StackNames:
     functions: Mapping[str, str]
     stream: str | None = None
     state_machine: str | None = None
+    workflows: Mapping[str, str] = field(default_factory=dict)
     partition: str = "aws"
     extra_environment: Mapping[str, str] = field(default_factory=dict)
 
@@ -50,6 +51,7 @@ class StackNames:
             functions={f.name: name(f.name) for f in spec.functions},
             stream=name(spec.capture.name) if spec.capture else None,
             state_machine=name(spec.state_machine.name) if spec.state_machine else None,
+            workflows={w.name: name(w.name) for w in spec.workflows},
         )
 
     def _arn(self, service: str, resource: str, *, regional: bool = True) -> str:
@@ -73,9 +75,15 @@ class StackNames:
         assert self.stream is not None, "the spec declares no capture stream"
         return self._arn("firehose", f"deliverystream/{self.stream}")
 
-    def state_machine_arn(self) -> str:
-        assert self.state_machine is not None, "the spec declares no state machine"
-        return self._arn("states", f"stateMachine:{self.state_machine}")
+    def machine_name(self, machine: str | None = None) -> str:
+        """The physical name of the pipeline (``None``) or of a workflow."""
+        if machine is None:
+            assert self.state_machine is not None, "the spec declares no state machine"
+            return self.state_machine
+        return self.workflows[machine]
+
+    def state_machine_arn(self, machine: str | None = None) -> str:
+        return self._arn("states", f"stateMachine:{self.machine_name(machine)}")
 
     def arn(self, ref: ResourceRef) -> str:
         """The ARN a permission on ``ref`` is granted on."""
@@ -92,10 +100,12 @@ class StackNames:
                 return self.stream_arn()
             case FunctionRef(function=function):
                 return self.function_arn(function)
-            case StateMachineRef(executions=False):
-                return self.state_machine_arn()
-            case StateMachineRef(executions=True):
-                return self._arn("states", f"execution:{self.state_machine}:*")
+            case StateMachineRef(machine=machine, map_runs=True):
+                return self._arn("states", f"execution:{self.machine_name(machine)}/*:*")
+            case StateMachineRef(machine=machine, executions=False):
+                return self.state_machine_arn(machine)
+            case StateMachineRef(machine=machine, executions=True):
+                return self._arn("states", f"execution:{self.machine_name(machine)}:*")
         raise AssertionError(f"unknown resource reference {ref!r}")
 
     def environment(
@@ -130,6 +140,9 @@ class StackNames:
             env[spec.capture.env_var.value] = self.stream or ""
         if spec.state_machine and spec.state_machine.env_var:
             env[spec.state_machine.env_var.value] = self.state_machine_arn()
+        for workflow in spec.workflows:
+            if workflow.env_var:
+                env[workflow.env_var.value] = self.state_machine_arn(workflow.name)
         env.update(self.extra_environment)
         env.update(extra or {})
         return env

@@ -72,10 +72,14 @@ class FunctionRef(_Model):
 
 
 class StateMachineRef(_Model):
-    """The stack's state machine (``executions=True``: its executions, for Describe/Stop)."""
+    """A state machine of the stack: the pipeline (``machine=None``) or a workflow by name.
+    ``executions=True``: its executions, for Describe/Stop; ``map_runs=True``: the child executions its
+    Distributed Map starts (``execution:<machine>/<map label>:<name>``)."""
 
     kind: Literal["state_machine"] = "state_machine"
+    machine: str | None = None
     executions: bool = False
+    map_runs: bool = False
 
 
 ResourceRef = Annotated[
@@ -334,14 +338,17 @@ DefinitionBuilder = Callable[[FunctionArns], dict[str, Any]]
 
 
 class StateMachineSpec(_Model):
-    """The pipeline. ``definition`` builds the Amazon States Language document (Python dicts) from the
-    functions' ARNs, so the same builder serves both clouds."""
+    """The pipeline, or another workflow. ``definition`` builds the Amazon States Language document (Python
+    dicts) from the functions' ARNs, so the same builder serves both clouds. ``permissions`` are what the
+    machine's role needs besides invoking the functions it names (a Distributed Map lists its items and
+    starts its child executions itself)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     name: str = Field(pattern=LOGICAL_NAME)
     definition: DefinitionBuilder
     env_var: EnvVar | None = None
+    permissions: tuple[Permission, ...] = ()
 
     def build(self, arns: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
         """The definition for these ARNs, and the functions it invokes."""
@@ -366,6 +373,8 @@ class StackSpec(_Model):
     routes: tuple[RouteSpec, ...] = ()
     capture: CaptureStreamSpec | None = None
     state_machine: StateMachineSpec | None = None
+    # State machines besides the pipeline (batch scoring), each with its own role.
+    workflows: tuple[StateMachineSpec, ...] = ()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> StackSpec:
@@ -376,6 +385,7 @@ class StackSpec(_Model):
             ("schedule", [s.name for s in self.schedules]),
             ("route", [r.route_key for r in self.routes]),
             ("route resource name", [r.logical_name for r in self.routes]),
+            ("state machine", [m.name for m in self.state_machines]),
         ):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
@@ -403,17 +413,23 @@ class StackSpec(_Model):
         for function in self.functions:
             for permission in function.permissions:
                 self._check_resource(permission.resource, f"function {function.name!r} permission")
-        if self.state_machine is not None:
-            self.state_machine_definition({f: PLACEHOLDER_ARN.format(f) for f in functions})
+        self._check_state_machines({f: PLACEHOLDER_ARN.format(f) for f in functions})
         env_vars = [
             r.env_var
-            for r in (*self.buckets, *self.tables, *self.functions, self.capture, self.state_machine)
+            for r in (*self.buckets, *self.tables, *self.functions, self.capture, *self.state_machines)
             if r is not None and r.env_var is not None
         ]
         clashes = sorted({v.value for v in env_vars if env_vars.count(v) > 1})
         if clashes:
             raise SpecError(f"environment variable(s) {clashes} are bound to more than one resource")
         return self
+
+    def _check_state_machines(self, placeholders: Mapping[str, str]) -> None:
+        # Building each definition checks that every Task names a declared function.
+        for machine in self.state_machines:
+            self.machine_definition(machine, placeholders)
+            for permission in machine.permissions:
+                self._check_resource(permission.resource, f"state machine {machine.name!r} permission")
 
     def _check_resource(
         self, ref: BucketRef | TableRef | StreamRef | FunctionRef | StateMachineRef, where: str
@@ -433,8 +449,10 @@ class StackSpec(_Model):
                 raise SpecError(f"{where} names stream {name!r}, which the spec does not declare")
             case FunctionRef(function=name) if name not in {f.name for f in self.functions}:
                 raise SpecError(f"{where} names function {name!r}, which the spec does not declare")
-            case StateMachineRef() if self.state_machine is None:
+            case StateMachineRef(machine=None) if self.state_machine is None:
                 raise SpecError(f"{where} names the state machine, which the spec does not declare")
+            case StateMachineRef(machine=str(name)) if name not in {w.name for w in self.workflows}:
+                raise SpecError(f"{where} names workflow {name!r}, which the spec does not declare")
             case _:
                 pass
 
@@ -449,14 +467,31 @@ class StackSpec(_Model):
     def bucket(self, name: str) -> BucketSpec:
         return next(b for b in self.buckets if b.name == name)
 
+    @property
+    def state_machines(self) -> tuple[StateMachineSpec, ...]:
+        """The pipeline (if declared) and every workflow."""
+        return (*((self.state_machine,) if self.state_machine else ()), *self.workflows)
+
+    def workflow(self, name: str) -> StateMachineSpec:
+        return next(w for w in self.workflows if w.name == name)
+
     def state_machine_definition(self, arns: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
-        """The ASL document for these function ARNs, checked: every Task names a declared function."""
+        """The pipeline's ASL document for these function ARNs, checked: every Task names a declared
+        function."""
         if self.state_machine is None:
             raise SpecError("the spec declares no state machine")
-        document, used = self.state_machine.build(arns)
+        return self.machine_definition(self.state_machine, arns)
+
+    @staticmethod
+    def machine_definition(
+        machine: StateMachineSpec, arns: Mapping[str, str]
+    ) -> tuple[dict[str, Any], set[str]]:
+        """One state machine's ASL document for these function ARNs, and the functions it invokes."""
+        document, used = machine.build(arns)
         if not isinstance(document, dict) or "StartAt" not in document or "States" not in document:
             raise SpecError(
-                "the state machine builder must return an ASL document with 'StartAt' and 'States'"
+                f"the builder of state machine {machine.name!r} must return an ASL document with "
+                "'StartAt' and 'States'"
             )
         return document, used
 
@@ -505,4 +540,5 @@ def with_overrides(
         routes=spec.routes,
         capture=spec.capture,
         state_machine=spec.state_machine,
+        workflows=spec.workflows,
     )

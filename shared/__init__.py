@@ -14,8 +14,9 @@ higher one, and no two modules import each other in a circle (``tests/unit/test_
 5. :mod:`shared.ml`: training, the training window, evaluation, the row-preparation rule;
 6. :mod:`shared.featurestore`: feature views, offline and online stores, a contract's views;
 7. :mod:`shared.serving`: the prediction API and its runtime, ONNX packaging, captures;
-8. :mod:`shared.pipeline`: the run's state, the trigger, the steps, delivery, verification;
-9. :mod:`shared.monitoring`: the monitor, drift, its decision and report, labels, feedback.
+8. :mod:`shared.scoring`: batch scoring jobs, through the serving runtime, with their manifest and lineage;
+9. :mod:`shared.pipeline`: the run's state, the trigger, the steps, delivery, verification;
+10. :mod:`shared.monitoring`: the monitor, drift, its decision and report, labels, feedback.
 
 Only the adapters talk to AWS. Nothing here reads ``os.environ`` directly: configuration arrives through
 :mod:`shared.settings`.

@@ -19,6 +19,9 @@ class EnvVar(StrEnum):
     FEATURES_TABLE = "FLYWHEEL_FEATURES_TABLE"
     CAPTURE_STREAM = "FLYWHEEL_CAPTURE_STREAM"
     STATE_MACHINE_ARN = "FLYWHEEL_STATE_MACHINE_ARN"
+    # Batch scoring's state machine, and the function that starts its jobs (the CLI invokes it).
+    SCORING_STATE_MACHINE_ARN = "FLYWHEEL_SCORING_STATE_MACHINE_ARN"
+    SCORE_START_FUNCTION = "FLYWHEEL_SCORE_START_FUNCTION"
     TRIGGER_FUNCTION = "FLYWHEEL_TRIGGER_FUNCTION"
     CODE_VERSION = "FLYWHEEL_CODE_VERSION"
     # Where model projects live (``<dir>/<model>/``): the image's ``models/``, or the checkout's.

@@ -17,6 +17,11 @@ class DataPrefix(StrEnum):
     CAPTURES = "captures/"
     CAPTURE_ERRORS = "captures-errors/"
     CONTRACTS = "contracts/"
+    # Batch scoring: the files to score, the requests that start a job, and each job's outputs
+    # (scores/<model>/<job>/: a Parquet file per source file, items/ per-file outcomes, manifest.json).
+    SCORE_INPUTS = "score-inputs/"
+    SCORE_REQUESTS = "score-requests/"
+    SCORES = "scores/"
 
 
 class ArtifactPrefix(StrEnum):

@@ -165,6 +165,7 @@ class ArtifactKind(StrEnum):
     REPORT = "report"
     ONNX = "onnx"
     CODE = "code"  # a model project's code, as a version was trained with it
+    SCORES = "scores"  # a batch scoring job's manifest, or one of its predictions files
 
 
 class Artifact(_Record):

@@ -12,6 +12,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from shared.aws import AwsClients
+from shared.errors import NotFoundError
 from shared.experiments import DynamoExperimentStore, ExperimentStore
 from shared.invoke import LambdaFunction
 from shared.metadata import DynamoMetadataStore, MetadataStore
@@ -33,6 +34,7 @@ class Services:
         metadata: MetadataStore | None = None,
         workflow: Workflow | None = None,
         experiments: ExperimentStore | None = None,
+        scoring: Workflow | None = None,
         clients: AwsClients | None = None,
     ) -> None:
         self.settings = settings
@@ -43,6 +45,7 @@ class Services:
             "metadata": metadata,
             "workflow": workflow,
             "experiments": experiments,
+            "scoring": scoring,
         }
         # A cached_property reads the instance's dict first: what is handed in is never built.
         self.__dict__.update({name: adapter for name, adapter in given.items() if adapter is not None})
@@ -73,6 +76,14 @@ class Services:
     @cached_property
     def workflow(self) -> Workflow:
         return StepFunctionsWorkflow(self.settings.state_machine_arn, self.clients.client("stepfunctions"))
+
+    @cached_property
+    def scoring(self) -> Workflow:
+        """Batch scoring's state machine (:mod:`shared.scoring`)."""
+        arn = self.settings.scoring_state_machine_arn
+        if not arn:
+            raise NotFoundError("this stack has no batch scoring state machine")
+        return StepFunctionsWorkflow(arn, self.clients.client("stepfunctions"))
 
     def function(self, name: str, **config: Any) -> LambdaFunction:
         """Another function of the stack, to invoke synchronously (``config``: botocore options, such as a

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     capture_stream: str = Field(validation_alias=EnvVar.CAPTURE_STREAM.value)
     state_machine_arn: str = Field(validation_alias=EnvVar.STATE_MACHINE_ARN.value)
     trigger_function: str = Field(validation_alias=EnvVar.TRIGGER_FUNCTION.value)
+    # Batch scoring (optional: a stack without it scores nothing in batch).
+    scoring_state_machine_arn: str | None = Field(
+        default=None, validation_alias=EnvVar.SCORING_STATE_MACHINE_ARN.value
+    )
+    score_start_function: str | None = Field(default=None, validation_alias=EnvVar.SCORE_START_FUNCTION.value)
     code_version: str = Field(default="unknown", validation_alias=EnvVar.CODE_VERSION.value)
     code_commit: str | None = Field(default=None, validation_alias=EnvVar.CODE_COMMIT.value)
     # Relative to the working directory: the repository root locally, the task root in Lambda.

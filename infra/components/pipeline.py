@@ -1,5 +1,6 @@
-"""The pipeline: the spec's state machine, allowed to invoke exactly the functions its definition names,
-traced, and logging its errors to a log group of its own."""
+"""A state machine of the spec (the pipeline, or a workflow such as batch scoring), allowed to invoke
+exactly the functions its definition names and do what its spec permissions say, traced, and logging its
+errors to a log group of its own."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from infra.components.roles import service_role
 from infra.config import StackConfig
 from infra.names import StackNames, physical_name
 from infra.policies import state_machine_policy
-from infra.spec import PLACEHOLDER_ARN, SpecError, StackSpec
+from infra.spec import PLACEHOLDER_ARN, SpecError, StackSpec, StateMachineSpec
 
 # Step Functions hands its logs to CloudWatch Logs through the log-delivery API, whose actions take no
 # resource but "*" (AWS documents no resource-level permissions for them). They get a statement of their
@@ -32,10 +33,16 @@ LOG_DELIVERY_ACTIONS = (
 )
 
 
-def pipeline_policy(spec: StackSpec, names: StackNames) -> dict[str, Any]:
-    """The state machine's policy: invoke the functions its definition names, X-Ray, log delivery."""
-    _, invoked = spec.state_machine_definition(names.function_arns())
-    document = state_machine_policy(invoked, names)
+def pipeline_policy(
+    spec: StackSpec, names: StackNames, machine: StateMachineSpec | None = None
+) -> dict[str, Any]:
+    """A state machine's policy (the pipeline's by default): invoke the functions its definition names,
+    its spec permissions, X-Ray, log delivery."""
+    chosen = machine or spec.state_machine
+    if chosen is None:
+        raise SpecError("the spec declares no state machine")
+    _, invoked = spec.machine_definition(chosen, names.function_arns())
+    document = state_machine_policy(invoked, names, chosen.permissions)
     document["Statement"].append(
         {"Sid": "LogDelivery", "Effect": "Allow", "Action": list(LOG_DELIVERY_ACTIONS), "Resource": "*"}
     )
@@ -54,19 +61,21 @@ class Pipeline(pulumi.ComponentResource):
         functions: Mapping[str, aws.lambda_.Function],
         stack: str,
         config: StackConfig,
+        machine: StateMachineSpec | None = None,
         opts: ResourceOptions | None = None,
     ) -> None:
         super().__init__("flywheel:pipeline:Pipeline", name, None, opts)
-        if spec.state_machine is None:
+        chosen = machine or spec.state_machine
+        if chosen is None:
             raise SpecError("the spec declares no state machine")
-        logical = spec.state_machine.name
+        logical = chosen.name
         physical = physical_name(spec.project, stack, logical)
         role, policy = service_role(
             logical,
             physical=physical,
             kind="states",
             service="states.amazonaws.com",
-            policy=names.apply(lambda n: json.dumps(pipeline_policy(spec, n))),
+            policy=names.apply(lambda n: json.dumps(pipeline_policy(spec, n, chosen))),
             parent=self,
         )
         # The /aws/vendedlogs/ prefix keeps CloudWatch's resource policy for log delivery small.
@@ -77,15 +86,17 @@ class Pipeline(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self),
         )
         # Which functions the definition invokes does not depend on their ARNs.
-        _, invoked = spec.state_machine_definition(
-            {f.name: PLACEHOLDER_ARN.format(f.name) for f in spec.functions}
+        _, invoked = spec.machine_definition(
+            chosen, {f.name: PLACEHOLDER_ARN.format(f.name) for f in spec.functions}
         )
         self.state_machine = aws.sfn.StateMachine(
             logical,
             name=physical,
             type="STANDARD",
             role_arn=role.arn,
-            definition=names.apply(lambda n: json.dumps(spec.state_machine_definition(n.function_arns())[0])),
+            definition=names.apply(
+                lambda n: json.dumps(spec.machine_definition(chosen, n.function_arns())[0])
+            ),
             tracing_configuration={"enabled": True},
             logging_configuration={
                 "level": "ERROR",

@@ -322,20 +322,21 @@ class LocalCloud:
         )
 
     def _create_state_machine(self) -> None:
-        if self.spec.state_machine is None or self.names.state_machine is None:
-            return
-        definition, invoked = self.spec.state_machine_definition(self.names.function_arns())
-        role = self._create_role(
-            f"{self.names.state_machine}-role",
-            "states.amazonaws.com",
-            state_machine_policy(invoked, self.names),
-        )
-        self.client("stepfunctions").create_state_machine(
-            name=self.names.state_machine,
-            definition=json.dumps(definition),
-            roleArn=role,
-            tracingConfiguration={"enabled": True},
-        )
+        for machine in self.spec.state_machines:
+            is_pipeline = machine is self.spec.state_machine
+            physical = self.names.machine_name(None if is_pipeline else machine.name)
+            definition, invoked = self.spec.machine_definition(machine, self.names.function_arns())
+            role = self._create_role(
+                f"{physical}-role",
+                "states.amazonaws.com",
+                state_machine_policy(invoked, self.names, machine.permissions),
+            )
+            self.client("stepfunctions").create_state_machine(
+                name=physical,
+                definition=json.dumps(definition),
+                roleArn=role,
+                tracingConfiguration={"enabled": True},
+            )
 
     def _wire_notifications(self) -> None:
         s3, lambda_ = self.client("s3"), self.client("lambda")
@@ -443,17 +444,17 @@ class LocalCloud:
         return events
 
     def stop_running_executions(self) -> None:
-        if self.names.state_machine is None:
-            return
         sfn = self.client("stepfunctions")
-        try:
-            running = sfn.list_executions(
-                stateMachineArn=self.names.state_machine_arn(), statusFilter="RUNNING"
-            )["executions"]
-        except ClientError:
-            return
-        for execution in running:
-            sfn.stop_execution(executionArn=execution["executionArn"], cause="local cloud shutting down")
+        machines = [None] if self.names.state_machine is not None else []
+        for machine in [*machines, *self.names.workflows]:
+            try:
+                running = sfn.list_executions(
+                    stateMachineArn=self.names.state_machine_arn(machine), statusFilter="RUNNING"
+                )["executions"]
+            except ClientError:
+                continue
+            for execution in running:
+                sfn.stop_execution(executionArn=execution["executionArn"], cause="local cloud shutting down")
 
     def exports(self) -> dict[str, str]:
         """What a shell needs to reach this cloud (``export`` lines for ``make local``)."""

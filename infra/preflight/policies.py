@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from infra.policies import MAP_RUN_CHILDREN_SID
 from infra.preflight.mocks import Registered
 from infra.preflight.rules import Finding
 
@@ -71,6 +72,15 @@ ACCEPTED = (
         "PERMISSIONS_MANAGEMENT_ACTIONS", "EncryptionGrantsForTheServices", "only through ECR and DynamoDB"
     ),
     Accepted("CREDENTIALS_EXPOSURE", "RegistryLogin", "docker-build logs in to ECR to push the image"),
+    # A Distributed Map describes and stops its child executions, whose ARNs carry the map's label
+    # (execution:<machine>/<label>:<id>, the "labelled execution" resource type); parliament's copy of the
+    # Service Authorization Reference predates it and knows only execution:<machine>:<id> for these actions
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/iam-policies-eg-dist-map.html).
+    Accepted(
+        "RESOURCE_MISMATCH",
+        MAP_RUN_CHILDREN_SID,
+        "a Distributed Map's child executions are labelled executions, which parliament does not know",
+    ),
 )
 
 

@@ -46,6 +46,9 @@ TRANSIENT_CODES = frozenset(
 CLIENT_SOURCE = "api"
 INTERNAL_SOURCE_FIELD = "flywheelSource"
 INTERNAL_SOURCES = frozenset({"verify", "post-deploy-check"})
+# Rows a batch scoring job scored (shared.scoring): captured like any answer, under their own source, so
+# the monitor can tell a job's files from client traffic.
+BATCH_SOURCE = "batch"
 
 
 class CaptureRecord(BaseModel):

@@ -45,6 +45,9 @@ FUNCTIONS: dict[str, tuple[str, int, int]] = {
     "labels": ("labels", 1024, 120),
     "monitor": ("monitor", 2048, 900),
     "features": ("features", 2048, 300),
+    "score-start": ("score_start", 256, 60),
+    "score": ("score", 2048, 900),
+    "score-finish": ("score_finish", 512, 300),
 }
 SERVING = {"predict"}
 # Continuous delivery: prove a version through predict, wait for a person, ask the live route after promotion.
@@ -53,6 +56,8 @@ DELIVERY = {"verify", "approval", "post-deploy-check"}
 MONITORING = {"labels", "monitor"}
 # Outside the pipeline: feature files in, the offline store and the online table out.
 FEATURE_STORE = {"features"}
+# Batch scoring, with its own state machine: start a job, score one file, write the manifest.
+SCORING = {"score-start", "score", "score-finish"}
 # The API's routes, as infra/flywheel.py declares them: route key -> authorised (IAM on dev and prod).
 ROUTES = {
     "POST /models/{model}/predict": True,
@@ -79,6 +84,10 @@ S3_PUTS: dict[str, set[tuple[str, str]]] = {
     "labels": {("data", "labels-accepted/*"), ("data", "quarantine/*/labels/*")},
     "monitor": {("data", "datasets/*/feedback/*"), ("artifacts", "reports/*")},
     "features": {("data", "features/*"), ("data", "quarantine/_feature-sources/*")},
+    # Batch scoring writes under scores/ only: predictions, outcomes and manifests; refused requests.
+    "score-start": {("data", "scores/*/refused/*")},
+    "score": {("data", "scores/*")},
+    "score-finish": {("data", "scores/*")},
 }
 
 # The pipeline's states as the README and infra/pipeline.py document them.
@@ -167,8 +176,8 @@ def function_arn(deployed: Deployment, function: str) -> str:
     return arn
 
 
-def state_machine_arn(deployed: Deployment) -> str:
-    arn: str = deployed.one(T.STATE_MACHINE, "pipeline").outputs["arn"]
+def state_machine_arn(deployed: Deployment, name: str = "pipeline") -> str:
+    arn: str = deployed.one(T.STATE_MACHINE, name).outputs["arn"]
     return arn
 
 
@@ -243,6 +252,8 @@ def test_every_function_is_told_the_trigger_function_and_the_state_machine(flywh
         assert variables["FLYWHEEL_VERIFY_FUNCTION"] == "flywheel-dev-verify"
         assert variables["FLYWHEEL_MONITOR_FUNCTION"] == "flywheel-dev-monitor"
         assert variables["FLYWHEEL_STATE_MACHINE_ARN"] == state_machine_arn(flywheel_dev)
+        assert variables["FLYWHEEL_SCORING_STATE_MACHINE_ARN"] == state_machine_arn(flywheel_dev, "scoring")
+        assert variables["FLYWHEEL_SCORE_START_FUNCTION"] == "flywheel-dev-score-start"
         assert json.loads(variables["FLYWHEEL_PROMOTION_POLICY"]) == {
             "policy": "auto",
             "min_staging_successes": 0,
@@ -374,8 +385,11 @@ def test_trigger_may_only_start_this_stacks_state_machine(request: pytest.Fixtur
     assert arn.endswith(f":stateMachine:flywheel-{deployed.stack}-pipeline")
     states = {(a, r) for a, r in grants(deployed, "trigger") if a.startswith("states:")}
     assert states == {("states:StartExecution", arn)}
-    for name in set(FUNCTIONS) - {"trigger"}:
+    for name in set(FUNCTIONS) - {"trigger", "score-start"}:
         assert not [g for g in grants(deployed, name) if g[0].startswith("states:")], name
+    # Batch scoring starts its own machine, never the pipeline.
+    scoring = {(a, r) for a, r in grants(deployed, "score-start") if a.startswith("states:")}
+    assert scoring == {("states:StartExecution", state_machine_arn(deployed, "scoring"))}
 
 
 def test_only_register_promote_and_the_delivery_steps_write_the_registry_and_evaluate_only_reads_it(
@@ -394,7 +408,7 @@ def test_only_register_promote_and_the_delivery_steps_write_the_registry_and_eva
     }
     writers = {name for name, actions in on_registry.items() if actions & TABLE_WRITES}
     assert writers == {"register", "promote", *DELIVERY}
-    for reader in ("evaluate", "predict", "monitor"):
+    for reader in ("evaluate", "predict", "monitor", "score-start", "score"):
         assert on_registry[reader]
         assert on_registry[reader] <= TABLE_READS
     assert {name for name, actions in on_registry.items() if actions} == {
@@ -404,6 +418,8 @@ def test_only_register_promote_and_the_delivery_steps_write_the_registry_and_eva
         "evaluate",
         "predict",
         "monitor",
+        "score-start",
+        "score",
     }
 
 
@@ -493,7 +509,10 @@ def test_predict_reads_the_registry_and_models_and_sends_only_captures(
         ("firehose:PutRecordBatch", stream),
         ("dynamodb:BatchGetItem", table_arn(deployed, "features")),
     }
-    for name in set(FUNCTIONS) - SERVING:
+    # Batch scoring captures its rows too (source "batch"), with the same two actions on the same stream.
+    score = {g for g in grants(deployed, "score") if g[0].startswith("firehose:")}
+    assert score == {("firehose:PutRecord", stream), ("firehose:PutRecordBatch", stream)}
+    for name in set(FUNCTIONS) - SERVING - {"score"}:
         assert not [g for g in grants(deployed, name) if g[0].startswith("firehose:")], name
 
 
@@ -529,6 +548,11 @@ def test_uploads_under_incoming_invoke_the_trigger_and_nothing_else_is_notified(
             "lambdaFunctionArn": function_arn(deployed, "features"),
             "events": ["s3:ObjectCreated:*"],
             "filterPrefix": "feature-sources/",
+        },
+        {
+            "lambdaFunctionArn": function_arn(deployed, "score-start"),
+            "events": ["s3:ObjectCreated:*"],
+            "filterPrefix": "score-requests/",
         },
     ]
     assert not notification.inputs.get("queues") and not notification.inputs.get("topics")
@@ -575,6 +599,7 @@ def test_only_the_bucket_the_schedule_and_the_api_may_invoke_functions(flywheel_
         ("apigateway.amazonaws.com", "flywheel-dev-predict", f"{execution_arn}/*/GET/openapi.json"),
         ("s3.amazonaws.com", "flywheel-dev-labels", bucket_arn(flywheel_dev, "data")),
         ("s3.amazonaws.com", "flywheel-dev-features", bucket_arn(flywheel_dev, "data")),
+        ("s3.amazonaws.com", "flywheel-dev-score-start", bucket_arn(flywheel_dev, "data")),
         (
             "events.amazonaws.com",
             "flywheel-dev-monitor",
@@ -958,7 +983,7 @@ def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
     version), never the trigger, predict, the monitoring functions or features, and the machine runs as
     that role."""
     deployed: Deployment = request.getfixturevalue(stack)
-    outside = {"trigger"} | SERVING | MONITORING | FEATURE_STORE
+    outside = {"trigger"} | SERVING | MONITORING | FEATURE_STORE | SCORING
     expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - outside}
     assert len(expected) == 12
     assert function_arn(deployed, "approval") in expected

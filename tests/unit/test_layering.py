@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("shared.ml",),
     ("shared.featurestore",),
     ("shared.serving",),
+    ("shared.scoring",),
     ("shared.pipeline",),
     ("shared.monitoring",),
 )
