@@ -73,7 +73,7 @@ def same_values(flywheel: pd.DataFrame, feast: pd.DataFrame, names: list[str]) -
     return len(both), differ
 
 
-def compare(rows: int, entities: int, feast_python: str, repeat: int) -> list[str]:
+def compare(rows: int, entities: int, peers_python: str, repeat: int) -> list[str]:
     labels, history = data(rows, entities)
     names = list(VIEW.feature_names)
     size = f"{rows:,} label rows x {entities:,} entities ({len(history):,} feature rows)"
@@ -86,7 +86,7 @@ def compare(rows: int, entities: int, feast_python: str, repeat: int) -> list[st
     )
     say(f"join: Flywheel {mine.spread}")
     with tempfile.TemporaryDirectory(prefix="flywheel-anchor-") as folder:
-        theirs, peer = feast_side(feast_python, labels, history, Path(folder), repeat)
+        theirs, peer = feast_side(peers_python, labels, history, Path(folder), repeat)
     say(f"join: Feast {peer.spread}")
     compared, differ = same_values(joined, theirs, names)
     found = joined[names[0]].notna() | joined[names[1]].notna()
