@@ -69,10 +69,12 @@ import difflib
 import hashlib
 import io
 import re
+import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,12 +234,16 @@ def validate_frame(
 
 
 def validate_file(body: bytes, filename: str, contract: DataContract) -> ValidatedData:
-    """Read and validate an upload; :class:`DataValidationError` lists every problem (as dicts) at once."""
-    frame = read_table(body, filename, contract)
-    data, problems = validate_frame(frame, contract, source_id=source_id_of(body))
-    if problems or data is None:
-        raise rejection(filename, Rulebook.of_contract(contract), problems)
-    return data
+    """Read and validate an upload; :class:`DataValidationError` lists every problem (as dicts) at once.
+
+    The bytes are checked as Validate checks a file on disk, batch by batch
+    (:func:`shared.data.streaming.validate_path`), and the canonical frame is the dataset it writes."""
+    from shared.data.streaming import validate_path, validated_data  # noqa: PLC0415 (it imports this)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        upload = Path(scratch) / "upload"
+        upload.write_bytes(body)
+        return validated_data(validate_path(upload, filename, contract, Path(scratch) / "dataset.parquet"))
 
 
 def source_id_of(body: bytes) -> str:
