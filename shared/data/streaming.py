@@ -131,15 +131,20 @@ def validate_path(
             return _validate_whole(text, kind, filename, contract, source_id, destination, batch_rows)
 
 
-def validated_data(validated: ValidatedFile) -> ValidatedData:
-    """The written dataset read back as the canonical frame (for callers that want it in memory)."""
-    return ValidatedData(
-        frame=pd.read_parquet(validated.path),
-        rows=validated.rows,
-        schema=validated.schema,
-        time_range=validated.time_range,
-        profile=validated.profile,
-    )
+def validate_file(body: bytes, filename: str, contract: DataContract) -> ValidatedData:
+    """:func:`validate_path` of an upload held in memory, with the canonical frame it writes read back:
+    :class:`DataValidationError` lists every problem (as dicts) at once."""
+    with tempfile.TemporaryDirectory() as scratch:
+        upload = Path(scratch) / "upload"
+        upload.write_bytes(body)
+        validated = validate_path(upload, filename, contract, Path(scratch) / "dataset.parquet")
+        return ValidatedData(
+            frame=pd.read_parquet(validated.path),
+            rows=validated.rows,
+            schema=validated.schema,
+            time_range=validated.time_range,
+            profile=validated.profile,
+        )
 
 
 # --- preparing the file -----------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Enforce a data contract on an uploaded CSV or Parquet file, and turn it into Flywheel's canonical frame.
 
-:func:`read_table` turns bytes into a frame of raw values, :func:`validate_frame` checks that frame against
-the contract and collects *every* broken rule as a :class:`Problem`, and :func:`validate_file` does both and
-raises :class:`~shared.errors.DataValidationError` (problems attached as dicts) when anything is wrong, so a
-user fixes a file in one pass. Pure logic: bytes and DataFrames in, values out, no I/O.
+:func:`read_table` turns bytes into a frame of raw values and :func:`validate_frame` checks that frame
+against the contract and collects *every* broken rule as a :class:`Problem`, so a user fixes a file in one
+pass. :func:`shared.data.streaming.validate_file` applies the same reading and rules to a file a batch at a
+time (what Validate does, so memory stays flat as files grow) and raises
+:class:`~shared.errors.DataValidationError` (problems attached as dicts) when anything is wrong. Pure logic:
+bytes and DataFrames in, values out, no I/O.
 
 Reading
     * The format comes from the magic bytes first (``PAR1`` is Parquet, ``1f 8b`` is gzip-compressed CSV),
@@ -59,7 +61,7 @@ Building blocks
     what a file is checked against in messages and caps its size; :func:`read_upload`, :func:`check_header`
     (the one header check: a single-column header, missing, unexpected and repeated columns, no rows),
     :class:`ColumnChecks` (typing and rules per column), :func:`clean`, :func:`canonical_text` and
-    :func:`rejection` are what :func:`validate_file` is made of.
+    :func:`rejection` are what :func:`~shared.data.streaming.validate_file` is made of.
 """
 
 from __future__ import annotations
@@ -69,12 +71,10 @@ import difflib
 import hashlib
 import io
 import re
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -231,19 +231,6 @@ def validate_frame(
         return None, problems
     canonical = pd.DataFrame(typed)
     return _validated(canonical, contract), []
-
-
-def validate_file(body: bytes, filename: str, contract: DataContract) -> ValidatedData:
-    """Read and validate an upload; :class:`DataValidationError` lists every problem (as dicts) at once.
-
-    The bytes are checked as Validate checks a file on disk, batch by batch
-    (:func:`shared.data.streaming.validate_path`), and the canonical frame is the dataset it writes."""
-    from shared.data.streaming import validate_path, validated_data  # noqa: PLC0415 (it imports this)
-
-    with tempfile.TemporaryDirectory() as scratch:
-        upload = Path(scratch) / "upload"
-        upload.write_bytes(body)
-        return validated_data(validate_path(upload, filename, contract, Path(scratch) / "dataset.parquet"))
 
 
 def source_id_of(body: bytes) -> str:
