@@ -276,22 +276,25 @@ class _CsvReader:
     def _raw(self, columns: list[int] | None) -> Iterator[pd.DataFrame]:
         names = [f"c{i}" for i in range(self.width)]
         wanted = list(range(self.width)) if columns is None else columns
-        try:
-            reader = pa_csv.open_csv(
-                self.path,
-                read_options=pa_csv.ReadOptions(column_names=names, block_size=self.block_bytes),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.string()),
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                    include_columns=[names[i] for i in wanted],
-                ),
-            )
-            for batch in reader:
-                yield batch.to_pandas().set_axis(wanted, axis=1)
-        except _ARROW_ERRORS:
-            raise _UnstreamableError from None
+        # A Python file, not the path: given a path, Arrow's reader reads the rest of the file ahead into
+        # memory as fast as the disk allows, so the batches would be bounded but the buffered text not.
+        with self.path.open("rb") as file:
+            try:
+                reader = pa_csv.open_csv(
+                    file,
+                    read_options=pa_csv.ReadOptions(column_names=names, block_size=self.block_bytes),
+                    parse_options=pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+                    convert_options=pa_csv.ConvertOptions(
+                        column_types=dict.fromkeys(names, pa.string()),
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                        include_columns=[names[i] for i in wanted],
+                    ),
+                )
+                for batch in reader:
+                    yield batch.to_pandas().set_axis(wanted, axis=1)
+            except _ARROW_ERRORS:
+                raise _UnstreamableError from None
 
     def _ends_in_open_quote(self, last_cell: str) -> bool:
         """The whole-file reader's test (:func:`~shared.data.validation._ends_in_open_quote`) on the
