@@ -539,8 +539,9 @@ class _Run:
         ids that hash alike, which tells the repeated ones (equal hashes of unequal ids are let go)."""
         if not self.id_hashes:
             return None
-        hashes = np.sort(np.concatenate(self.id_hashes))
-        self.id_hashes = []
+        hashes = np.concatenate(self.id_hashes)
+        self.id_hashes = []  # the pieces go before the sort, which works in place: one copy at most
+        hashes.sort()
         suspects = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
         if not len(suspects):
             return None
