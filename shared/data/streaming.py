@@ -1,9 +1,10 @@
 """Validate an upload in bounded batches and write its canonical dataset as it goes.
 
 A Lambda's memory is fixed when it is deployed, while uploads grow; so Validate reads a file from local
-disk (``/tmp``) a batch at a time — CSV in blocks of :data:`CSV_BLOCK_BYTES` of text with Arrow's streaming
-reader, Parquet :data:`PARQUET_BATCH_ROWS` rows at a time (never more than a row group) — checks each batch
-with the rules of :mod:`shared.data.validation` and appends it to the dataset as one Parquet row group.
+disk (``/tmp``) a batch at a time — CSV in pieces of about :data:`CSV_BLOCK_BYTES` of text cut at row
+boundaries, each parsed by Arrow's reader; Parquet :data:`PARQUET_BATCH_ROWS` rows at a time (never more
+than a row group) — checks each batch with the rules of :mod:`shared.data.validation` and appends it to
+the dataset as one Parquet row group.
 What it holds between batches grows with the file by a few bytes a row: an 8-byte hash per id (repeated
 ids are a rule about the whole file), a regression target's values (its quantiles need them all), and the
 counts of categorical values for the profile.
@@ -17,7 +18,7 @@ every row (dropped) or not (unexpected). The profile is accumulated per batch an
 deviation of a numeric column read in several batches are combined pairwise (Chan et al.), which agrees
 with a whole-column computation to rounding (about 1e-12 relative).
 
-A file Arrow's streaming reader cannot read exactly as the whole-file reader does (a one-column CSV, rows
+A file these pieces cannot read exactly as the whole-file reader does (a one-column CSV, rows
 shorter than the header, bad UTF-8, a quote left open, a damaged Parquet file) is read whole instead, with
 :func:`~shared.data.validation.validate_frame`: it is refused with the same words, or, for the few valid
 ones, accepted as before while its memory grows with it.
@@ -55,6 +56,7 @@ from shared.data.validation import (
     Problem,
     Rulebook,
     ValidatedData,
+    _ends_in_open_quote,
     _file_problem,
     _foreign_format,
     _header_fields,
@@ -239,8 +241,8 @@ def _gunzip_to(source: Path, destination: Path, limit: int, rulebook: Rulebook) 
 
 
 class _CsvReader:
-    """CSV as Arrow's streaming reader parses it with the options of the whole-file Arrow reader: every
-    cell as text, the header read as the first row."""
+    """CSV as Arrow's reader parses it with the options of the whole-file Arrow reader (every cell as
+    text, the header read as the first row), a piece of the file at a time."""
 
     drops_empty_unnamed = True
 
@@ -259,54 +261,61 @@ class _CsvReader:
 
     def batches(self, columns: list[int] | None = None) -> Iterator[pd.DataFrame]:
         """Data rows (the header skipped) with their 0-based row number as the index; cells raw."""
-        offset, header, last_cell = 0, True, None
+        offset, header = 0, True
         for parsed in self._raw(columns):
             batch = parsed
             if header and len(batch):
                 batch, header = batch.iloc[1:], False
             if not len(batch):
                 continue
-            if columns is None:
-                last_cell = batch.iloc[-1, -1]
             yield batch.set_axis(pd.RangeIndex(offset, offset + len(batch)), axis=0)
             offset += len(batch)
-        if columns is None and last_cell is not None and self._ends_in_open_quote(str(last_cell)):
-            raise _UnstreamableError
 
     def _raw(self, columns: list[int] | None) -> Iterator[pd.DataFrame]:
         names = [f"c{i}" for i in range(self.width)]
         wanted = list(range(self.width)) if columns is None else columns
-        # A Python file, not the path: given a path, Arrow's reader reads the rest of the file ahead into
-        # memory as fast as the disk allows, so the batches would be bounded but the buffered text not.
-        with self.path.open("rb") as file:
+        options = {
+            "read_options": pa_csv.ReadOptions(column_names=names),
+            "parse_options": pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
+            "convert_options": pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                include_columns=[names[i] for i in wanted],
+            ),
+        }
+        for piece in self._pieces():
             try:
-                reader = pa_csv.open_csv(
-                    file,
-                    read_options=pa_csv.ReadOptions(column_names=names, block_size=self.block_bytes),
-                    parse_options=pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
-                    convert_options=pa_csv.ConvertOptions(
-                        column_types=dict.fromkeys(names, pa.string()),
-                        strings_can_be_null=False,
-                        quoted_strings_can_be_null=False,
-                        include_columns=[names[i] for i in wanted],
-                    ),
-                )
-                for batch in reader:
-                    yield batch.to_pandas().set_axis(wanted, axis=1)
+                table = pa_csv.read_csv(pa.py_buffer(piece), **options)
             except _ARROW_ERRORS:
                 raise _UnstreamableError from None
+            if columns is None and table.num_rows:
+                # A piece cut inside a quoted value (a stray quote misled the cut) ends in an open quote.
+                last = table.column(self.width - 1)[-1].as_py()
+                if _ends_in_open_quote(piece, last):
+                    raise _UnstreamableError
+            yield table.to_pandas().set_axis(wanted, axis=1)
 
-    def _ends_in_open_quote(self, last_cell: str) -> bool:
-        """The whole-file reader's test (:func:`~shared.data.validation._ends_in_open_quote`) on the
-        file's tail: whether it ends with the last cell's text right after an opening quote."""
-        text = last_cell.replace('"', '""').encode()
-        size = self.path.stat().st_size
-        if size < len(text) + 1:
-            return False
+    def _pieces(self) -> Iterator[bytes]:
+        """The file in pieces of about ``block_bytes`` cut after a line break outside quotes, each parsed
+        alone. Arrow's own streaming reader would parse the same blocks, but it reads the rest of the file
+        ahead into memory as fast as the disk allows, so only the batches would be bounded."""
         with self.path.open("rb") as file:
-            file.seek(size - len(text) - 1)
-            tail = file.read()
-        return tail[1:] == text and tail[:1] == b'"'
+            rest = b""
+            while chunk := file.read(self.block_bytes):
+                data = rest + chunk
+                codes = np.frombuffer(data, dtype=np.uint8)
+                # Every piece starts outside quotes, so a quote count's parity tells where a line may end.
+                quoted = np.bitwise_xor.accumulate((codes == ord('"')).astype(np.uint8))
+                ends = np.flatnonzero((codes == ord("\n")) & (quoted == 0))
+                if not len(ends):
+                    rest = data
+                    continue
+                cut = int(ends[-1]) + 1
+                yield data[:cut]
+                rest = data[cut:]
+            if rest:
+                yield rest
 
 
 class _ParquetReader:
