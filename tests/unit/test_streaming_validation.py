@@ -189,3 +189,34 @@ def test_whole_column_rules_see_every_batch(tmp_path: Path, streamed_only: None)
     found = in_batches(tmp_path, body, "late.csv", CONTRACT)
     assert found == whole(body, "late.csv", CONTRACT)
     assert [p["rule"] for p in found] == ["all_missing", "invalid_target"]
+
+
+def test_pieces_are_cut_outside_quoted_values(tmp_path: Path, streamed_only: None) -> None:
+    """Given quoted values holding line breaks and commas in many rows, so that pieces of the file would
+    often end inside one, when it is validated in batches, then every value is read whole, as in the whole
+    file."""
+    frame = valid_frame(rows=300, seed=6)
+    frame.loc[frame.index % 3 == 0, "region"] = 'far\nnorth, "upper"\n\nside'
+    body = to_csv_bytes(frame)
+
+    validated = in_batches(tmp_path, body, "quoted.csv", CONTRACT)
+
+    pd.testing.assert_frame_equal(pd.read_parquet(validated.path), whole(body, "quoted.csv", CONTRACT).frame)
+    assert pq.ParquetFile(validated.path).num_row_groups > 3
+
+
+@pytest.mark.parametrize("cell", [b'pl"us', b'"basic', b'basic"', b'"b""asic'])
+def test_a_stray_quote_gives_what_the_whole_file_gives(tmp_path: Path, cell: bytes) -> None:
+    """Given a quote where a value does not open or close with one (the cut's parity is then wrong), when
+    the file is validated in batches, then the result is the whole file's: the same problems, or the same
+    dataset (a piece ending in an open quote sends the file to the whole-file reader)."""
+    frame = valid_frame(rows=300, seed=6)
+    frame.loc[40, "plan"] = "STRAY"
+    body = to_csv_bytes(frame).replace(b"STRAY", cell)
+
+    found, expected = in_batches(tmp_path, body, "stray.csv", CONTRACT), whole(body, "stray.csv", CONTRACT)
+
+    if isinstance(expected, list):
+        assert found == expected
+    else:
+        pd.testing.assert_frame_equal(pd.read_parquet(found.path), expected.frame)
