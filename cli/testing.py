@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 
 from shared.data.contract import DataContract, parse_contract
-from shared.data.validation import validate_file
+from shared.data.streaming import validate_file
 from shared.ml.projects import DEFAULT_PIPELINE, ModelCode, build_estimator, import_code, read_project
 
 __all__ = [

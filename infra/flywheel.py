@@ -115,6 +115,9 @@ def _functions() -> tuple[FunctionSpec, ...]:
             description="Checks a file against its contract; a typed dataset, or quarantine with reasons",
             memory_mb=2048,
             timeout_s=300,
+            # The upload (up to a contract's max_file_mb, 512 MiB by default), its inflated text when
+            # gzip-compressed, and the dataset written from it, all on disk while memory stays flat.
+            ephemeral_mb=2048,
             permissions=(
                 contracts,
                 _move_objects("data", f"{DataPrefix.INCOMING}*"),

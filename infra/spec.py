@@ -254,6 +254,8 @@ class FunctionSpec(_Model):
     description: str = ""
     memory_mb: int = Field(default=512, ge=128, le=10240)
     timeout_s: int = Field(default=30, ge=1, le=900)
+    # Lambda's /tmp: 512 MB unless a function keeps files there (Validate keeps the upload and its dataset).
+    ephemeral_mb: int = Field(default=512, ge=512, le=10240)
     reserved_concurrency: int | None = Field(default=None, ge=0)
     permissions: tuple[Permission, ...] = ()
     env_var: EnvVar | None = None

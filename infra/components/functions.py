@@ -126,6 +126,7 @@ class Functions(pulumi.ComponentResource):
             architectures=[ARCHITECTURE],
             memory_size=fn.memory_mb,
             timeout=fn.timeout_s,
+            ephemeral_storage={"size": fn.ephemeral_mb},
             reserved_concurrent_executions=fn.reserved_concurrency,
             tracing_config={"mode": "Active"},
             environment={"variables": self.environment},

@@ -292,6 +292,7 @@ class LocalCloud:
                 Description=function.description,
                 Timeout=function.timeout_s,
                 MemorySize=function.memory_mb,
+                EphemeralStorage={"Size": function.ephemeral_mb},
                 Environment={"Variables": self.environment},
                 TracingConfig={"Mode": "Active"},
             )

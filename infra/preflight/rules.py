@@ -327,6 +327,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         ),
         Documented("memorySize", _at_most(10240, "Lambda's memory limit in MB"), LAMBDA_QUOTAS),
         Documented("timeout", _at_most(900, "Lambda's timeout limit in seconds"), LAMBDA_QUOTAS),
+        Documented("ephemeralStorage.size", _at_most(10240, "Lambda's /tmp limit in MB"), LAMBDA_QUOTAS),
         Documented("environment.variables", _environment, LAMBDA_ENV),
     ),
     "aws:lambda/permission:Permission": _api(

@@ -7,6 +7,8 @@
   ``.error.json``, one schema for every kind of file.
 * :mod:`~shared.data.validation`: a CSV or Parquet file read and checked against a contract (or any
   :class:`~shared.data.validation.Rulebook`); the header check every file kind shares.
+* :mod:`~shared.data.streaming`: the same rules applied to a file on disk a batch at a time, its dataset
+  written a row group per batch, so Validate's memory stays flat as uploads grow.
 * :mod:`~shared.data.datasets`: validated datasets as Parquet, their sha256 checked on every read.
 
 May import the ground floor, the stores and ``services``. ``contract`` and ``catalog`` import neither

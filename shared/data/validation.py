@@ -1,9 +1,11 @@
 """Enforce a data contract on an uploaded CSV or Parquet file, and turn it into Flywheel's canonical frame.
 
-:func:`read_table` turns bytes into a frame of raw values, :func:`validate_frame` checks that frame against
-the contract and collects *every* broken rule as a :class:`Problem`, and :func:`validate_file` does both and
-raises :class:`~shared.errors.DataValidationError` (problems attached as dicts) when anything is wrong, so a
-user fixes a file in one pass. Pure logic: bytes and DataFrames in, values out, no I/O.
+:func:`read_table` turns bytes into a frame of raw values and :func:`validate_frame` checks that frame
+against the contract and collects *every* broken rule as a :class:`Problem`, so a user fixes a file in one
+pass. :func:`shared.data.streaming.validate_file` applies the same reading and rules to a file a batch at a
+time (what Validate does, so memory stays flat as files grow) and raises
+:class:`~shared.errors.DataValidationError` (problems attached as dicts) when anything is wrong. Pure logic:
+bytes and DataFrames in, values out, no I/O.
 
 Reading
     * The format comes from the magic bytes first (``PAR1`` is Parquet, ``1f 8b`` is gzip-compressed CSV),
@@ -59,7 +61,7 @@ Building blocks
     what a file is checked against in messages and caps its size; :func:`read_upload`, :func:`check_header`
     (the one header check: a single-column header, missing, unexpected and repeated columns, no rows),
     :class:`ColumnChecks` (typing and rules per column), :func:`clean`, :func:`canonical_text` and
-    :func:`rejection` are what :func:`validate_file` is made of.
+    :func:`rejection` are what :func:`~shared.data.streaming.validate_file` is made of.
 """
 
 from __future__ import annotations
@@ -229,15 +231,6 @@ def validate_frame(
         return None, problems
     canonical = pd.DataFrame(typed)
     return _validated(canonical, contract), []
-
-
-def validate_file(body: bytes, filename: str, contract: DataContract) -> ValidatedData:
-    """Read and validate an upload; :class:`DataValidationError` lists every problem (as dicts) at once."""
-    frame = read_table(body, filename, contract)
-    data, problems = validate_frame(frame, contract, source_id=source_id_of(body))
-    if problems or data is None:
-        raise rejection(filename, Rulebook.of_contract(contract), problems)
-    return data
 
 
 def source_id_of(body: bytes) -> str:
@@ -585,24 +578,85 @@ def single_column_problem(names: list[str]) -> Problem | None:
     )
 
 
+Render = Callable[[int, list[str]], str]
+"""Words a problem from the rows it covers and its examples, so a summary merged over batches reads as
+one found in the whole file."""
+
+# Within a column the rules are checked (and reported) in this order; merging batches keeps it.
+RULE_ORDER = (
+    "missing_target",
+    "wrong_type",
+    "bad_timestamp",
+    "not_allowed",
+    "invalid_target",
+    "below_min",
+    "above_max",
+    "null_not_allowed",
+    "duplicate_id",
+    "all_missing",
+    "single_class",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A broken rule before it is worded: merged over batches (counts added, examples kept in row order up
+    to :data:`MAX_EXAMPLES`), then rendered as the :class:`Problem` the whole file would have given."""
+
+    column: str
+    rule: str
+    count: int
+    examples: list[str]
+    render: Render
+    kind: str = ""  # the place in RULE_ORDER, when it differs from the rule (a target with one class)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.column, self.kind or self.rule
+
+    def merged(self, other: Finding) -> Finding:
+        examples = list(dict.fromkeys([*self.examples, *other.examples]))[:MAX_EXAMPLES]
+        return Finding(self.column, self.rule, self.count + other.count, examples, self.render, self.kind)
+
+    def problem(self) -> Problem:
+        return Problem(
+            column=self.column,
+            rule=self.rule,
+            count=self.count,
+            examples=self.examples,
+            message=self.render(self.count, self.examples),
+        )
+
+
 class ColumnChecks:
     """Typing and rule checks per column; each method returns the canonical column and records problems.
 
     ``document`` is what the rules come from, as messages name it. ``all_missing_allowed`` accepts a
     nullable feature that is empty in every row (a feature file may update only some features); a training
-    file may not have one."""
+    file may not have one. With ``whole_column=False`` the checks see one batch of a file: the rules about
+    a column as a whole (repeated ids, a feature empty everywhere, a single class) are left to the caller,
+    who sees every batch (:mod:`shared.data.streaming`), and :attr:`findings` are merged over batches."""
 
     def __init__(
-        self, problems: list[Problem], *, document: str = "contract", all_missing_allowed: bool = False
+        self,
+        problems: list[Problem],
+        *,
+        document: str = "contract",
+        all_missing_allowed: bool = False,
+        whole_column: bool = True,
     ) -> None:
         self.problems = problems
         self.document = document
         self.all_missing_allowed = all_missing_allowed
+        self.whole_column = whole_column
+        self.findings: list[Finding] = []
 
-    def add(self, column: str, rule: str, mask: pd.Series, examples: list[str], message: str) -> None:
-        self.problems.append(
-            Problem(column=column, rule=rule, count=int(mask.sum()), examples=examples, message=message)
-        )
+    def add(
+        self, column: str, rule: str, mask: pd.Series, examples: list[str], render: Render, kind: str = ""
+    ) -> None:
+        finding = Finding(column, rule, int(mask.sum()), examples, render, kind)
+        self.findings.append(finding)
+        self.problems.append(finding.problem())
 
     def ids(self, name: str, values: pd.Series) -> pd.Series:
         text = canonical_text(values)
@@ -613,21 +667,17 @@ class ColumnChecks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' (the id column) is empty in {_count(missing)} row(s) ({_where(missing)}); "
-                "every row needs an id.",
+                lambda n, rows: (
+                    f"Column '{name}' (the id column) is empty in {n} row(s) "
+                    f"({_where_of(n, rows)}); every row needs an id."
+                ),
             )
+        if not self.whole_column:
+            return text
         repeated = text.duplicated(keep=False) & ~missing
         if repeated.any():
-            ids = _values(text[repeated])
             distinct = text[repeated].nunique()
-            self.add(
-                name,
-                "duplicate_id",
-                repeated,
-                ids,
-                f"Column '{name}' repeats {distinct} id(s) across {_count(repeated)} rows (e.g. "
-                f"{_list(ids)}); each row needs a unique id.",
-            )
+            self.add(name, "duplicate_id", repeated, _values(text[repeated]), duplicate_ids(name, distinct))
         return text
 
     def keys(self, name: str, values: pd.Series, role: str) -> pd.Series:
@@ -640,8 +690,10 @@ class ColumnChecks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' ({role}) is empty in {_count(missing)} row(s) ({_where(missing)}); every "
-                "row needs one.",
+                lambda n, rows: (
+                    f"Column '{name}' ({role}) is empty in {n} row(s) ({_where_of(n, rows)}); "
+                    "every row needs one."
+                ),
             )
         return text
 
@@ -659,15 +711,16 @@ class ColumnChecks:
         stamps = stamps.mask(out_of_range).dt.as_unit("ns")
         bad = ~missing & stamps.isna()
         if bad.any():
-            examples = _values(values[bad])
             self.add(
                 name,
                 "bad_timestamp",
                 bad,
-                examples,
-                f"Column '{name}' has {_count(bad)} value(s) that are not valid dates/times (e.g. "
-                f"{_list(examples)}); expected ISO 8601 such as 2024-05-01T12:00:00Z between the years "
-                "1678 and 2261 (a time without a zone is read as UTC).",
+                _values(values[bad]),
+                lambda n, examples: (
+                    f"Column '{name}' has {n} value(s) that are not valid dates/times (e.g. "
+                    f"{_list(examples)}); expected ISO 8601 such as 2024-05-01T12:00:00Z between the years "
+                    "1678 and 2261 (a time without a zone is read as UTC)."
+                ),
             )
         if missing.any():
             self.add(
@@ -675,8 +728,10 @@ class ColumnChecks:
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' (the timestamp column) is empty in {_count(missing)} row(s) "
-                f"({_where(missing)}); every row needs a timestamp.",
+                lambda n, rows: (
+                    f"Column '{name}' (the timestamp column) is empty in {n} row(s) "
+                    f"({_where_of(n, rows)}); every row needs a timestamp."
+                ),
             )
         return stamps
 
@@ -689,63 +744,62 @@ class ColumnChecks:
         else:
             typed = self._categories(name, feature, values, missing)
         if not feature.nullable and missing.any():
+            document = self.document
             self.add(
                 name,
                 "null_not_allowed",
                 missing,
                 _rows(missing),
-                f"Column '{name}' is empty in {_count(missing)} row(s) ({_where(missing)}); the "
-                f"{self.document} does not allow missing values in it (mark it nullable: true to allow "
-                "them).",
+                lambda n, rows: (
+                    f"Column '{name}' is empty in {n} row(s) ({_where_of(n, rows)}); the "
+                    f"{document} does not allow missing values in it (mark it nullable: true to allow them)."
+                ),
             )
-        elif feature.nullable and missing.all() and not self.all_missing_allowed:
-            self.add(
-                name,
-                "all_missing",
-                missing,
-                [],
-                f"Column '{name}' is empty in all {_count(missing)} rows; it is nullable, but a feature "
-                "needs at least one value (check the export).",
-            )
+        elif self.whole_column and feature.nullable and missing.all() and not self.all_missing_allowed:
+            self.add(name, "all_missing", missing, [], all_missing(name))
         return typed
 
     def _numbers(self, name: str, feature: Feature, values: pd.Series, missing: pd.Series) -> pd.Series:
         numbers = _as_float(values)
         bad = ~missing & ~np.isfinite(numbers)
         if bad.any():
-            examples = _values(values[bad])
             self.add(
                 name,
                 "wrong_type",
                 bad,
-                examples,
-                f"Column '{name}' has {_count(bad)} value(s) that are not numbers (e.g. {_list(examples)}); "
-                "it is a numeric feature and expects finite numbers such as 12 or 3.5.",
+                _values(values[bad]),
+                lambda n, examples: (
+                    f"Column '{name}' has {n} value(s) that are not numbers (e.g. {_list(examples)}); "
+                    "it is a numeric feature and expects finite numbers such as 12 or 3.5."
+                ),
             )
         numbers = numbers.mask(bad)
-        if feature.min is not None:
-            below = numbers < feature.min
+        low, high = feature.min, feature.max
+        if low is not None:
+            below = numbers < low
             if below.any():
-                examples = _values(values[below])
                 self.add(
                     name,
                     "below_min",
                     below,
-                    examples,
-                    f"Column '{name}' has {_count(below)} value(s) below its minimum {feature.min:g} "
-                    f"(e.g. {_list(examples)}).",
+                    _values(values[below]),
+                    lambda n, examples: (
+                        f"Column '{name}' has {n} value(s) below its minimum {low:g} "
+                        f"(e.g. {_list(examples)})."
+                    ),
                 )
-        if feature.max is not None:
-            above = numbers > feature.max
+        if high is not None:
+            above = numbers > high
             if above.any():
-                examples = _values(values[above])
                 self.add(
                     name,
                     "above_max",
                     above,
-                    examples,
-                    f"Column '{name}' has {_count(above)} value(s) above its maximum {feature.max:g} "
-                    f"(e.g. {_list(examples)}).",
+                    _values(values[above]),
+                    lambda n, examples: (
+                        f"Column '{name}' has {n} value(s) above its maximum {high:g} "
+                        f"(e.g. {_list(examples)})."
+                    ),
                 )
         return numbers
 
@@ -753,31 +807,33 @@ class ColumnChecks:
         flags = canonical_text(values).str.lower().map(BOOLEAN_TOKENS).astype("float64")
         bad = ~missing & flags.isna()
         if bad.any():
-            examples = _values(values[bad])
             self.add(
                 name,
                 "wrong_type",
                 bad,
-                examples,
-                f"Column '{name}' has {_count(bad)} value(s) that are not booleans (e.g. {_list(examples)}); "
-                "expected true/false, yes/no or 1/0.",
+                _values(values[bad]),
+                lambda n, examples: (
+                    f"Column '{name}' has {n} value(s) that are not booleans (e.g. "
+                    f"{_list(examples)}); expected true/false, yes/no or 1/0."
+                ),
             )
         return flags
 
     def _categories(self, name: str, feature: Feature, values: pd.Series, missing: pd.Series) -> pd.Series:
         text = canonical_text(values)
         if feature.allowed is not None:
-            allowed = _canonical_set(feature.allowed)
-            bad = ~missing & ~text.isin(allowed)
+            allowed = list(feature.allowed)
+            bad = ~missing & ~text.isin(_canonical_set(allowed))
             if bad.any():
-                examples = _values(text[bad])
                 self.add(
                     name,
                     "not_allowed",
                     bad,
-                    examples,
-                    f"Column '{name}' has {_count(bad)} value(s) outside its allowed values (e.g. "
-                    f"{_list(examples)}); expected one of {_list(list(feature.allowed))}.",
+                    _values(text[bad]),
+                    lambda n, examples: (
+                        f"Column '{name}' has {n} value(s) outside its allowed values (e.g. "
+                        f"{_list(examples)}); expected one of {_list(allowed)}."
+                    ),
                 )
         return text
 
@@ -789,49 +845,71 @@ class ColumnChecks:
                 "missing_target",
                 missing,
                 _rows(missing),
-                f"The target column '{name}' is empty in {_count(missing)} row(s) ({_where(missing)}); "
-                "every training row needs the value to learn.",
+                lambda n, rows: (
+                    f"The target column '{name}' is empty in {n} row(s) ({_where_of(n, rows)}); "
+                    "every training row needs the value to learn."
+                ),
             )
         if contract.task is Task.REGRESSION:
             numbers = _as_float(values)
             bad = ~missing & ~np.isfinite(numbers)
             if bad.any():
-                examples = _values(values[bad])
                 self.add(
                     name,
                     "invalid_target",
                     bad,
-                    examples,
-                    f"The target column '{name}' has {_count(bad)} value(s) that are not numbers (e.g. "
-                    f"{_list(examples)}); a regression target must be a finite number.",
+                    _values(values[bad]),
+                    lambda n, examples: (
+                        f"The target column '{name}' has {n} value(s) that are not numbers "
+                        f"(e.g. {_list(examples)}); a regression target must be a finite number."
+                    ),
                 )
             return numbers.mask(bad)
         labels = canonical_text(values)
         if contract.target_values is not None:
-            bad = ~missing & ~labels.isin(_canonical_set(contract.target_values))
+            classes = list(contract.target_values)
+            bad = ~missing & ~labels.isin(_canonical_set(classes))
             if bad.any():
-                examples = _values(labels[bad])
                 self.add(
                     name,
                     "invalid_target",
                     bad,
-                    examples,
-                    f"The target column '{name}' has {_count(bad)} value(s) that are not classes of the "
-                    f"contract (e.g. {_list(examples)}); expected one of "
-                    f"{_list(list(contract.target_values))}.",
+                    _values(labels[bad]),
+                    lambda n, examples: (
+                        f"The target column '{name}' has {n} value(s) that are not classes "
+                        f"of the contract (e.g. {_list(examples)}); expected one of {_list(classes)}."
+                    ),
                 )
-        classes = labels[~missing].unique()
-        if 0 < len(classes) < 2:
-            present = ~missing
-            self.add(
-                name,
-                "invalid_target",
-                present,
-                [str(classes[0])],
-                f"The target column '{name}' holds a single class ('{classes[0]}'); a classifier needs at "
-                "least two classes to learn from.",
-            )
+        if not self.whole_column:
+            return labels
+        present = labels[~missing].unique()
+        if 0 < len(present) < 2:
+            self.add(name, "invalid_target", ~missing, [str(present[0])], single_class(name), "single_class")
         return labels
+
+
+def duplicate_ids(name: str, distinct: int) -> Render:
+    """How repeated ids are worded: ``distinct`` ids repeated over ``n`` rows."""
+    return lambda n, ids: (
+        f"Column '{name}' repeats {distinct} id(s) across {n} rows (e.g. {_list(ids)}); each "
+        "row needs a unique id."
+    )
+
+
+def all_missing(name: str) -> Render:
+    """How a nullable feature with no value in any row is worded."""
+    return lambda n, _: (
+        f"Column '{name}' is empty in all {n} rows; it is nullable, but a feature needs at "
+        "least one value (check the export)."
+    )
+
+
+def single_class(name: str) -> Render:
+    """How a classification target with one class is worded (the class is the one example)."""
+    return lambda _, classes: (
+        f"The target column '{name}' holds a single class ('{classes[0]}'); a classifier "
+        "needs at least two classes to learn from."
+    )
 
 
 # --- values -----------------------------------------------------------------------------------------------
@@ -1022,10 +1100,6 @@ def _values(values: pd.Series) -> list[str]:
     return [_short(_value_text(v)) for v in pd.unique(values)[:MAX_EXAMPLES]]
 
 
-def _count(mask: pd.Series) -> int:
-    return int(mask.sum())
-
-
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -1034,6 +1108,5 @@ def _list(items: list[str]) -> str:
     return ", ".join(f"'{item}'" for item in items)
 
 
-def _where(mask: pd.Series) -> str:
-    rows = _rows(mask)
-    return ", ".join(rows) + (", …" if int(mask.sum()) > len(rows) else "")
+def _where_of(count: int, rows: list[str]) -> str:
+    return ", ".join(rows) + (", …" if count > len(rows) else "")

@@ -10,14 +10,15 @@ and Arrow to read the file, nothing that trains.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import tempfile
+from pathlib import Path, PurePosixPath
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.data.catalog import load_contract
-from shared.data.datasets import store_dataset
+from shared.data.datasets import store_dataset_file
 from shared.data.quarantine import FileKind, quarantine, quarantine_ref
-from shared.data.validation import validate_file
+from shared.data.streaming import ValidatedFile, validate_path
 from shared.errors import FlywheelError, NotFoundError
 from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
@@ -41,35 +42,21 @@ def validate_step(state: RunState, svc: Services) -> RunState:
         if existing is not None:
             logger.info("dataset already validated", extra={"dataset_id": existing.dataset_id})
             return state.model_copy(update={"dataset_id": existing.dataset_id})
-        try:
-            contract = load_contract(svc.objects, svc.settings, state.model)
-            stored = svc.objects.get(source.ref)
-            data = validate_file(stored.body, PurePosixPath(source.key).name, contract)
-        except FlywheelError as exc:
-            if not isinstance(exc, NotFoundError):  # a file deleted before its run: nothing to move
-                relative = source.key.removeprefix(f"{DataPrefix.INCOMING}{state.model}/")
-                destination = quarantine_ref(FileKind.DATA, source.bucket, state.model, relative)
-                quarantine(
-                    svc.objects,
-                    source.ref,
-                    destination,
-                    exc,
-                    kind=FileKind.DATA,
-                    model=state.model,
-                    run_id=state.run_id,
-                )
-            raise
         dataset_id = dataset_id_for(state.model, source)
-        dataset = store_dataset(
-            svc.objects,
-            svc.metadata,
-            svc.settings,
-            dataset_id,
-            state.model,
-            data,
-            source_uri=source.uri,
-            source_version_id=source.version_id,
-        )
+        # The upload and the dataset made of it live on local disk (Lambda's /tmp), read and written a
+        # batch at a time: memory stays flat however large the file is.
+        with tempfile.TemporaryDirectory() as scratch:
+            data = _validated(state, svc, source, Path(scratch))
+            dataset = store_dataset_file(
+                svc.objects,
+                svc.metadata,
+                svc.settings,
+                dataset_id,
+                state.model,
+                data,
+                source_uri=source.uri,
+                source_version_id=source.version_id,
+            )
         source_node = file_id(source.uri, source.version_id)
         svc.metadata.link(NodeType.FILE, source_node, NodeType.DATASET, dataset.dataset_id, Relation.DERIVED)
         svc.metadata.link(NodeType.FILE, source_node, NodeType.RUN, state.run_id, Relation.INPUT)
@@ -79,3 +66,27 @@ def validate_step(state: RunState, svc: Services) -> RunState:
             "dataset accepted", extra={"dataset_id": dataset_id, "rows": data.rows, "source": source.uri}
         )
         return state.model_copy(update={"dataset_id": dataset.dataset_id})
+
+
+def _validated(state: RunState, svc: Services, source: SourceFile, scratch: Path) -> ValidatedFile:
+    """The source validated on disk, or quarantined with its problems (a file deleted before its run has
+    nothing to move)."""
+    try:
+        contract = load_contract(svc.objects, svc.settings, state.model)
+        upload = scratch / "upload"
+        svc.objects.download(source.ref, upload)
+        return validate_path(upload, PurePosixPath(source.key).name, contract, scratch / "dataset.parquet")
+    except FlywheelError as exc:
+        if not isinstance(exc, NotFoundError):
+            relative = source.key.removeprefix(f"{DataPrefix.INCOMING}{state.model}/")
+            destination = quarantine_ref(FileKind.DATA, source.bucket, state.model, relative)
+            quarantine(
+                svc.objects,
+                source.ref,
+                destination,
+                exc,
+                kind=FileKind.DATA,
+                model=state.model,
+                run_id=state.run_id,
+            )
+        raise

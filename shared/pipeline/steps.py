@@ -116,7 +116,9 @@ def training_inputs(svc: Services, model: str) -> TrainingInputs:
         raise DataValidationError(
             f"model {model!r} has no validated datasets yet: push a file under incoming/{model}/"
         )
-    frames = [read_parquet(svc.objects, d.uri, d.sha256, d.version_id) for d in datasets]
+    # Only the columns the base contract's rows are made of: features, target, id and timestamp.
+    columns = ([] if training.base.id_column else [ROW_ID_COLUMN]) + training.base.columns
+    frames = [read_parquet(svc.objects, d.uri, d.sha256, d.version_id, columns=columns) for d in datasets]
     frame = combine(frames, contract, contract.id_column or ROW_ID_COLUMN)
     frame, feature_files = join_views(svc.objects, svc.settings.data_bucket, frame, training)
     code = (

@@ -39,6 +39,7 @@ def test_each_function_runs_the_shared_image_with_its_handler_sizes_and_tracing(
     assert function["imageConfig"] == {"commands": [spec.handler]}
     assert function["memorySize"] == spec.memory_mb
     assert function["timeout"] == spec.timeout_s
+    assert function["ephemeralStorage"] == {"size": spec.ephemeral_mb}
     assert function.get("reservedConcurrentExecutions") == spec.reserved_concurrency
     assert function["tracingConfig"] == {"mode": "Active"}
     assert function["role"] == platform_dev.one(T.ROLE, name, T.FUNCTIONS).outputs["arn"]

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from examples.churn import generate
-from shared.data.validation import validate_file
+from shared.data.streaming import validate_file
 from shared.ml.training import predict_frame, reference_profile, train
 from shared.monitoring.decision import MetricPoint, MonitorReport, decide, live_performance
 from shared.monitoring.drift import compute_drift

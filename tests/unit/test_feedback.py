@@ -12,7 +12,8 @@ import pytest
 from examples.churn import generate
 from shared.data.contract import DataContract
 from shared.data.datasets import read_parquet
-from shared.data.validation import ROW_ID_COLUMN, validate_file
+from shared.data.streaming import validate_file
+from shared.data.validation import ROW_ID_COLUMN
 from shared.metadata import DatasetKind, NodeType
 from shared.monitoring.feedback import feedback_dataset_id, feedback_frame, write_feedback_dataset
 from tests.fixtures.monitoring import request_rows

@@ -11,7 +11,7 @@ import pytest
 
 from examples.churn import generate
 from shared.data.contract import DataContract, parse_contract
-from shared.data.validation import validate_file
+from shared.data.streaming import validate_file
 from shared.errors import ContractError, IntegrityError
 from shared.hashing import sha256_hex
 from shared.ml.evaluation import score

@@ -11,7 +11,7 @@ import pytest
 from cli.scaffold import infer_contract, read_sample
 from examples.churn import generate
 from shared.data.contract import FeatureType, Task
-from shared.data.validation import validate_file
+from shared.data.streaming import validate_file
 from shared.errors import ContractError
 
 pytestmark = pytest.mark.unit

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.data.contract import DataContract, parse_contract
+from shared.data.streaming import validate_file
 from shared.data.validation import (
     ROW_ID_COLUMN,
     Problem,
     ValidatedData,
     read_table,
-    validate_file,
     validate_frame,
 )
 from shared.errors import DataValidationError
