@@ -99,6 +99,16 @@ class StackNames:
         """A task definition's ARN; ``revision="*"`` (any revision) is what IAM grants RunTask on."""
         return self._arn("ecs", f"task-definition/{self.task_families[function]}:{revision}")
 
+    def task_arn_pattern(self) -> str:
+        """Any task of the stack's cluster (DescribeTasks and StopTask are granted on tasks)."""
+        return self._arn("ecs", f"task/{self.cluster}/*")
+
+    def role_arn(self, name: str) -> str:
+        return f"arn:{self.partition}:iam::{self.account}:role/{name}"
+
+    def event_rule_arn(self, name: str) -> str:
+        return self._arn("events", f"rule/{name}")
+
     def task_role_name(self, function: str) -> str:
         return f"{self.task_families[function]}-role"
 
@@ -107,6 +117,9 @@ class StackNames:
 
     def task_log_group(self, function: str) -> str:
         return f"/ecs/{self.task_families[function]}"
+
+    def log_group_arn(self, name: str) -> str:
+        return self._arn("logs", f"log-group:{name}")
 
     def task_targets(self, spec: StackSpec) -> dict[str, TaskTarget]:
         """What the state machine's task states name, for each of the spec's container tasks."""

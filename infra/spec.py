@@ -263,6 +263,11 @@ class FunctionSpec(_Model):
         return handler
 
 
+# The container's soft memory reservation: under Fargate's smallest size, so any size a run's plan asks
+# for (a task override) still holds it; the task's own memory is the limit.
+TASK_MEMORY_RESERVATION_MB = 512
+
+
 class TaskSpec(_Model):
     """A step that may run as an ECS Fargate task: the same image and step code as ``function``, with
     exactly its permissions. ``cpu``/``memory_mb`` are the task definition's size; a run's plan may
