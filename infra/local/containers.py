@@ -34,13 +34,19 @@ from typing import Any
 
 import botocore.session
 from moto.ecs.models import EC2ContainerServiceBackend, Task
+from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
 )
-from moto.stepfunctions.parser.asl.eval.callback.callback import (
-    CallbackOutcomeFailure,
-    CallbackOutcomeFailureError,
-)
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.utils import camel_to_snake_case
 
 SEAM = "run_task"
@@ -75,16 +81,19 @@ class _ProcessTask(Task):
 
     _run: ContainerRun
 
-    @property
-    def status(self) -> str | None:
+    def advance(self) -> None:
+        """DescribeTasks advances a task before describing it: the moment to see whether the process
+        ended, so the task is described whole (its containers are serialised before its status)."""
         run = self._run
         with run.lock:
             if run.exit_code is None:
                 code = run.process.poll()
-                if code is None:
-                    return "RUNNING"
-                _stopped(self, run, code)
-        return "STOPPED"
+                if code is not None:
+                    _stopped(self, run, code)
+
+    @property
+    def status(self) -> str | None:
+        return "RUNNING" if self._run.exit_code is None else "STOPPED"
 
     @status.setter
     def status(self, value: str) -> None:
@@ -167,6 +176,8 @@ class LocalContainers:
         run = ContainerRun(task.task_arn, command, environment, process, Path(log.name))
         task.__class__ = _ProcessTask
         task._run = run  # type: ignore[attr-defined]
+        task.containers[0].exitCode = None  # ECS reports none while the container runs
+        task.containers[0].last_status = "RUNNING"
         self.runs.append(run)
         return run
 
@@ -201,15 +212,25 @@ def ecs_integration_as_in_aws() -> Iterator[None]:
         if shape is not None:
             service._from_boto_response(response, shape)
 
-    def build(service: StateTaskServiceEcs, *args: Any, **kwargs: Any) -> Callable[[], Any]:
-        resolve = original_resolver(service, *args, **kwargs)  # type: ignore[misc]
+    def build(service: StateTaskServiceEcs, env: Any, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+        resolve = original_resolver(service, env, *args, **kwargs)  # type: ignore[misc]
 
         def resolve_failing_nonzero() -> Any:
             stopped = resolve()
             if stopped and any(c.get("ExitCode") not in (0, None) for c in stopped.get("Containers", [])):
-                cause = json.dumps(stopped, default=str)
-                raise CallbackOutcomeFailureError(
-                    CallbackOutcomeFailure(callback_id="", error=TASK_FAILED, cause=cause)
+                details = TaskFailedEventDetails(
+                    resourceType=service._get_sfn_resource_type(),
+                    resource=service._get_sfn_resource(),
+                    error=TASK_FAILED,
+                    cause=json.dumps(stopped, default=str),
+                )
+                raise FailureEventException(
+                    FailureEvent(
+                        env=env,
+                        error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+                        event_type=HistoryEventType.TaskFailed,
+                        event_details=EventDetails(taskFailedEventDetails=details),
+                    )
                 )
             return stopped
 
