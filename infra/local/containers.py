@@ -176,7 +176,8 @@ class LocalContainers:
         run = ContainerRun(task.task_arn, command, environment, process, Path(log.name))
         task.__class__ = _ProcessTask
         task._run = run  # type: ignore[attr-defined]
-        task.containers[0].exitCode = None  # ECS reports none while the container runs
+        # ECS reports no exit code while the container runs.
+        task.containers[0].exitCode = None  # type: ignore[assignment]
         task.containers[0].last_status = "RUNNING"
         self.runs.append(run)
         return run
@@ -229,7 +230,7 @@ def ecs_integration_as_in_aws() -> Iterator[None]:
                         env=env,
                         error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
                         event_type=HistoryEventType.TaskFailed,
-                        event_details=EventDetails(taskFailedEventDetails=details),
+                        event_details=EventDetails(taskFailedEventDetails=details),  # type: ignore[typeddict-item]
                     )
                 )
             return stopped
