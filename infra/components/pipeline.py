@@ -33,9 +33,10 @@ LOG_DELIVERY_ACTIONS = (
 
 
 def pipeline_policy(spec: StackSpec, names: StackNames) -> dict[str, Any]:
-    """The state machine's policy: invoke the functions its definition names, X-Ray, log delivery."""
-    _, invoked = spec.state_machine_definition(names.function_arns())
-    document = state_machine_policy(invoked, names)
+    """The state machine's policy: invoke the functions its definition names, run the step tasks
+    (``ecs:runTask.sync``), X-Ray, log delivery."""
+    _, invoked = spec.state_machine_definition(names.function_arns(), names.task_targets(spec))
+    document = state_machine_policy(invoked, names, spec)
     document["Statement"].append(
         {"Sid": "LogDelivery", "Effect": "Allow", "Action": list(LOG_DELIVERY_ACTIONS), "Resource": "*"}
     )
@@ -85,7 +86,11 @@ class Pipeline(pulumi.ComponentResource):
             name=physical,
             type="STANDARD",
             role_arn=role.arn,
-            definition=names.apply(lambda n: json.dumps(spec.state_machine_definition(n.function_arns())[0])),
+            definition=names.apply(
+                lambda n: json.dumps(
+                    spec.state_machine_definition(n.function_arns(), n.task_targets(spec))[0]
+                )
+            ),
             tracing_configuration={"enabled": True},
             logging_configuration={
                 "level": "ERROR",
