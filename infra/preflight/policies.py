@@ -52,7 +52,7 @@ ACCEPTED = (
     Accepted(
         "CREDENTIALS_EXPOSURE",
         "RegistryToken",
-        "a task's execution role logs in to ECR to pull the image, and GetAuthorizationToken takes no resource "
+        "a task's execution role logs in to ECR to pull the image; GetAuthorizationToken takes no resource "
         "(https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_execution_IAM_role.html)",
     ),
     # The GitHub deploy role (infra/bootstrap/github-oidc.yaml) creates what `pulumi up` declares: roles with
