@@ -96,7 +96,9 @@ class LocalCloud:
         )
         self.runtime = LocalRuntime(s3_versions=self._object_version)
         self.containers = LocalContainers(endpoint=self._task_endpoint)
+        self._task_server: ThreadedMotoServer | None = None
         self._task_server_url: str | None = None
+        self._task_server_lock = threading.Lock()
         self.scheduler = LocalScheduler(ACCOUNT, self.region, invoke=self.invoke_async)
         self.gateway: LocalGateway | None = None
         self.endpoint_url: str | None = None
@@ -126,13 +128,7 @@ class LocalCloud:
             stack.enter_context(untracked_dynamodb_models())
             stack.enter_context(firehose_s3_delivery())
             stack.enter_context(self.containers.installed())
-            if self.spec.tasks:
-                # A task is a process of its own: it reaches the mock's state through a server sharing it.
-                port = _free_port()
-                server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-                server.start()
-                stack.callback(server.stop)
-                self._task_server_url = f"http://127.0.0.1:{port}"
+            stack.callback(self._stop_task_server)
             stack.callback(self._shutdown)
             self._start()
             stack.enter_context(long_lived_frozen())
@@ -425,9 +421,7 @@ class LocalCloud:
 
     def _task_endpoint(self) -> dict[str, str]:
         """What a task's process needs to reach this cloud (ECS would give it the task role instead)."""
-        endpoint = self.endpoint_url or self._task_server_url
-        if endpoint is None:
-            raise RuntimeError("the local cloud serves no endpoint a task could reach")
+        endpoint = self.endpoint_url or self._start_task_server()
         return {
             **LOCAL_CREDENTIALS,
             **LOCAL_CLIENT_SETTINGS,
@@ -435,6 +429,22 @@ class LocalCloud:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ENDPOINT_URL": endpoint,
         }
+
+    def _start_task_server(self) -> str:
+        """In process, a task (a process of its own) reaches the mock's state through a moto server on a
+        loopback port, which shares it; started with the first task."""
+        with self._task_server_lock:
+            if self._task_server_url is None:
+                port = _free_port()
+                self._task_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+                self._task_server.start()
+                self._task_server_url = f"http://127.0.0.1:{port}"
+            return self._task_server_url
+
+    def _stop_task_server(self) -> None:
+        if self._task_server is not None:
+            self._task_server.stop()
+        self._task_server, self._task_server_url = None, None
 
     def _wire_notifications(self) -> None:
         s3, lambda_ = self.client("s3"), self.client("lambda")

@@ -192,11 +192,14 @@ class LocalContainers:
 @contextmanager
 def ecs_integration_as_in_aws() -> Iterator[None]:
     """The interpreter's ECS integration, cased as AWS cases it and failing a task that exited non-zero."""
-    saved = {name: getattr(StateTaskServiceEcs, name, None) for name in (SYNC_RESOLVER, *NORMALISERS)}
-    missing = [name for name, value in saved.items() if value is None]
+    missing = [
+        name for name in (SYNC_RESOLVER, *NORMALISERS) if getattr(StateTaskServiceEcs, name, None) is None
+    ]
     if missing:
         raise RuntimeError(f"moto's StateTaskServiceEcs has no {missing}: the seam moved")
-    original_resolver = saved[SYNC_RESOLVER]
+    # What the class defines itself (the normalisers it inherits are put back by removing ours).
+    saved = {name: vars(StateTaskServiceEcs).get(name) for name in (SYNC_RESOLVER, *NORMALISERS)}
+    original_resolver = getattr(StateTaskServiceEcs, SYNC_RESOLVER)
 
     def normalise_parameters(service: StateTaskServiceEcs, parameters: dict[str, Any], *_: Any) -> None:
         shape = _operation(service, service._get_boto_service_action()).input_shape
@@ -214,7 +217,7 @@ def ecs_integration_as_in_aws() -> Iterator[None]:
             service._from_boto_response(response, shape)
 
     def build(service: StateTaskServiceEcs, env: Any, *args: Any, **kwargs: Any) -> Callable[[], Any]:
-        resolve = original_resolver(service, env, *args, **kwargs)  # type: ignore[misc]
+        resolve = original_resolver(service, env, *args, **kwargs)
 
         def resolve_failing_nonzero() -> Any:
             stopped = resolve()
@@ -244,7 +247,10 @@ def ecs_integration_as_in_aws() -> Iterator[None]:
         yield
     finally:
         for name, value in saved.items():
-            setattr(StateTaskServiceEcs, name, value)
+            if value is None:
+                delattr(StateTaskServiceEcs, name)
+            else:
+                setattr(StateTaskServiceEcs, name, value)
 
 
 def _operation(service: StateTaskServiceEcs, snake_action: str) -> Any:
