@@ -1,6 +1,10 @@
 """The training pipeline as an Amazon States Language document, built from Python dicts.
 
-``Validate → Train → Evaluate → Gate → Register → Verify → Promote → PostDeployCheck → Finish``. An experiment
+``Validate → Train → Evaluate → Gate → Register → Verify → Promote → PostDeployCheck → Finish``. When the spec
+declares a container task for Validate or Train, that step is entered through ``Plan<Step>`` (the compute
+function places it) and ``<Step>Engine`` (a Choice on ``$.compute.<step>.engine``): its Lambda task as ever,
+or ``<Step>OnFargate`` (``ecs:runTask.sync``, the same step code in the same image) and ``Collect<Step>``
+(the state the task wrote, read back: an ECS result carries no container output). An experiment
 run first loops ``Experiment → Trials → Experiment``: Experiment asks a batch of trials, the ``Trials`` Map
 runs them at once (each iteration the trial function; a failed iteration becomes a failed trial, never a
 failed Map), until the budget is spent and Train refits the winner. A failed
