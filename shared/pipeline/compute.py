@@ -23,8 +23,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.data.catalog import load_contract
-from shared.data.compute import Engine, estimate, place, rows_in_file
-from shared.errors import FlywheelError
+from shared.data.compute import Engine, Estimate, estimate, place, rows_in_file
+from shared.data.contract import DataContract
+from shared.errors import ContractError, FlywheelError, NotFoundError
 from shared.featurestore.contracts import load_training_contract
 from shared.layout import ArtifactPrefix, TaskFile
 from shared.observability import logger
@@ -71,18 +72,17 @@ def task_key(state: RunState, step: str, name: str) -> str:
 def plan_step(request: PlanRequest, svc: Services) -> RunState:
     """Decide where ``request.step`` runs and record it in the state (and, for a task, its input)."""
     state, step = request.state, request.step
-    if step == "validate":
-        contract = load_contract(svc.objects, svc.settings, state.model)
-        source = state.require("source")
-        size = svc.objects.head(source.ref).size
-        columns = len(contract.columns)
-        sized = estimate(step, rows_in_file(size, columns, source.key), columns)
-    else:
-        contract = load_training_contract(svc.objects, svc.settings, state.model).contract
-        from shared.ml.training_window import training_window  # noqa: PLC0415 (pandas)
-
-        datasets = training_window(svc.metadata.list_datasets(state.model), contract)
-        sized = estimate(step, sum(d.rows for d in datasets), len(contract.columns))
+    try:
+        contract, sized = _sized(request, svc)
+    except (ContractError, NotFoundError) as exc:
+        # Nothing to weigh (no contract, the file gone): the step's function refuses the run as it always
+        # has, quarantining a file with the reason, so the plan does not fail in its place.
+        logger.info("step placed on its function", extra={"step": step, "error": type(exc).__name__})
+        placed = StepPlacement(
+            engine=Engine.LAMBDA.value,
+            reason=f"nothing to weigh ({type(exc).__name__}): the {step} function reports it",
+        )
+        return state.model_copy(update={"compute": {**(state.compute or {}), step: placed}})
     placement = place(step, contract.compute, request.memory_mb, request.timeout_s, sized)
     placed = StepPlacement(
         engine=placement.engine.value,
@@ -103,6 +103,22 @@ def plan_step(request: PlanRequest, svc: Services) -> RunState:
         svc.objects.put(ObjectRef.parse(placed.input_uri), _state_json(planned), "application/json")
     logger.info("step placed", extra={"step": step, "engine": placed.engine, "reason": placed.reason})
     return planned
+
+
+def _sized(request: PlanRequest, svc: Services) -> tuple[DataContract, Estimate]:
+    """The contract the step runs under and the estimate of its work, from the run's metadata."""
+    state, step = request.state, request.step
+    if step == "validate":
+        contract = load_contract(svc.objects, svc.settings, state.model)
+        source = state.require("source")
+        size = svc.objects.head(source.ref).size
+        columns = len(contract.columns)
+        return contract, estimate(step, rows_in_file(size, columns, source.key), columns)
+    contract = load_training_contract(svc.objects, svc.settings, state.model).contract
+    from shared.ml.training_window import training_window  # noqa: PLC0415 (pandas)
+
+    datasets = training_window(svc.metadata.list_datasets(state.model), contract)
+    return contract, estimate(step, sum(d.rows for d in datasets), len(contract.columns))
 
 
 def collect_step(request: CollectRequest, svc: Services) -> RunState:
