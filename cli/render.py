@@ -93,13 +93,23 @@ def run_details(view: RunView) -> str:
         lines.append("")
         lines.append(
             table(
-                ["step", "status", "started", "seconds", "error"],
+                ["step", "status", "started", "seconds", "ran on", "error"],
                 [
-                    (s.name, s.status.value, s.started_at, s.duration_s, s.error.type if s.error else None)
+                    (
+                        s.name,
+                        s.status.value,
+                        s.started_at,
+                        s.duration_s,
+                        s.engine,
+                        s.error.type if s.error else None,
+                    )
                     for s in view.steps
                 ],
             )
         )
+        # Why each placed step ran where it did (the contract's compute block, or the auto estimate).
+        placed = {s.name: s for s in view.steps if s.engine}
+        lines += [f"  {name} on {s.engine}: {s.engine_reason}" for name, s in placed.items()]
     if run.error:
         lines += [
             "",

@@ -71,6 +71,12 @@ class StackConfig(BaseModel):
     # holding Pulumi.yaml): a team's own repository sets it; unset, this checkout's models/
     # (infra.image.image_context checks that it holds projects).
     models_dir: str | None = Field(default=None, min_length=1)
+    # Where the step tasks (Validate and Train on Fargate) run: private subnets with a route to S3,
+    # DynamoDB and ECR (a NAT gateway or VPC endpoints), and security groups allowing their egress.
+    # Unset, the account's default VPC's subnets and a security group of the stack's own (egress only,
+    # HTTPS), with a public IP so the tasks reach the AWS APIs without a NAT gateway.
+    task_subnets: tuple[str, ...] = ()
+    task_security_groups: tuple[str, ...] = ()
 
     def function_environment(self) -> dict[str, str]:
         """Settings of this environment that every function reads (beside the resource names)."""

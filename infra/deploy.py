@@ -23,6 +23,7 @@ from infra.components.pipeline import Pipeline
 from infra.components.schedules import Schedules
 from infra.components.storage import BucketNotifications, Buckets
 from infra.components.tables import Tables
+from infra.components.tasks import StepTasks
 from infra.config import StackConfig
 from infra.image import REPO_ROOT, ImageContext, image_context
 from infra.names import StackNames
@@ -102,6 +103,18 @@ def deploy(spec: StackSpec, config: StackConfig, image: ImageContext | None = No
         if spec.capture is not None
         else None
     )
+    if spec.tasks and functions.image_uri is not None and functions.repository_arn is not None:
+        # The step tasks' network joins the names: the state machine's task states name it.
+        names = StepTasks(
+            "tasks",
+            spec,
+            names=names,
+            image_uri=functions.image_uri,
+            repository_arn=functions.repository_arn,
+            environment=functions.environment,
+            stack=stack,
+            config=config,
+        ).names
     pipeline = (
         Pipeline("pipeline", spec, names=names, functions=functions.functions, stack=stack, config=config)
         if spec.state_machine is not None

@@ -27,6 +27,7 @@ from infra.spec import (
     StreamRef,
     TableRef,
     TableSpec,
+    TaskSpec,
     append_table,
     list_bucket,
     read_objects,
@@ -34,9 +35,17 @@ from infra.spec import (
     with_overrides,
     write_objects,
 )
+from shared.data.compute import TASK_STEPS
 from shared.env_names import EnvVar
 from shared.featurestore.online import ONLINE_TABLE_KEYS
-from shared.layout import FEEDBACK_DATASETS, TRAIN_ARTIFACTS, ArtifactPrefix, DataPrefix, RunArtifact
+from shared.layout import (
+    FEEDBACK_DATASETS,
+    TRAIN_ARTIFACTS,
+    ArtifactPrefix,
+    DataPrefix,
+    RunArtifact,
+    TaskFile,
+)
 
 PROJECT = "flywheel"
 
@@ -127,6 +136,23 @@ def _functions() -> tuple[FunctionSpec, ...]:
             ),
         ),
         FunctionSpec(
+            name="compute",
+            handler=HANDLERS.format("compute"),
+            description="Places Validate and Train on a function or a Fargate task; reads a task's output",
+            memory_mb=512,
+            timeout_s=60,
+            permissions=(
+                contracts,
+                _feature_views(),
+                # The new file's size, for the estimate (HeadObject needs GetObject).
+                read_objects("data", f"{DataPrefix.INCOMING}*"),
+                read_table("metadata"),
+                read_table("metadata", index="gsi1"),
+                write_objects("artifacts", f"{ArtifactPrefix.TASKS}*/*/*/{TaskFile.INPUT}"),
+                read_objects("artifacts", f"{ArtifactPrefix.TASKS}*/*/*/{TaskFile.OUTPUT}"),
+            ),
+        ),
+        FunctionSpec(
             name="experiment",
             handler=HANDLERS.format("experiment"),
             description="Tells Optuna how a batch of trials scored and asks the next, or picks the winner",
@@ -214,6 +240,22 @@ def _functions() -> tuple[FunctionSpec, ...]:
             timeout_s=30,
             permissions=_metadata(),
         ),
+    )
+
+
+# Validate and Train may run as Fargate tasks: the same image, their step code through functions.task.
+TASK_COMMAND = ("python", "-m", "functions.task")
+
+
+def _tasks() -> tuple[TaskSpec, ...]:
+    return tuple(
+        TaskSpec(
+            function=step,
+            command=(*TASK_COMMAND, step),
+            handover_bucket="artifacts",
+            handover_prefix=ArtifactPrefix.TASKS.value,
+        )
+        for step in TASK_STEPS
     )
 
 
@@ -508,6 +550,7 @@ def flywheel_stack(config: StackConfig) -> StackSpec:
             ScheduleSpec(name="retrain", expression=DEFAULT_RETRAIN_SCHEDULE, function="trigger"),
             *MONITORING_SCHEDULES,
         ),
+        tasks=_tasks(),
         state_machine=StateMachineSpec(
             name="pipeline", definition=pipeline_definition, env_var=EnvVar.STATE_MACHINE_ARN
         ),

@@ -11,8 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from infra.spec import BucketRef, FunctionRef, ResourceRef, StackSpec, StateMachineRef, StreamRef, TableRef
+from infra.spec import (
+    BucketRef,
+    FunctionRef,
+    ResourceRef,
+    StackSpec,
+    StateMachineRef,
+    StreamRef,
+    TableRef,
+    TaskTarget,
+)
 from shared.env_names import EnvVar
+
+TASK_CLUSTER = "tasks"
+# Before the network is known (a definition built only for its shape): ids of the right form.
+PLACEHOLDER_NETWORK = (("subnet-00000000",), ("sg-00000000",))
 
 
 def physical_name(project: str, stack: str, logical: str) -> str:
@@ -33,6 +46,13 @@ class StackNames:
     workflows: Mapping[str, str] = field(default_factory=dict)
     partition: str = "aws"
     extra_environment: Mapping[str, str] = field(default_factory=dict)
+    # Container tasks: the cluster, each task's definition family (by its function), and the network the
+    # tasks run in (stack settings, or the default VPC's; resolved after the names, hence settable later).
+    cluster: str | None = None
+    task_families: Mapping[str, str] = field(default_factory=dict)
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    assign_public_ip: bool = False
 
     @classmethod
     def for_spec(
@@ -52,6 +72,8 @@ class StackNames:
             stream=name(spec.capture.name) if spec.capture else None,
             state_machine=name(spec.state_machine.name) if spec.state_machine else None,
             workflows={w.name: name(w.name) for w in spec.workflows},
+            cluster=name(TASK_CLUSTER) if spec.tasks else None,
+            task_families={t.function: name(f"{t.function}-task") for t in spec.tasks},
         )
 
     def _arn(self, service: str, resource: str, *, regional: bool = True) -> str:
@@ -70,6 +92,54 @@ class StackNames:
 
     def function_arns(self) -> dict[str, str]:
         return {logical: self.function_arn(logical) for logical in self.functions}
+
+    def cluster_arn(self) -> str:
+        assert self.cluster is not None, "the spec declares no container task"
+        return self._arn("ecs", f"cluster/{self.cluster}")
+
+    def task_definition_arn(self, function: str, revision: str = "*") -> str:
+        """A task definition's ARN; ``revision="*"`` (any revision) is what IAM grants RunTask on."""
+        return self._arn("ecs", f"task-definition/{self.task_families[function]}:{revision}")
+
+    def task_arn_pattern(self) -> str:
+        """Any task of the stack's cluster (DescribeTasks and StopTask are granted on tasks)."""
+        return self._arn("ecs", f"task/{self.cluster}/*")
+
+    def role_arn(self, name: str) -> str:
+        return f"arn:{self.partition}:iam::{self.account}:role/{name}"
+
+    def event_rule_arn(self, name: str) -> str:
+        return self._arn("events", f"rule/{name}")
+
+    def task_role_name(self, function: str) -> str:
+        return f"{self.task_families[function]}-role"
+
+    def task_execution_role_name(self, function: str) -> str:
+        return f"{self.task_families[function]}-exec"
+
+    def task_log_group(self, function: str) -> str:
+        return f"/ecs/{self.task_families[function]}"
+
+    def log_group_arn(self, name: str) -> str:
+        return self._arn("logs", f"log-group:{name}")
+
+    def task_targets(self, spec: StackSpec) -> dict[str, TaskTarget]:
+        """What the state machine's task states name, for each of the spec's container tasks."""
+        targets = {}
+        for task in spec.tasks:
+            function = spec.function(task.function)
+            targets[task.function] = TaskTarget(
+                cluster=self.cluster_arn(),
+                task_definition=self.task_families[task.function],
+                container=task.function,
+                command=task.command,
+                subnets=self.subnets or PLACEHOLDER_NETWORK[0],
+                security_groups=self.security_groups or PLACEHOLDER_NETWORK[1],
+                assign_public_ip=self.assign_public_ip,
+                function_memory_mb=function.memory_mb,
+                function_timeout_s=function.timeout_s,
+            )
+        return targets
 
     def stream_arn(self) -> str:
         assert self.stream is not None, "the spec declares no capture stream"

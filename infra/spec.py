@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infra.schedule_expr import ScheduleExpression
+from shared.data.compute import DEFAULT_FARGATE_CPU, DEFAULT_FARGATE_MEMORY, fargate_size_problem
 from shared.env_names import EnvVar
 
 LOGICAL_NAME = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
@@ -268,6 +269,47 @@ class FunctionSpec(_Model):
         return handler
 
 
+# The container's soft memory reservation: under Fargate's smallest size, so any size a run's plan asks
+# for (a task override) still holds it; the task's own memory is the limit.
+TASK_MEMORY_RESERVATION_MB = 512
+
+
+class TaskSpec(_Model):
+    """A step that may run as an ECS Fargate task: the same image and step code as ``function``, with
+    exactly its permissions. ``cpu``/``memory_mb`` are the task definition's size; a run's plan may
+    override both per run (RunTask's task overrides), within Fargate's combinations."""
+
+    function: str
+    command: tuple[str, ...]
+    # Where the state is handed over to and back from the task.
+    handover_bucket: str
+    handover_prefix: str
+    cpu: int = DEFAULT_FARGATE_CPU
+    memory_mb: int = DEFAULT_FARGATE_MEMORY
+
+    def handover_permissions(self) -> tuple[Permission, ...]:
+        """Beyond its function's permissions, a task reads the state it starts from and writes the state
+        it produced (``<prefix><model>/<run id>/<function>/{input,output}.json``), no other step's."""
+        own = f"{self.handover_prefix}*/*/{self.function}/"
+        return (
+            Permission(
+                actions=("s3:GetObject", "s3:GetObjectVersion"),
+                resource=BucketRef(bucket=self.handover_bucket, objects=f"{own}input.json"),
+            ),
+            Permission(
+                actions=("s3:PutObject",),
+                resource=BucketRef(bucket=self.handover_bucket, objects=f"{own}output.json"),
+            ),
+        )
+
+    @model_validator(mode="after")
+    def _fargate_size(self) -> TaskSpec:
+        problem = fargate_size_problem(self.cpu, self.memory_mb)
+        if problem:
+            raise ValueError(f"task {self.function!r}: {problem}")
+        return self
+
+
 class ScheduleSpec(_Model):
     """Invoke ``function`` on ``expression`` (EventBridge ``rate(...)``/``cron(...)``).
 
@@ -313,12 +355,33 @@ class RouteSpec(_Model):
         return f"{self.method.lower()}-{re.sub(r'[^A-Za-z0-9]+', '-', self.path).strip('-') or 'root'}"
 
 
-class FunctionArns(Mapping[str, str]):
-    """The ARNs a state machine builder may ask for; asking for an undeclared function is a SpecError."""
+class TaskTarget(_Model):
+    """What a state machine's ``ecs:runTask.sync`` state names: the cluster, the task definition (its
+    family: RunTask takes the latest active revision), the container to override, the network, and the
+    size of the step's function (which the plan weighs an estimate against)."""
 
-    def __init__(self, arns: Mapping[str, str]) -> None:
+    cluster: str
+    task_definition: str
+    container: str
+    command: tuple[str, ...]
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    assign_public_ip: bool = False
+    function_memory_mb: int
+    function_timeout_s: int
+
+
+class FunctionArns(Mapping[str, str]):
+    """The ARNs a state machine builder may ask for; asking for an undeclared function is a SpecError.
+    ``task(function)`` is the function's container task, when the spec declares one."""
+
+    def __init__(self, arns: Mapping[str, str], tasks: Mapping[str, TaskTarget] | None = None) -> None:
         self._arns = dict(arns)
+        self._tasks = dict(tasks or {})
         self.used: set[str] = set()
+
+    def task(self, function: str) -> TaskTarget | None:
+        return self._tasks.get(function)
 
     def __getitem__(self, name: str) -> str:
         if name not in self._arns:
@@ -352,9 +415,11 @@ class StateMachineSpec(_Model):
     env_var: EnvVar | None = None
     permissions: tuple[Permission, ...] = ()
 
-    def build(self, arns: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
-        """The definition for these ARNs, and the functions it invokes."""
-        recorder = FunctionArns(arns)
+    def build(
+        self, arns: Mapping[str, str], tasks: Mapping[str, TaskTarget] | None = None
+    ) -> tuple[dict[str, Any], set[str]]:
+        """The definition for these ARNs (and container tasks), and the functions it invokes."""
+        recorder = FunctionArns(arns, tasks)
         document = self.definition(recorder)
         return document, recorder.used
 
@@ -377,6 +442,7 @@ class StackSpec(_Model):
     state_machine: StateMachineSpec | None = None
     # State machines besides the pipeline (batch scoring), each with its own role.
     workflows: tuple[StateMachineSpec, ...] = ()
+    tasks: tuple[TaskSpec, ...] = ()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> StackSpec:
@@ -412,6 +478,7 @@ class StackSpec(_Model):
                 f"capture stream {self.capture.name!r} names bucket {self.capture.bucket!r}, "
                 "which the spec does not declare"
             )
+        self._check_tasks(functions)
         for function in self.functions:
             for permission in function.permissions:
                 self._check_resource(permission.resource, f"function {function.name!r} permission")
@@ -432,6 +499,16 @@ class StackSpec(_Model):
             self.machine_definition(machine, placeholders)
             for permission in machine.permissions:
                 self._check_resource(permission.resource, f"state machine {machine.name!r} permission")
+
+    def _check_tasks(self, functions: set[str]) -> None:
+        task_functions = [t.function for t in self.tasks]
+        if len(set(task_functions)) != len(task_functions):
+            raise SpecError(f"more than one task for function(s) {sorted(task_functions)}")
+        for task in self.tasks:
+            if task.function not in functions:
+                raise SpecError(f"task {task.function!r} names a function the spec does not declare")
+            for permission in task.handover_permissions():
+                self._check_resource(permission.resource, f"task {task.function!r} handover")
 
     def _check_resource(
         self, ref: BucketRef | TableRef | StreamRef | FunctionRef | StateMachineRef, where: str
@@ -460,6 +537,19 @@ class StackSpec(_Model):
 
     # --- lookups both clouds use ------------------------------------------------------------------------
 
+    def placeholder_task(self, task: TaskSpec) -> TaskTarget:
+        function = self.function(task.function)
+        return TaskTarget(
+            cluster="arn:aws:ecs:region:000000000000:cluster/tasks",
+            task_definition=task.function,
+            container=task.function,
+            command=task.command,
+            subnets=("subnet-00000000",),
+            security_groups=("sg-00000000",),
+            function_memory_mb=function.memory_mb,
+            function_timeout_s=function.timeout_s,
+        )
+
     def function(self, name: str) -> FunctionSpec:
         return next(f for f in self.functions if f.name == name)
 
@@ -477,19 +567,31 @@ class StackSpec(_Model):
     def workflow(self, name: str) -> StateMachineSpec:
         return next(w for w in self.workflows if w.name == name)
 
-    def state_machine_definition(self, arns: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
+    def task(self, function: str) -> TaskSpec | None:
+        return next((t for t in self.tasks if t.function == function), None)
+
+    def state_machine_definition(
+        self, arns: Mapping[str, str], tasks: Mapping[str, TaskTarget] | None = None
+    ) -> tuple[dict[str, Any], set[str]]:
         """The pipeline's ASL document for these function ARNs, checked: every Task names a declared
-        function."""
+        function (see :meth:`machine_definition`)."""
         if self.state_machine is None:
             raise SpecError("the spec declares no state machine")
-        return self.machine_definition(self.state_machine, arns)
+        return self.machine_definition(self.state_machine, arns, tasks)
 
-    @staticmethod
     def machine_definition(
-        machine: StateMachineSpec, arns: Mapping[str, str]
+        self,
+        machine: StateMachineSpec,
+        arns: Mapping[str, str],
+        tasks: Mapping[str, TaskTarget] | None = None,
     ) -> tuple[dict[str, Any], set[str]]:
-        """One state machine's ASL document for these function ARNs, and the functions it invokes."""
-        document, used = machine.build(arns)
+        """One state machine's ASL document for these function ARNs, and the functions it invokes.
+
+        ``tasks`` are where the declared container tasks run; without them (``None``) placeholders stand
+        in, which is enough to know the document's shape and the functions it invokes."""
+        if tasks is None:
+            tasks = {t.function: self.placeholder_task(t) for t in self.tasks}
+        document, used = machine.build(arns, tasks)
         if not isinstance(document, dict) or "StartAt" not in document or "States" not in document:
             raise SpecError(
                 f"the builder of state machine {machine.name!r} must return an ASL document with "
@@ -543,4 +645,5 @@ def with_overrides(
         capture=spec.capture,
         state_machine=spec.state_machine,
         workflows=spec.workflows,
+        tasks=spec.tasks,
     )

@@ -27,6 +27,8 @@ class DataPrefix(StrEnum):
 class ArtifactPrefix(StrEnum):
     MODELS = "models/"
     REPORTS = "reports/"
+    # A step run as a container task hands its state over here (TaskFile): tasks/<model>/<run id>/<step>/.
+    TASKS = "tasks/"
 
 
 # Feedback datasets (the monitor's labelled captures) sit in their own folder under the model's datasets:
@@ -58,3 +60,11 @@ TRAIN_ARTIFACTS = (
     RunArtifact.ONNX,
     RunArtifact.CODE,
 )
+
+
+class TaskFile(StrEnum):
+    """A container task's handover files, as ``tasks/<model>/<run id>/<step>/<name>``: the plan writes the
+    state the task starts from, the task writes the state it produced."""
+
+    INPUT = "input.json"
+    OUTPUT = "output.json"

@@ -127,6 +127,9 @@ class Step(_Record):
     duration_s: float | None = None
     error: ErrorInfo | None = None
     attempt: int = 1
+    # Where the attempt ran (lambda or fargate) and why (shared.data.compute); None for steps never placed.
+    engine: str | None = None
+    engine_reason: str | None = None
 
 
 class TimeRange(_Record):
@@ -278,7 +281,14 @@ class MetadataStore(Protocol):
 
     def last_run(self, model: str, status: RunStatus | None = None) -> Run | None: ...
 
-    def start_step(self, run_id: str, name: str, at: datetime | None = None) -> Step: ...
+    def start_step(
+        self,
+        run_id: str,
+        name: str,
+        at: datetime | None = None,
+        engine: str | None = None,
+        engine_reason: str | None = None,
+    ) -> Step: ...
 
     def finish_step(self, run_id: str, name: str, at: datetime | None = None) -> Step: ...
 
@@ -371,13 +381,28 @@ class _MetadataRules(ABC):
 
     # steps
 
-    def start_step(self, run_id: str, name: str, at: datetime | None = None) -> Step:
-        """Record that a step started: a new attempt, numbered after the step's earlier ones."""
+    def start_step(
+        self,
+        run_id: str,
+        name: str,
+        at: datetime | None = None,
+        engine: str | None = None,
+        engine_reason: str | None = None,
+    ) -> Step:
+        """Record that a step started: a new attempt, numbered after the step's earlier ones, with where it
+        runs and why when the pipeline placed it."""
         started = at or self._clock()
 
         def attempt() -> Step | None:
             attempts = self._step_attempts(run_id, name)
-            step = Step(run_id=run_id, name=name, started_at=started, attempt=len(attempts) + 1)
+            step = Step(
+                run_id=run_id,
+                name=name,
+                started_at=started,
+                attempt=len(attempts) + 1,
+                engine=engine,
+                engine_reason=engine_reason,
+            )
             return step if self._insert_step(step) else None
 
         return _until_written(attempt, f"start step {name} of {run_id}")

@@ -47,9 +47,12 @@ class Functions(pulumi.ComponentResource):
             )
         )
         self.functions: dict[str, aws.lambda_.Function] = {}
+        # The image and its repository, for the step tasks that run the same image.
+        self.image_uri: Output[str] | None = None
+        self.repository_arn: Output[str] | None = None
         # No function, no image to build.
         if spec.functions:
-            image_uri = self._image()
+            image_uri = self.image_uri = self._image()
             self.functions = {fn.name: self._function(fn, image_uri, names) for fn in spec.functions}
         self.names: dict[str, Output[str]] = {n: f.name for n, f in self.functions.items()}
         self.arns: dict[str, Output[str]] = {n: f.arn for n, f in self.functions.items()}
@@ -67,6 +70,7 @@ class Functions(pulumi.ComponentResource):
             force_delete=not self._config.protect,
             opts=ResourceOptions(parent=self),
         )
+        self.repository_arn = repository.arn
         token = aws.ecr.get_authorization_token_output(
             registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )

@@ -37,12 +37,13 @@ def pipeline_policy(
     spec: StackSpec, names: StackNames, machine: StateMachineSpec | None = None
 ) -> dict[str, Any]:
     """A state machine's policy (the pipeline's by default): invoke the functions its definition names,
-    its spec permissions, X-Ray, log delivery."""
+    its spec permissions, the step tasks for the pipeline (``ecs:runTask.sync``), X-Ray, log delivery."""
     chosen = machine or spec.state_machine
     if chosen is None:
         raise SpecError("the spec declares no state machine")
-    _, invoked = spec.machine_definition(chosen, names.function_arns())
-    document = state_machine_policy(invoked, names, chosen.permissions)
+    pipeline = chosen is spec.state_machine
+    _, invoked = spec.machine_definition(chosen, names.function_arns(), names.task_targets(spec))
+    document = state_machine_policy(invoked, names, chosen.permissions, spec if pipeline else None)
     document["Statement"].append(
         {"Sid": "LogDelivery", "Effect": "Allow", "Action": list(LOG_DELIVERY_ACTIONS), "Resource": "*"}
     )
@@ -95,7 +96,9 @@ class Pipeline(pulumi.ComponentResource):
             type="STANDARD",
             role_arn=role.arn,
             definition=names.apply(
-                lambda n: json.dumps(spec.machine_definition(chosen, n.function_arns())[0])
+                lambda n: json.dumps(
+                    spec.machine_definition(chosen, n.function_arns(), n.task_targets(spec))[0]
+                )
             ),
             tracing_configuration={"enabled": True},
             logging_configuration={

@@ -9,15 +9,20 @@ CLI or the ``flywheel`` CLI reaches it through ``AWS_ENDPOINT_URL``. Either way:
 - S3 notifications, ``Invoke`` and state machine tasks run handlers in :class:`LocalRuntime` (the one seam);
 - DynamoDB requests are atomic, as in AWS (:mod:`infra.local.atomicity`);
 - Firehose evaluates the capture stream's partitioned S3 prefix, as in AWS (:mod:`infra.local.firehose`);
+- an ECS task's command runs as a process of its own, reaching this cloud over HTTP (in process, through
+  a moto server on loopback sharing the mock's state), and stops as ECS reports it
+  (:mod:`infra.local.containers`);
 - :class:`LocalScheduler` fires the spec's schedules and :class:`LocalGateway` serves its routes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import zipfile
@@ -36,14 +41,23 @@ from infra.capture_config import capture_destination
 from infra.config import StackConfig
 from infra.image import code_version
 from infra.local.atomicity import atomic_dynamodb_requests
+from infra.local.containers import LocalContainers
 from infra.local.firehose import MetadataQuery, firehose_s3_delivery
 from infra.local.gateway import LocalGateway
 from infra.local.memory import long_lived_frozen, untracked_dynamodb_models
 from infra.local.runtime import LocalRuntime
 from infra.local.scheduler import LocalScheduler
 from infra.names import StackNames
-from infra.policies import assume_role_policy, delivery_stream_policy, function_policy, state_machine_policy
-from infra.spec import StackSpec
+from infra.policies import (
+    ECS_TASKS_SERVICE,
+    assume_role_policy,
+    delivery_stream_policy,
+    function_policy,
+    state_machine_policy,
+    task_execution_policy,
+    task_policy,
+)
+from infra.spec import TASK_MEMORY_RESERVATION_MB, StackSpec
 from shared.observability import logger
 from shared.settings import forget_warm_state
 
@@ -81,6 +95,10 @@ class LocalCloud:
             self.config.function_environment(),
         )
         self.runtime = LocalRuntime(s3_versions=self._object_version)
+        self.containers = LocalContainers(endpoint=self._task_endpoint)
+        self._task_server: ThreadedMotoServer | None = None
+        self._task_server_url: str | None = None
+        self._task_server_lock = threading.Lock()
         self.scheduler = LocalScheduler(ACCOUNT, self.region, invoke=self.invoke_async)
         self.gateway: LocalGateway | None = None
         self.endpoint_url: str | None = None
@@ -109,6 +127,8 @@ class LocalCloud:
             stack.enter_context(atomic_dynamodb_requests())
             stack.enter_context(untracked_dynamodb_models())
             stack.enter_context(firehose_s3_delivery())
+            stack.enter_context(self.containers.installed())
+            stack.callback(self._stop_task_server)
             stack.callback(self._shutdown)
             self._start()
             stack.enter_context(long_lived_frozen())
@@ -136,6 +156,7 @@ class LocalCloud:
             stack.enter_context(atomic_dynamodb_requests())
             stack.enter_context(untracked_dynamodb_models())
             stack.enter_context(firehose_s3_delivery())
+            stack.enter_context(self.containers.installed())
             logging.getLogger("werkzeug").setLevel(
                 logging.WARNING
             )  # one line per request drowns the functions' logs
@@ -185,6 +206,7 @@ class LocalCloud:
         self._create_tables()
         self._create_functions()
         self._create_capture_stream()
+        self._create_tasks()
         self._create_state_machine()
         self._wire_notifications()
         self._create_schedules()
@@ -323,14 +345,17 @@ class LocalCloud:
         )
 
     def _create_state_machine(self) -> None:
+        targets = self.names.task_targets(self.spec)
         for machine in self.spec.state_machines:
             is_pipeline = machine is self.spec.state_machine
             physical = self.names.machine_name(None if is_pipeline else machine.name)
-            definition, invoked = self.spec.machine_definition(machine, self.names.function_arns())
+            definition, invoked = self.spec.machine_definition(machine, self.names.function_arns(), targets)
             role = self._create_role(
                 f"{physical}-role",
                 "states.amazonaws.com",
-                state_machine_policy(invoked, self.names, machine.permissions),
+                state_machine_policy(
+                    invoked, self.names, machine.permissions, self.spec if is_pipeline else None
+                ),
             )
             self.client("stepfunctions").create_state_machine(
                 name=physical,
@@ -338,6 +363,91 @@ class LocalCloud:
                 roleArn=role,
                 tracingConfiguration={"enabled": True},
             )
+
+    def _create_tasks(self) -> None:
+        """The cluster, a network for the tasks (moto gives each an ENI in a subnet), and per step task
+        its roles and task definition, as the Pulumi program declares them."""
+        if not self.spec.tasks:
+            return
+        ec2, ecs, logs = self.client("ec2"), self.client("ecs"), self.client("logs")
+        vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+        # As a default VPC has it: a task's network interface gets a private DNS name.
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName="flywheel-tasks", Description="step tasks", VpcId=vpc)
+        self.names = dataclasses.replace(self.names, subnets=(subnet,), security_groups=(group["GroupId"],))
+        ecs.create_cluster(clusterName=self.names.cluster)
+        for task in self.spec.tasks:
+            function = self.spec.function(task.function)
+            role = self._create_role(
+                self.names.task_role_name(task.function),
+                ECS_TASKS_SERVICE,
+                task_policy(task, function, self.names),
+            )
+            log_group = self.names.task_log_group(task.function)
+            repository = (
+                f"arn:aws:ecr:{self.region}:{ACCOUNT}:repository/{self.spec.project}-{self.stack}-functions"
+            )
+            execution = self._create_role(
+                self.names.task_execution_role_name(task.function),
+                ECS_TASKS_SERVICE,
+                task_execution_policy(repository, self.names.log_group_arn(log_group)),
+            )
+            logs.create_log_group(logGroupName=log_group)
+            ecs.register_task_definition(
+                family=self.names.task_families[task.function],
+                requiresCompatibilities=["FARGATE"],
+                networkMode="awsvpc",
+                cpu=str(task.cpu),
+                memory=str(task.memory_mb),
+                taskRoleArn=role,
+                executionRoleArn=execution,
+                containerDefinitions=[
+                    {
+                        "name": task.function,
+                        "image": "flywheel-functions:local",
+                        "essential": True,
+                        "memoryReservation": TASK_MEMORY_RESERVATION_MB,
+                        "command": list(task.command),
+                        "environment": [{"name": k, "value": v} for k, v in sorted(self.environment.items())],
+                        "logConfiguration": {
+                            "logDriver": "awslogs",
+                            "options": {
+                                "awslogs-group": log_group,
+                                "awslogs-region": self.region,
+                                "awslogs-stream-prefix": task.function,
+                            },
+                        },
+                    }
+                ],
+            )
+
+    def _task_endpoint(self) -> dict[str, str]:
+        """What a task's process needs to reach this cloud (ECS would give it the task role instead)."""
+        endpoint = self.endpoint_url or self._start_task_server()
+        return {
+            **LOCAL_CREDENTIALS,
+            **LOCAL_CLIENT_SETTINGS,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+
+    def _start_task_server(self) -> str:
+        """In process, a task (a process of its own) reaches the mock's state through a moto server on a
+        loopback port, which shares it; started with the first task."""
+        with self._task_server_lock:
+            if self._task_server_url is None:
+                port = _free_port()
+                self._task_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+                self._task_server.start()
+                self._task_server_url = f"http://127.0.0.1:{port}"
+            return self._task_server_url
+
+    def _stop_task_server(self) -> None:
+        if self._task_server is not None:
+            self._task_server.stop()
+        self._task_server, self._task_server_url = None, None
 
     def _wire_notifications(self) -> None:
         s3, lambda_ = self.client("s3"), self.client("lambda")
@@ -477,6 +587,13 @@ class LocalCloud:
         except ClientError:
             return None
         return head.get("VersionId") if head.get("ETag", "").strip('"') == etag.strip('"') else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _lifecycle_rule(rule: Any) -> dict[str, Any]:

@@ -54,7 +54,12 @@ AUTO_NAMED = {
     "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream": "name",
     "aws:apigatewayv2/api:Api": "name",
     "aws:apigatewayv2/authorizer:Authorizer": "name",
+    "aws:ecs/cluster:Cluster": "name",
+    "aws:ec2/securityGroup:SecurityGroup": "name",
 }
+# The default VPC as EC2 describes one: its id, and one subnet per availability zone.
+DEFAULT_VPC = "vpc-0a1b2c3d4e5f60718"
+DEFAULT_SUBNETS = ("subnet-0a1b2c3d4e5f60711", "subnet-0a1b2c3d4e5f60722", "subnet-0a1b2c3d4e5f60733")
 
 
 def _digits(seed: str, alphabet: str, length: int) -> str:
@@ -190,6 +195,27 @@ class ProviderMocks(pulumi.runtime.Mocks):
                 return random_id[:7], inputs
             case "aws:apigatewayv2/authorizer:Authorizer":
                 return random_id[:6], inputs
+            case "aws:ecs/cluster:Cluster":
+                # The provider's id for a cluster is its ARN.
+                arn = f"arn:aws:ecs:{regional}:cluster/{name}"
+                return arn, {**inputs, "arn": arn}
+            case "aws:ecs/taskDefinition:TaskDefinition":
+                # Its id is the family; the ARN names the revision registered (the first, here).
+                family = inputs["family"]
+                unrevised = f"arn:aws:ecs:{regional}:task-definition/{family}"
+                return family, {
+                    **inputs,
+                    "arn": f"{unrevised}:1",
+                    "arnWithoutRevision": unrevised,
+                    "revision": 1,
+                }
+            case "aws:ec2/securityGroup:SecurityGroup":
+                group_id = "sg-" + _digits(urn, "0123456789abcdef", 17)
+                return group_id, {
+                    **inputs,
+                    "arn": f"arn:aws:ec2:{regional}:security-group/{group_id}",
+                    "ownerId": ACCOUNT,
+                }
             case _:
                 return random_id, inputs
 
@@ -214,6 +240,19 @@ class ProviderMocks(pulumi.runtime.Mocks):
                     "registryId": args.args.get("registryId", ACCOUNT),
                     "region": self.region,
                 }
+            case "aws:ec2/getVpc:getVpc":
+                return {
+                    "id": DEFAULT_VPC,
+                    "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:vpc/{DEFAULT_VPC}",
+                    "cidrBlock": "172.31.0.0/16",
+                    "default": True,
+                    "enableDnsHostnames": True,
+                    "enableDnsSupport": True,
+                    "ownerId": ACCOUNT,
+                    "state": "available",
+                }
+            case "aws:ec2/getSubnets:getSubnets":
+                return {"id": self.region, "ids": list(DEFAULT_SUBNETS), "filters": args.args.get("filters")}
         raise AssertionError(f"the program called {args.token}, which these mocks do not answer")
 
 

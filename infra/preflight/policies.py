@@ -44,6 +44,18 @@ ACCEPTED = (
         "Step Functions delivers its logs with the caller's right to write the log group's resource policy "
         "(https://docs.aws.amazon.com/step-functions/latest/dg/cw-logs.html)",
     ),
+    Accepted(
+        "PERMISSIONS_MANAGEMENT_ACTIONS",
+        "PassTaskRoles",
+        "ecs:runTask.sync passes the step task's task and execution roles to ECS, conditioned on "
+        "ecs-tasks.amazonaws.com (https://docs.aws.amazon.com/step-functions/latest/dg/ecs-iam.html)",
+    ),
+    Accepted(
+        "CREDENTIALS_EXPOSURE",
+        "RegistryToken",
+        "a task's execution role logs in to ECR to pull the image; GetAuthorizationToken takes no resource "
+        "(https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_execution_IAM_role.html)",
+    ),
     # The GitHub deploy role (infra/bootstrap/github-oidc.yaml) creates what `pulumi up` declares: roles with
     # their inline policies, buckets with their policies, an image pushed to ECR. Each right is limited to
     # resources named after the project.

@@ -1,6 +1,8 @@
 """Data: what a model's data must look like, and what happens to a file that arrives.
 
 * :mod:`~shared.data.contract`: the data contract (YAML) and its parser, every problem listed at once.
+* :mod:`~shared.data.compute`: where a step runs (the contract's ``compute`` block), Fargate's task sizes
+  and the ``auto`` rule (an estimate of peak memory and duration against the function's). Pure.
 * :mod:`~shared.data.catalog`: where contracts are kept (``contracts/<model>.yaml``), and the one way a
   stored YAML document (a contract, a feature view) is read back.
 * :mod:`~shared.data.quarantine`: the one way a file is refused: moved under ``quarantine/`` beside its

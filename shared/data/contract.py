@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.data.compute import Compute
 from shared.data.search_space import ExperimentPolicy
 from shared.documents import load_yaml
 from shared.errors import ContractError
@@ -247,6 +248,8 @@ class DataContract(_Block):
     serving: ServingGates = Field(default_factory=ServingGates)
     # A hyperparameter search (shared.data.search_space); its winner is trained and judged as any candidate.
     experiment: ExperimentPolicy | None = None
+    # Where Validate and Train run (shared.data.compute): absent, each runs in its Lambda function.
+    compute: Compute | None = None
     description: str = ""
 
     @field_validator("model")

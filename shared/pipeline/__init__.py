@@ -6,6 +6,8 @@
 * :mod:`~shared.pipeline.trigger`: every way a run starts, through one door, named deterministically.
 * :mod:`~shared.pipeline.runs`: a step recorded on its run; closing the run (Finish, RecordFailure).
 * :mod:`~shared.pipeline.intake`: Validate: a new file becomes a dataset or is refused (pandas, Arrow).
+* :mod:`~shared.pipeline.compute`: placing Validate and Train on their function or a Fargate task, the
+  task's own run of the step (``python -m functions.task``), and reading its state back. Light.
 * :mod:`~shared.pipeline.steps`: Train, Evaluate, Register (the heavy ones: pandas, scikit-learn, skl2onnx).
 * :mod:`~shared.pipeline.verification`: Verify and PostDeployCheck, proof on the serving path.
 * :mod:`~shared.pipeline.delivery`: Promote, AwaitApproval, Declined (the policy arrives in the state).

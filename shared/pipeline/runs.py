@@ -23,8 +23,15 @@ from shared.services import Services
 
 @contextmanager
 def recorded_step(svc: Services, state: RunState, name: str) -> Iterator[None]:
-    """Record the step's start and end (or failure) on the run; the run is running from its first step."""
-    svc.metadata.start_step(state.run_id, name)
+    """Record the step's start and end (or failure) on the run; the run is running from its first step.
+    A step the pipeline placed (``state.compute``) records where it runs and why."""
+    placed = (state.compute or {}).get(name)
+    svc.metadata.start_step(
+        state.run_id,
+        name,
+        engine=placed.engine if placed else None,
+        engine_reason=placed.reason if placed else None,
+    )
     run = svc.metadata.get_run(state.run_id)
     if run.status is RunStatus.PENDING:
         svc.metadata.update_run(state.run_id, status=RunStatus.RUNNING)
@@ -68,6 +75,9 @@ def finish_step(state: RunState, svc: Services) -> RunState:
 def record_failure(state: RunState, svc: Services) -> RunState:
     """Mark the run failed with the step, the error type and its message (from the Catch's ``$.error``)."""
     error = ErrorInfo(step=state.failed_step, **_caught(state.error or {}))
+    stopped = _stopped_task(state.error or {})
+    if stopped is not None and state.failed_step:
+        error = _task_error(svc, state, state.failed_step, stopped) or error
     if state.failed_step:
         svc.metadata.fail_step(state.run_id, state.failed_step, error)
     svc.metadata.update_run(state.run_id, status=RunStatus.FAILED, ended_at=datetime.now(UTC), error=error)
@@ -77,6 +87,29 @@ def record_failure(state: RunState, svc: Services) -> RunState:
         "run failed", extra={"step": state.failed_step, "error": error.type, "error_message": error.message}
     )
     return state
+
+
+def _stopped_task(caught: dict[str, Any]) -> dict[str, Any] | None:
+    """The stopped task an ``ecs:runTask.sync`` failure carries as its cause (the task's description)."""
+    try:
+        body = json.loads(str(caught.get("Cause") or ""))
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and "Containers" in body and "TaskArn" in body else None
+
+
+def _task_error(svc: Services, state: RunState, step: str, task: dict[str, Any]) -> ErrorInfo | None:
+    """A failed task's error: what the step recorded from inside its container, with the exit code ECS
+    reported; or, when the container died before recording (out of memory, a bad image), ECS's reason."""
+    codes = [c.get("ExitCode") for c in task.get("Containers", []) if c.get("ExitCode") is not None]
+    how = f"fargate task stopped: {task.get('StoppedReason') or 'no reason given'}" + (
+        f", exit code {codes[0]}" if codes else ""
+    )
+    attempts = [s for s in svc.metadata.list_steps(state.run_id) if s.name == step]
+    recorded = attempts[-1].error if attempts and attempts[-1].error else None
+    if recorded is not None:
+        return ErrorInfo(step=step, type=recorded.type, message=f"{recorded.message} ({how})")
+    return ErrorInfo(step=step, type="TaskFailed", message=how)
 
 
 def _caught(caught: dict[str, Any]) -> dict[str, str]:

@@ -111,6 +111,20 @@ class EvaluationSummary(_State):
     held: str | None = None
 
 
+class StepPlacement(_State):
+    """Where one step runs (``lambda`` or ``fargate``) and why, as the plan step decided. A task's step
+    reads its input state from ``input_uri`` and writes its output state to ``output_uri`` (the ECS result
+    carries no container output); ``cpu``/``memory`` are strings, as ECS's task overrides take them."""
+
+    engine: str
+    reason: str
+    cpu: str | None = None
+    memory: str | None = None
+    input_uri: str | None = None
+    output_uri: str | None = None
+    task: dict[str, Any] | None = None  # the stopped task's ARN and reason, once it ran
+
+
 class RunState(_State):
     """The pipeline's payload: references only, never data (Step Functions caps payloads at 256 KiB)."""
 
@@ -124,6 +138,8 @@ class RunState(_State):
     code_change: CodeChange | None = None
     # An experiment run: the search in progress, then its winner (what Train trains).
     experiment: ExperimentState | None = None
+    # Where Validate and Train run, by step name (shared.pipeline.compute): set just before each.
+    compute: dict[str, StepPlacement] | None = None
     dataset_id: str | None = None
     candidate: Candidate | None = None
     evaluation: EvaluationSummary | None = None

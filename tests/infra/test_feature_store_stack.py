@@ -170,8 +170,8 @@ def test_the_views_are_read_by_the_steps_that_need_the_effective_contract_and_wr
     """Given the views are put by a person (`flywheel features put`, their own credentials)
     When the program runs
     Then Train, Evaluate, Register, Verify, Experiment and Trial (which build a contract's effective
-    contract) and the
-    features function may read feature-views/; nobody else may, and no function may write there."""
+    contract), Compute (which sizes Train by it) and the features function may read feature-views/;
+    nobody else may, and no function may write there."""
     views = f"{arn(flywheel_dev, T.BUCKET, 'data')}/feature-views/*"
     on_views = {
         name: {action for action, resource in grants(flywheel_dev, name) if resource == views}
@@ -184,6 +184,7 @@ def test_the_views_are_read_by_the_steps_that_need_the_effective_contract_and_wr
         "evaluate",
         "register",
         "verify",
+        "compute",
         "features",
     }
     assert all(actions <= set(READS) for actions in on_views.values())

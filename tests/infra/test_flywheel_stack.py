@@ -30,6 +30,7 @@ STACKS = ["flywheel_dev", "flywheel_prod"]
 FUNCTIONS: dict[str, tuple[str, int, int]] = {
     "trigger": ("trigger", 256, 60),
     "validate": ("validate", 2048, 300),
+    "compute": ("compute", 512, 60),
     "train": ("train", 3008, 900),
     "experiment": ("experiment", 1024, 120),
     "trial": ("trial", 3008, 900),
@@ -77,6 +78,8 @@ TRAIN_FILES = ("model.pkl", "holdout.parquet", "profile.json", "model.onnx", "co
 # Every object each function may put, as (bucket, key pattern): exactly the keys its step writes. Functions
 # not named here put no object at all.
 S3_PUTS: dict[str, set[tuple[str, str]]] = {
+    # The state a step task starts from; the task writes its output with its own role.
+    "compute": {("artifacts", "tasks/*/*/*/input.json")},
     "trigger": {("data", "quarantine/*")},
     "validate": {("data", "datasets/*"), ("data", "quarantine/*")},
     "train": {("artifacts", f"models/*/*/{name}") for name in TRAIN_FILES},
@@ -111,6 +114,15 @@ DOCUMENTED_STATES = {
     "Finish",
     "RecordFailure",
     "Failed",
+    # Validate and Train are placed first: their function, or a Fargate task and the state read back.
+    "PlanValidate",
+    "ValidateEngine",
+    "ValidateOnFargate",
+    "CollectValidate",
+    "PlanTrain",
+    "TrainEngine",
+    "TrainOnFargate",
+    "CollectTrain",
     # An experiment run's search: ask a batch, fan it out, ask again until the budget is spent.
     "Experiment",
     "MoreTrials",
@@ -119,6 +131,10 @@ DOCUMENTED_STATES = {
 }
 # Task state -> the function it invokes (and the step name a failure is recorded under).
 TASKS = {
+    "PlanValidate": "compute",
+    "CollectValidate": "compute",
+    "PlanTrain": "compute",
+    "CollectTrain": "compute",
     "Validate": "validate",
     "Experiment": "experiment",
     "Train": "train",
@@ -137,6 +153,9 @@ TASKS = {
 # SendTaskSuccess/SendTaskFailure (flywheel approve/reject) or the timeout.
 WAITING_TASK = "AwaitApproval"
 WAIT_FOR_TOKEN = "arn:aws:states:::lambda:invoke.waitForTaskToken"
+# The container tasks: Step Functions runs them in ECS and waits until they stop.
+RUN_TASK_SYNC = "arn:aws:states:::ecs:runTask.sync"
+CONTAINER_TASKS = {"ValidateOnFargate": "validate", "TrainOnFargate": "train"}
 LAMBDA_TRANSIENT = {
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -798,7 +817,11 @@ def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: De
     asl = definition(flywheel_dev)
     states = asl["States"]
     assert asl["StartAt"] == "HasNewFile"
-    step_failures = {f"{state}Failed" for state in [*TASKS, WAITING_TASK] if state != "RecordFailure"}
+    step_failures = {
+        f"{state}Failed"
+        for state in [*TASKS, WAITING_TASK]
+        if state != "RecordFailure" and not state.startswith(("Plan", "Collect"))
+    }
     assert set(states) == DOCUMENTED_STATES | step_failures
 
     for state, function in TASKS.items():
@@ -811,16 +834,24 @@ def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: De
 
     assert choice("HasNewFile") == (
         [
-            {"Variable": "$.source", "IsPresent": True, "Next": "Validate"},
+            {"Variable": "$.source", "IsPresent": True, "Next": "PlanValidate"},
             {"Variable": "$.reason", "StringEquals": "experiment", "Next": "Experiment"},
         ],
-        "Train",
+        "PlanTrain",
     )
     assert states["Experiment"]["Next"] == "MoreTrials"
     assert choice("MoreTrials") == (
-        [{"Variable": "$.experiment.done", "BooleanEquals": True, "Next": "Train"}],
+        [{"Variable": "$.experiment.done", "BooleanEquals": True, "Next": "PlanTrain"}],
         "Trials",
     )
+    for step in ("Validate", "Train"):
+        path = f"$.compute.{step.lower()}.engine"
+        assert choice(f"{step}Engine") == (
+            [{"Variable": path, "StringEquals": "fargate", "Next": f"{step}OnFargate"}],
+            step,
+        )
+    for state in CONTAINER_TASKS:
+        assert states[state]["Resource"] == RUN_TASK_SYNC
     trials = states["Trials"]
     assert (trials["Type"], trials["ItemsPath"], trials["MaxConcurrencyPath"], trials["Next"]) == (
         "Map",
@@ -853,7 +884,13 @@ def test_the_pipeline_has_the_documented_states_and_transitions(flywheel_dev: De
 
     following = {name: state.get("Next") for name, state in states.items() if state["Type"] == "Task"}
     assert following == {
-        "Validate": "Train",
+        "PlanValidate": "ValidateEngine",
+        "ValidateOnFargate": "CollectValidate",
+        "CollectValidate": "PlanTrain",
+        "PlanTrain": "TrainEngine",
+        "TrainOnFargate": "CollectTrain",
+        "CollectTrain": "Evaluate",
+        "Validate": "PlanTrain",
         "Experiment": "MoreTrials",
         "Train": "Evaluate",
         "Evaluate": "Gate",
@@ -937,11 +974,13 @@ def test_every_step_catches_any_error_into_a_pass_naming_the_step_then_record_fa
     [catch] = states[state]["Catch"]
     assert catch["ErrorEquals"] == ["States.ALL"]
     assert catch["ResultPath"] == "$.error"
-    assert catch["Next"] == f"{state}Failed"
+    # Placing a step or reading its task's state back is part of that step: its failure is the step's.
+    step = state.removeprefix("Plan").removeprefix("Collect")
+    assert catch["Next"] == f"{step}Failed"
     named = states[catch["Next"]]
     assert named == {
         "Type": "Pass",
-        "Result": TASKS[state],
+        "Result": TASKS[step],
         "ResultPath": "$.failed_step",
         "Next": "RecordFailure",
     }
@@ -966,6 +1005,8 @@ def invoked_functions(deployed: Deployment) -> set[str]:
             continue
         if state["Resource"] == WAIT_FOR_TOKEN:
             invoked.add(state["Parameters"]["FunctionName"])
+        elif state["Resource"] == RUN_TASK_SYNC:
+            continue  # a container task: no function (tests/infra/test_step_tasks.py)
         else:
             assert state["Resource"].startswith("arn:aws:lambda:"), state["Resource"]
             invoked.add(state["Resource"])
@@ -979,13 +1020,13 @@ def test_the_pipeline_role_invokes_exactly_the_functions_its_definition_names(
     """Given the definition invokes every pipeline function but the trigger (approval through the
     waitForTaskToken integration)
     When the program runs
-    Then the state machine's role, trusted by Step Functions, may invoke exactly those twelve (any
+    Then the state machine's role, trusted by Step Functions, may invoke exactly those thirteen (any
     version), never the trigger, predict, the monitoring functions or features, and the machine runs as
-    that role."""
+    that role. (Its rights to run the step tasks: tests/infra/test_step_tasks.py.)"""
     deployed: Deployment = request.getfixturevalue(stack)
     outside = {"trigger"} | SERVING | MONITORING | FEATURE_STORE | SCORING
     expected = {function_arn(deployed, f) for f in set(FUNCTIONS) - outside}
-    assert len(expected) == 12
+    assert len(expected) == 13
     assert function_arn(deployed, "approval") in expected
     assert invoked_functions(deployed) == expected
 

@@ -285,7 +285,8 @@ def test_the_github_deploy_role_passes_the_linter_and_trusts_only_the_repository
     assert subjects == [
         f"repo:acme/flywheel:environment:{e}" for e in ("dev", "dev-preview", "staging", "production")
     ]
-    # Everything it may touch is named after the project, but the registry login and the API's generated ids.
+    # Everything it may touch is named after the project, but the registry login, the API's generated ids,
+    # the describes that take only "*" and the tasks' security group (EC2 generates its id).
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     unnamed = {s["Sid"] for s in statements if "flywheel-" not in json.dumps(s["Resource"])}
     assert unnamed == {
@@ -294,4 +295,7 @@ def test_the_github_deploy_role_passes_the_linter_and_trusts_only_the_repository
         "DescribeLogGroups",
         "HttpApi",
         "SmokeTestPrediction",
+        "DescribeStepTaskDefinitions",
+        "StepTaskNetwork",
+        "DescribeStepTaskNetwork",
     }

@@ -45,7 +45,12 @@ MODEL = "churn"
 # Under dev's automatic policy: verified on the serving path, promoted, checked through the live route.
 PIPELINE_STATES = [
     "HasNewFile",
+    # No compute block: each placed step stays on its function (tests/integration/test_fargate_path.py).
+    "PlanValidate",
+    "ValidateEngine",
     "Validate",
+    "PlanTrain",
+    "TrainEngine",
     "Train",
     "Evaluate",
     "Gate",
@@ -644,7 +649,12 @@ class TestTheLoop:
         assert done.status == "SUCCEEDED"
         assert done.run.reason is RunReason.MANUAL
         assert done.run.input["requested_by"] == "test"
-        assert "Validate" not in done.entered() and done.entered()[:2] == ["HasNewFile", "Train"]
+        assert "Validate" not in done.entered() and done.entered()[:4] == [
+            "HasNewFile",
+            "PlanTrain",
+            "TrainEngine",
+            "Train",
+        ]
         assert [s.name for s in done.steps][:3] == ["train", "evaluate", "register"]
         inputs = flywheel.svc.metadata.upstream(NodeType.RUN, done.run.run_id)
         assert sorted(e.src.id for e in inputs if e.src.type is NodeType.DATASET) == sorted(datasets)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -173,3 +174,111 @@ def test_an_execution_environment_serves_one_request_at_a_time() -> None:
 
     assert [errored for errored, _ in answers] == [False] * 12
     assert [payload["overlapped"] for _, payload in answers] == [False] * 12
+
+
+# --- the container seam (infra/local/containers.py) ------------------------------------------------------
+
+
+def test_the_container_seam_is_motos_ecs_run_task_with_the_expected_signature() -> None:
+    """moto's ECS backend creates tasks in ``run_task`` and runs nothing; the Step Functions interpreter's
+    ECS integration reaches it through RunTask and polls DescribeTasks, whose ``advance`` the seam's task
+    follows its process by."""
+    from moto.ecs.models import EC2ContainerServiceBackend, Task
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service as base,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+        StateTaskServiceEcs,
+    )
+
+    from infra.local import containers
+
+    run_task = getattr(EC2ContainerServiceBackend, containers.SEAM)
+    assert list(inspect.signature(run_task).parameters) == [
+        "self",
+        "cluster_str",
+        "task_definition_str",
+        "count",
+        "overrides",
+        "started_by",
+        "tags",
+        "launch_type",
+        "networking_configuration",
+        "group",
+        "platform_version",
+        "capacity_provider_strategy",
+    ]
+    assert "docker" not in inspect.getsource(run_task).lower(), (
+        "moto's ECS now runs containers: drop the seam"
+    )
+    assert "task.advance()" in inspect.getsource(EC2ContainerServiceBackend.describe_tasks)
+    assert list(inspect.signature(Task.advance).parameters) == ["self"]
+    resolver = inspect.getsource(getattr(StateTaskServiceEcs, containers.SYNC_RESOLVER))
+    assert 'last_status == "STOPPED"' in resolver and "ExitCode" not in resolver, (
+        "moto's ECS .sync resolver changed: re-check how it treats a non-zero exit"
+    )
+    # The casing the integration leaves out: moto's base stubs it (pass), so the seam supplies it.
+    for name in containers.NORMALISERS:
+        assert name not in vars(StateTaskServiceEcs)
+        assert inspect.getsource(getattr(base.StateTaskService, name)).rstrip().endswith("pass")
+
+
+def test_a_task_runs_as_a_process_and_stops_with_its_exit_code_as_ecs_reports_it() -> None:
+    """Given the platform stack on the local cloud with the container seam installed, when RunTask
+    starts a task whose command exits 3, then it ran in another process with the overrides' environment,
+    DescribeTasks reports it RUNNING until the process ends and then STOPPED with the exit code and ECS's
+    reason, and the seam is gone after the cloud."""
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    from infra.local import containers
+
+    original = getattr(EC2ContainerServiceBackend, containers.SEAM)
+    cloud = LocalCloud(platform_stack())
+    with cloud.in_process():
+        assert getattr(EC2ContainerServiceBackend, containers.SEAM).__name__ == "run_task_as_processes"
+        ec2, ecs = cloud.client("ec2"), cloud.client("ecs")
+        vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+        ecs.create_cluster(clusterName="seam")
+        ecs.register_task_definition(
+            family="seam",
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu="256",
+            memory="512",
+            containerDefinitions=[
+                {"name": "step", "image": "x", "memoryReservation": 256, "command": ["python", "-c", "pass"]}
+            ],
+        )
+        script = "import os, sys, time; time.sleep(0.5); sys.exit(int(os.environ['CODE']))"
+        started = ecs.run_task(
+            cluster="seam",
+            taskDefinition="seam",
+            launchType="FARGATE",
+            networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": []}},
+            overrides={
+                "containerOverrides": [
+                    {
+                        "name": "step",
+                        "command": ["python", "-c", script],
+                        "environment": [{"name": "CODE", "value": "3"}],
+                    }
+                ]
+            },
+        )["tasks"][0]
+        (run,) = cloud.containers.runs
+        assert run.process.pid != os.getpid() and run.environment["CODE"] == "3"
+        assert (
+            ecs.describe_tasks(cluster="seam", tasks=[started["taskArn"]])["tasks"][0]["lastStatus"]
+            == "RUNNING"
+        )
+        run.process.wait(timeout=30)
+        (stopped,) = ecs.describe_tasks(cluster="seam", tasks=[started["taskArn"]])["tasks"]
+        assert (stopped["lastStatus"], stopped["stopCode"], stopped["stoppedReason"]) == (
+            "STOPPED",
+            "EssentialContainerExited",
+            "Essential container in task exited",
+        )
+        assert stopped["containers"][0]["exitCode"] == 3
+    assert getattr(EC2ContainerServiceBackend, containers.SEAM) is original
