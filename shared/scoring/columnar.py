@@ -251,8 +251,14 @@ def _fragments(column: Any) -> Any:
     kind = array.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return _string_fragments(array)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        return _number_fragments(array.to_pylist())  # Python int, float, bool or None, nothing else
+    if pa.types.is_floating(kind):
+        # A null and a NaN are both written null, so NaN stands in for nulls and numpy lists the values.
+        floats = array.cast(pa.float64()).fill_null(math.nan)
+        return _number_fragments(floats.to_numpy(zero_copy_only=False).tolist())
+    if (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and array.null_count == 0:
+        return _number_fragments(array.to_numpy(zero_copy_only=False).tolist())
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return _number_fragments(array.to_pylist())  # Python int, bool or None, nothing else
     if pa.types.is_null(kind):
         return pa.array(["null"] * len(array), pa.string())
     return _value_fragments(array.to_pylist())
@@ -276,10 +282,13 @@ def _string_fragments(array: Any) -> Any:
 def _number_fragments(values: list[Any]) -> Any:
     """pydantic's JSON of numbers, booleans and nulls, in one call: no comma can occur inside one."""
     import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
     from pydantic_core import to_json  # noqa: PLC0415
 
-    parts = to_json(values, inf_nan_mode="null")[1:-1].split(b",") if values else []
-    return pa.array(parts, pa.binary()).cast(pa.string())
+    if not values:
+        return pa.array([], pa.string())
+    document = to_json(values, inf_nan_mode="null")[1:-1].decode()
+    return pc.list_flatten(pc.split_pattern(pa.array([document], pa.string()), ","))
 
 
 def _value_fragments(values: list[Any]) -> Any:

@@ -348,7 +348,9 @@ def _write_predictions(
         {"flywheel.job": item.job_id, "flywheel.model": served.name, "flywheel.version": str(served.version)}
     )
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    # Dictionary pages for the labels only: request ids are all distinct, and probabilities nearly so, so
+    # trying to dictionary-encode them costs most of the write for nothing.
+    pq.write_table(table, buffer, use_dictionary=["prediction"])
     body = buffer.getvalue()
     ref = svc.objects.put(
         ObjectRef(svc.settings.data_bucket, output_key(item)), body, "application/vnd.apache.parquet"

@@ -235,3 +235,17 @@ def test_the_in_memory_sink_keeps_lines_as_the_stream_would() -> None:
     assert sink.send_lines([b"a\n", b"b\n"]) == 2
     assert sink.lines == [b"a\n", b"b\n"]
     assert InMemoryCaptureSink(accepting=False).send_lines([b"a\n"]) == 0
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_a_utc_timestamp_is_written_as_arrow_writes_it(unit: str) -> None:
+    import pyarrow.compute as pc
+
+    from shared.scoring.job import _time_text
+
+    rng = np.random.default_rng(7)
+    seconds = rng.integers(-2_000_000_000, 4_000_000_000, 200)
+    scale = {"s": 1, "ms": 1000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    values = [*(int(s) * scale + int(rng.integers(0, scale)) for s in seconds), None, 0]
+    column = pa.array(values, pa.timestamp(unit, tz="UTC"))
+    assert _time_text(column).to_pylist() == pc.cast(column, pa.string()).to_pylist()
