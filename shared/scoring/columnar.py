@@ -19,6 +19,7 @@ most of its time there, not in the model. Here the file stays an Arrow table:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -215,19 +216,17 @@ def capture_lines(
     def literal(value: Any) -> str:
         return to_json(value, inf_nan_mode="null").decode()
 
-    ids = _string_fragments(request_ids)
-    pieces: list[Any] = [
-        '{"request_id":',
-        ids,
-        f',"time":{literal(time)},"model":{literal(model)},"version":{literal(version)},"inputs":{{',
-    ]
+    pieces: list[Any] = ['{"request_id":', *_string_pieces(request_ids)]
+    pieces.append(
+        f',"time":{literal(time)},"model":{literal(model)},"version":{literal(version)},"inputs":{{'
+    )
     for position, name in enumerate(inputs.column_names):
         pieces.append(("," if position else "") + f"{literal(name)}:")
-        pieces.append(_fragments(inputs.column(position)))
+        pieces.extend(_pieces(inputs.column(position)))
     pieces.append('},"outputs":{"prediction":')
     labels = np.asarray(predictions, dtype=object)
     if len(labels) and all(isinstance(label, str) for label in {*labels[:1], *labels}):
-        pieces.append(_string_fragments(pa.array(labels, pa.string())))
+        pieces.extend(_string_pieces(pa.array(labels, pa.string())))
     else:
         pieces.append(_value_fragments(labels.tolist()))
     if probabilities is not None:
@@ -237,20 +236,33 @@ def capture_lines(
             pieces.append(_number_fragments(np.asarray(column, dtype=np.float64).tolist()))
         pieces.append("}")
     pieces.append(f'}},"source":{literal(source)}}}\n')
-    arrays = [p if isinstance(p, pa.Array) else pa.scalar(p, pa.string()) for p in pieces]
+    merged: list[Any] = []
+    for piece in pieces:  # neighbouring literals as one: fewer arguments to the join
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    arrays = [p if isinstance(p, pa.Array) else pa.scalar(p, pa.string()) for p in merged]
     lines = pc.binary_join_element_wise(*arrays, "")
     encoded: list[bytes] = lines.cast(pa.binary()).to_pylist()
     return encoded
 
 
-def _fragments(column: Any) -> Any:
-    """Each value of an Arrow column as pydantic writes it in a JSON document."""
+def _pieces(column: Any) -> list[Any]:
+    """Each value of an Arrow column as pydantic writes it in a JSON document (literals around the column
+    where they are the same for every row)."""
     import pyarrow as pa  # noqa: PLC0415
 
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return _string_pieces(array)
+    return [_fragments(array)]
+
+
+def _fragments(array: Any) -> Any:
+    import pyarrow as pa  # noqa: PLC0415
+
     kind = array.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return _string_fragments(array)
     if pa.types.is_floating(kind):
         # A null and a NaN are both written null, so NaN stands in for nulls and numpy lists the values.
         floats = array.cast(pa.float64()).fill_null(math.nan)
@@ -265,30 +277,37 @@ def _fragments(column: Any) -> Any:
 
 
 # What serde (pydantic's JSON writer) escapes in a string: the quote, the backslash and control characters.
-_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f]')
 
 
-def _string_fragments(array: Any) -> Any:
+def _string_pieces(array: Any) -> list[Any]:
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.compute as pc  # noqa: PLC0415
 
     array = array.cast(pa.string())
-    if pc.any(pc.match_substring_regex(array, _NEEDS_ESCAPE)).as_py():
-        return _value_fragments(array.to_pylist())
-    quoted = pc.binary_join_element_wise('"', array, '"', "")
-    return pc.fill_null(quoted, "null")
+    data = array.buffers()[2]
+    # The whole data buffer at once: bytes outside the array's slice can only send it the slow way.
+    if data is not None and _NEEDS_ESCAPE.search(memoryview(data)):
+        return [_value_fragments(array.to_pylist())]
+    if array.null_count == 0:
+        return ['"', array, '"']  # the quotes go into the literals around it
+    return [pc.fill_null(pc.binary_join_element_wise('"', array, '"', ""), "null")]
 
 
 def _number_fragments(values: list[Any]) -> Any:
-    """pydantic's JSON of numbers, booleans and nulls, in one call: no comma can occur inside one."""
+    """pydantic's JSON of numbers, booleans and nulls, in one call: no comma can occur inside one, so the
+    document's commas are where the values end."""
     import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.compute as pc  # noqa: PLC0415
     from pydantic_core import to_json  # noqa: PLC0415
 
     if not values:
         return pa.array([], pa.string())
-    document = to_json(values, inf_nan_mode="null")[1:-1].decode()
-    return pc.list_flatten(pc.split_pattern(pa.array([document], pa.string()), ","))
+    document = np.frombuffer(to_json(values, inf_nan_mode="null")[1:-1], dtype=np.uint8)
+    commas = document == ord(",")
+    ends = np.flatnonzero(commas) - np.arange(len(values) - 1)  # each value's end, the commas taken out
+    offsets = np.concatenate([[0], ends, [len(document) - (len(values) - 1)]]).astype(np.int32)
+    data = document[~commas]
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
 
 
 def _value_fragments(values: list[Any]) -> Any:

@@ -169,6 +169,9 @@ def test_capture_lines_are_the_bytes_each_record_writes() -> None:
             "autopay": pa.array([True, False, None, True, True, False]),
             "event_time": pa.array(["2026-12-01T10:00:00"] * 6),
             "empty": pa.nulls(6),
+            "region": pa.array(["north", None, "south", "", "east", None]),
+            "score32": pa.array([0.1, None, 2.5, -0.0, 1e30, math.nan], pa.float32()),
+            "count": pa.array([1, None, 3, 4, 5, 6], pa.int32()),
         }
     )
     positions = np.arange(6, dtype=np.int64) * 3
