@@ -19,7 +19,6 @@ most of its time there, not in the model. Here the file stays an Arrow table:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,8 +96,8 @@ def _numeric_column(spec: FeatureSpec, array: Any) -> tuple[np.ndarray, np.ndarr
 
     nulls = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     # Unsafe: an integer beyond 2**53 rounds to the nearest float, as Python's float() rounds it.
-    floats = array.cast(pa.float64(), safe=False).fill_null(math.nan)
-    values = np.array(floats.to_numpy(zero_copy_only=False), dtype=np.float64, copy=True)
+    floats = array.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+    values = np.array(floats, dtype=np.float64, copy=True)
     with np.errstate(invalid="ignore"):
         bad = ~nulls & (~np.isfinite(values) | (np.abs(values) > _FLOAT32_MAX))
         if spec.min is not None:
@@ -225,7 +224,7 @@ def capture_lines(
         pieces.extend(_pieces(inputs.column(position)))
     pieces.append('},"outputs":{"prediction":')
     labels = np.asarray(predictions, dtype=object)
-    if len(labels) and all(isinstance(label, str) for label in {*labels[:1], *labels}):
+    if len(labels) and all(isinstance(label, str) for label in set(labels.tolist())):
         pieces.extend(_string_pieces(pa.array(labels, pa.string())))
     else:
         pieces.append(_value_fragments(labels.tolist()))
@@ -265,8 +264,8 @@ def _fragments(array: Any) -> Any:
     kind = array.type
     if pa.types.is_floating(kind):
         # A null and a NaN are both written null, so NaN stands in for nulls and numpy lists the values.
-        floats = array.cast(pa.float64()).fill_null(math.nan)
-        return _number_fragments(floats.to_numpy(zero_copy_only=False).tolist())
+        floats = array.cast(pa.float64()).to_numpy(zero_copy_only=False)  # a null is NaN there
+        return _number_fragments(floats.tolist())
     if (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and array.null_count == 0:
         return _number_fragments(array.to_numpy(zero_copy_only=False).tolist())
     if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
@@ -276,8 +275,10 @@ def _fragments(array: Any) -> Any:
     return _value_fragments(array.to_pylist())
 
 
-# What serde (pydantic's JSON writer) escapes in a string: the quote, the backslash and control characters.
-_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f]')
+def _needs_escape(data: np.ndarray) -> bool:
+    """Whether serde (pydantic's JSON writer) would escape anything in ``data``: a quote, a backslash or a
+    control character."""
+    return bool((data < 0x20).any() or (data == ord('"')).any() or (data == ord("\\")).any())
 
 
 def _string_pieces(array: Any) -> list[Any]:
@@ -287,7 +288,7 @@ def _string_pieces(array: Any) -> list[Any]:
     array = array.cast(pa.string())
     data = array.buffers()[2]
     # The whole data buffer at once: bytes outside the array's slice can only send it the slow way.
-    if data is not None and _NEEDS_ESCAPE.search(memoryview(data)):
+    if data is not None and _needs_escape(np.frombuffer(data, dtype=np.uint8)):
         return [_value_fragments(array.to_pylist())]
     if array.null_count == 0:
         return ['"', array, '"']  # the quotes go into the literals around it
