@@ -11,11 +11,11 @@ thread on both sides:
   one ``session.run`` of the same ONNX bytes in the same session options, labels picked from the
   probabilities. No checking, no writing: the least any scorer must do.
 - **Flywheel**: :func:`shared.scoring.run.score_file` for each file, as a Distributed Map child runs it: the
-  object read from S3 (moto), every row checked against the signature, the valid rows predicted 5,000 at a
-  time through :class:`~shared.serving.runtime.ServedModel`, the predictions written as Parquet to S3 with
-  their request ids, every row captured (kept in memory here: the capture stream's cost is the network's),
-  the file's outcome written. The model is loaded before timing, as in a warm function; its load (sha256
-  check, session, warm-up) is shown apart.
+  object read from S3 (moto) into columns, every row checked against the signature (a column at a time),
+  the valid rows' columns predicted through :class:`~shared.serving.runtime.ServedModel`, the predictions
+  written as Parquet to S3 with their request ids, every row's capture line written (kept in memory here:
+  the capture stream's cost is the network's), the file's outcome written. The model is loaded before
+  timing, as in a warm function; its load (sha256 check, session, warm-up) is shown apart.
 
 Ratio = Flywheel rows/s ÷ baseline rows/s (goal: at least 0.7), best of ``--repeats`` passes over the files.
 

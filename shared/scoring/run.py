@@ -32,6 +32,7 @@ from shared.hashing import sha256_hex
 from shared.layout import DataPrefix
 from shared.metadata import Artifact, ArtifactKind, NodeType, Relation, file_id, model_version_id
 from shared.observability import logger
+from shared.scoring.columnar import ValidColumns, capture_lines, request_ids, split_valid_columns
 from shared.scoring.job import (
     MAX_LISTED_ROW_FAILURES,
     FileScore,
@@ -46,25 +47,24 @@ from shared.scoring.job import (
     job_prefix,
     manifest_key,
     output_key,
-    read_rows,
-    request_id,
+    read_table,
     source_prefix,
-    split_valid_rows,
 )
-from shared.serving.capture import BATCH_SOURCE, CaptureRecord, CaptureSink, FirehoseCaptureSink
+from shared.serving.capture import BATCH_SOURCE, CaptureSink, FirehoseCaptureSink
 from shared.serving.runtime import ModelCache, ServedModel
 from shared.settings import Settings, warm
 from shared.storage import ObjectRef
 
 if TYPE_CHECKING:
+    import numpy as np
     from aws_lambda_powertools.utilities.parser.models import S3Model
 
     from shared.services import Services
 
 PRODUCTION_ALIAS = "production"
-# Rows per model call: bounded memory for any file size, and large enough that one call's overhead is
-# nothing next to its rows.
-PREDICT_CHUNK_ROWS = 5000
+# Rows per model call (and per batch of captures): bounded memory for any file size, and large enough
+# that one call's overhead is nothing next to its rows.
+PREDICT_CHUNK_ROWS = 50_000
 
 
 class JobStarted(BaseModel):
@@ -229,100 +229,133 @@ def score_file(svc: Services, item: ScoreItem, runtime: ScoringRuntime | None = 
 
 
 def _score(svc: Services, item: ScoreItem, runtime: ScoringRuntime) -> FileScore:
+    """The file a column at a time (:mod:`shared.scoring.columnar`): the same rows scored and refused, with
+    the same reasons, as checking it row by row against the signature, at a fraction of the cost."""
     source = ObjectRef(item.bucket, item.key)
     served = runtime.models.resolve(item.model, version=item.version)
     try:
-        rows = read_rows(svc.objects.get(source).body, item.key, served.signature)
+        table = read_table(svc.objects.get(source).body, item.key, served.signature)
     except DataValidationError as exc:
         logger.warning("file not scored", extra={"source": source.uri, "reason": str(exc)})
         return FileScore(source=source.uri, etag=item.etag, status="failed", error=str(exc))
-    prepared, positions, failures = split_valid_rows(served.signature, rows)
-    predictions, probabilities = _predict(served, prepared)
-    ids = [request_id(item.job_id, item.index, row) for row in positions]
-    output = _write_predictions(svc, item, served, ids, positions, rows, predictions, probabilities)
-    sent = runtime.captures.send(
-        [
-            CaptureRecord.of_prediction(
-                request_id=rid,
-                model=served.name,
-                version=served.version,
-                inputs=rows[row],
-                prediction=prediction,
-                probabilities=probability,
-                source=BATCH_SOURCE,
-            )
-            for rid, row, prediction, probability in zip(
-                ids, positions, predictions, probabilities, strict=True
-            )
-        ]
-    )
+    valid = split_valid_columns(served.signature, table)
+    scored = len(valid.positions)
+    ids = request_ids(item.job_id, item.index, valid.positions)
+    inputs = table.take(valid.positions) if valid.failures else table
+    predictions, probabilities, sent = _predict_and_capture(runtime, served, valid, ids, inputs)
+    output = _write_predictions(svc, item, served, ids, valid.positions, inputs, predictions, probabilities)
     logger.info(
         "file scored",
-        extra={"source": source.uri, "rows": len(rows), "scored": len(positions), "failed": len(failures)},
+        extra={
+            "source": source.uri,
+            "rows": valid.rows_total,
+            "scored": scored,
+            "failed": len(valid.failures),
+        },
     )
     return FileScore(
         source=source.uri,
         etag=item.etag,
         status="scored",
-        rows_total=len(rows),
-        rows_scored=len(positions),
-        rows_failed=len(failures),
-        row_failures=failures[:MAX_LISTED_ROW_FAILURES],
+        rows_total=valid.rows_total,
+        rows_scored=scored,
+        rows_failed=len(valid.failures),
+        row_failures=valid.failures[:MAX_LISTED_ROW_FAILURES],
         output=output,
         captures_sent=sent,
         flavor=served.flavor,
     )
 
 
-def _predict(
-    served: ServedModel, prepared: Sequence[Mapping[str, Any]]
-) -> tuple[list[str | float], list[dict[str, float] | None]]:
-    predictions: list[str | float] = []
-    probabilities: list[dict[str, float] | None] = []
-    for start in range(0, len(prepared), PREDICT_CHUNK_ROWS):
-        answered = served.predict(prepared[start : start + PREDICT_CHUNK_ROWS])
-        predictions += answered.predictions
-        probabilities += answered.probabilities or [None] * len(answered.predictions)
-    return predictions, probabilities
+def _predict_and_capture(
+    runtime: ScoringRuntime, served: ServedModel, valid: ValidColumns, ids: Any, inputs: Any
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The valid rows predicted :data:`PREDICT_CHUNK_ROWS` at a time, each chunk's captures written and
+    sent as it is answered: ``(predictions, probabilities (n, classes) or None, captures accepted)``."""
+    import numpy as np  # noqa: PLC0415
+
+    predictions: list[np.ndarray] = []
+    probabilities: list[np.ndarray] = []
+    sent = 0
+    classes = served.classes or []
+    total = len(valid.positions)
+    for start in range(0, total, PREDICT_CHUNK_ROWS):
+        stop = min(start + PREDICT_CHUNK_ROWS, total)
+        answered = served.predict_columns({n: v[start:stop] for n, v in valid.features.items()})
+        predictions.append(answered.predictions)
+        if answered.probabilities is not None:
+            probabilities.append(answered.probabilities)
+        lines = capture_lines(
+            request_ids=ids.slice(start, stop - start),
+            model=served.name,
+            version=served.version,
+            inputs=inputs.slice(start, stop - start),
+            predictions=answered.predictions,
+            probabilities=(
+                {label: answered.probabilities[:, i] for i, label in enumerate(classes)}
+                if answered.probabilities is not None
+                else None
+            ),
+            time=datetime.now(UTC),
+            source=BATCH_SOURCE,
+        )
+        sent += runtime.captures.send_lines(lines)
+    classification = served.signature.task == "classification"
+    if not predictions:
+        return (
+            np.array([], dtype=object if classification else np.float64),
+            np.zeros((0, len(classes))) if classification else None,
+            0,
+        )
+    return (
+        np.concatenate(predictions),
+        np.concatenate(probabilities) if probabilities else None,
+        sent,
+    )
 
 
 def _write_predictions(
     svc: Services,
     item: ScoreItem,
     served: ServedModel,
-    ids: list[str],
-    positions: list[int],
-    rows: list[dict[str, Any]],
-    predictions: list[str | float],
-    probabilities: list[dict[str, float] | None],
+    ids: Any,
+    positions: np.ndarray,
+    inputs: Any,
+    predictions: np.ndarray,
+    probabilities: np.ndarray | None,
 ) -> OutputFile:
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
+    count = len(positions)
     columns: dict[str, Any] = {
-        "request_id": pa.array(ids, pa.string()),
+        "request_id": ids.cast(pa.string()),
         "row": pa.array(positions, pa.int64()),
     }
     id_column = served.signature.id_column
     if id_column:
-        columns[id_column] = pa.array([rows[i].get(id_column) for i in positions], pa.string())
-    columns["prediction"] = pa.array(
-        predictions, pa.string() if served.signature.task == "classification" else pa.float64()
-    )
-    for label in served.classes or []:
-        columns[f"probability_{label}"] = pa.array(
-            [p[label] if p else None for p in probabilities], pa.float64()
+        columns[id_column] = (
+            inputs.column(id_column).cast(pa.string())
+            if id_column in inputs.column_names
+            else pa.nulls(count, pa.string())
         )
+    classification = served.signature.task == "classification"
+    columns["prediction"] = pa.array(predictions, pa.string() if classification else pa.float64())
+    for i, label in enumerate(served.classes or []):
+        values: Any = probabilities[:, i] if probabilities is not None and count else []
+        columns[f"probability_{label}"] = pa.array(values, pa.float64())
     table = pa.table(columns).replace_schema_metadata(
         {"flywheel.job": item.job_id, "flywheel.model": served.name, "flywheel.version": str(served.version)}
     )
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    # Dictionary pages for the labels only: request ids are all distinct, and probabilities nearly so, so
+    # trying to dictionary-encode them costs most of the write for nothing.
+    pq.write_table(table, buffer, use_dictionary=["prediction"])
     body = buffer.getvalue()
     ref = svc.objects.put(
         ObjectRef(svc.settings.data_bucket, output_key(item)), body, "application/vnd.apache.parquet"
     )
-    return OutputFile(uri=ObjectRef(ref.bucket, ref.key).uri, sha256=sha256_hex(body), rows=len(ids))
+    return OutputFile(uri=ObjectRef(ref.bucket, ref.key).uri, sha256=sha256_hex(body), rows=count)
 
 
 # --- finishing ----------------------------------------------------------------------------------------------

@@ -107,6 +107,11 @@ class CaptureSink(Protocol):
         """Send ``records``; return how many were accepted. Never raises for a delivery failure."""
         ...
 
+    def send_lines(self, lines: Sequence[bytes]) -> int:
+        """Send records already written as their :meth:`CaptureRecord.to_line` (batch scoring writes a
+        file's lines a column at a time); return how many were accepted."""
+        ...
+
 
 class FirehoseCaptureSink:
     """:class:`CaptureSink` on an Amazon Data Firehose delivery stream (or moto's).
@@ -147,7 +152,10 @@ class FirehoseCaptureSink:
         return self._client
 
     def send(self, records: Sequence[CaptureRecord]) -> int:
-        lines = [record.to_line() for record in records]  # a record that cannot be serialised raises here
+        # A record that cannot be serialised raises here.
+        return self.send_lines([record.to_line() for record in records])
+
+    def send_lines(self, lines: Sequence[bytes]) -> int:
         sendable = [line for line in lines if len(line) <= MAX_RECORD_BYTES]
         if len(sendable) < len(lines):
             logger.warning(
@@ -238,8 +246,16 @@ class InMemoryCaptureSink:
 
     def __init__(self, *, accepting: bool = True) -> None:
         self.records: list[CaptureRecord] = []
+        self.lines: list[bytes] = []  # what send_lines was given, as the stream would hold it
         self.accepting = accepting
         self._lock = threading.Lock()
+
+    def send_lines(self, lines: Sequence[bytes]) -> int:
+        if not self.accepting:
+            return 0
+        with self._lock:
+            self.lines.extend(lines)
+        return len(lines)
 
     def send(self, records: Sequence[CaptureRecord]) -> int:
         for record in records:

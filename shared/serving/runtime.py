@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_REFRESH_SECONDS",
     "ONNX_CLASSES_KEY",
     "ONNX_FEATURES_KEY",
+    "ColumnPredictions",
     "FeatureSpec",
     "Flavor",
     "ModelCache",
@@ -384,8 +385,20 @@ class Predictions:
     probabilities: list[dict[str, float]] | None = None
 
 
+@dataclass(frozen=True)
+class ColumnPredictions:
+    """:class:`Predictions` as arrays, for a batch given as columns: ``predictions`` an object array of
+    labels (classification) or float64 values (regression); ``probabilities`` ``(n, classes)`` float64 in
+    the model's class order, for classification."""
+
+    predictions: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
 class _Runner(Protocol):
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> Predictions: ...
+
+    def predict_columns(self, columns: Mapping[str, np.ndarray]) -> ColumnPredictions: ...
 
 
 def onnx_session(model: bytes) -> Any:
@@ -444,6 +457,20 @@ class OnnxRunner:
                 feed[name] = np.array(values, dtype=np.float32).reshape(count, 1)
         return feed
 
+    def feed_columns(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One ``(n, 1)`` array per input, from prepared columns (what :meth:`feed` makes of rows)."""
+        feed: dict[str, np.ndarray] = {}
+        for name, text in self._columns:
+            values = np.asarray(columns[name], dtype=object if text else np.float32)
+            feed[name] = values.reshape(-1, 1)
+        return feed
+
+    def predict_columns(self, columns: Mapping[str, np.ndarray]) -> ColumnPredictions:
+        result = self.run(self.feed_columns(columns))
+        if not self._classification:
+            return ColumnPredictions(np.asarray(result, dtype=np.float64))
+        return _classified_columns(result, self._classes)
+
     def run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
         """Probabilities ``(n, classes)`` for a classifier, values ``(n,)`` for a regressor (float32)."""
         (output,) = self._session.run(self._outputs, feed)
@@ -484,6 +511,19 @@ class SklearnRunner:
             return Predictions(np.asarray(self._pipeline.predict(frame), dtype=np.float64).tolist())
         return _classified(np.asarray(self._pipeline.predict_proba(frame)), self.classes)
 
+    def predict_columns(self, columns: Mapping[str, np.ndarray]) -> ColumnPredictions:
+        import pandas as pd  # noqa: PLC0415  (the scikit-learn flavour only)
+
+        frame = pd.DataFrame(
+            {
+                name: np.asarray(columns[name], dtype=object if text else np.float64)
+                for name, text in self._columns
+            }
+        )
+        if not self._classification:
+            return ColumnPredictions(np.asarray(self._pipeline.predict(frame), dtype=np.float64))
+        return _classified_columns(np.asarray(self._pipeline.predict_proba(frame)), self.classes)
+
 
 # Probabilities this close count as a tie when picking the label: ONNX computes in float32, so a forest's
 # exact 0.5/0.5 can arrive as 0.5000004/0.4999996 and would otherwise flip the label scikit-learn gives.
@@ -507,6 +547,12 @@ def _classified(probabilities: np.ndarray, classes: Sequence[str]) -> Prediction
     )
 
 
+def _classified_columns(probabilities: np.ndarray, classes: Sequence[str]) -> ColumnPredictions:
+    labels = np.array(list(classes), dtype=object)
+    array = np.asarray(probabilities, dtype=np.float64)
+    return ColumnPredictions(labels[pick_labels(array)] if len(array) else labels[:0], array)
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """A model version ready to answer: ``predict`` takes rows prepared by :meth:`Signature.validate_rows`.
@@ -526,6 +572,12 @@ class ServedModel:
     def predict(self, prepared_rows: Sequence[Mapping[str, Any]]) -> Predictions:
         """Predict a batch in one call of the model."""
         return self.runner.predict(prepared_rows)
+
+    def predict_columns(self, columns: Mapping[str, np.ndarray]) -> ColumnPredictions:
+        """Predict a batch given as prepared columns (one array per feature, in the prepared rows' types:
+        float for numeric and boolean features, ``str`` for categorical ones) in one call of the model:
+        what :meth:`predict` answers for the same rows, as arrays."""
+        return self.runner.predict_columns(columns)
 
     def validate_and_predict(self, rows: Sequence[Any]) -> tuple[Predictions | None, list[RowProblem]]:
         """:meth:`Signature.validate_rows`, then :meth:`predict` if every row is valid."""

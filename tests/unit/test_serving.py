@@ -580,3 +580,34 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 
     # Then neither pandas nor scikit-learn was imported
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator"), [(Task.CLASSIFICATION, "random_forest"), (Task.REGRESSION, "ridge")]
+)
+def test_a_batch_given_as_columns_is_answered_as_the_same_rows_are(task: Task, estimator: str) -> None:
+    """Batch scoring feeds the model whole columns; the answer is the rows' answer, value for value."""
+    rules = contract(task, estimator)
+    model = train(frame(task=task), rules)
+    registry, objects = ModelRegistry(InMemoryRegistryStore()), InMemoryObjectStore()
+    version = register(registry, objects, rules, model)
+    for flavor in ("onnx", "sklearn"):
+        served = load_served_model(version, objects, flavor=flavor)
+        prepared, problems = served.signature.validate_rows(request_rows(model.holdout))
+        assert problems == []
+        columns = {
+            f.name: np.array(
+                [row[f.name] for row in prepared], dtype=object if f.type == "categorical" else float
+            )
+            for f in served.signature.features
+        }
+        by_rows = served.predict(prepared)
+        by_columns = served.predict_columns(columns)
+        assert by_columns.predictions.tolist() == by_rows.predictions
+        if by_rows.probabilities is None:
+            assert by_columns.probabilities is None
+        else:
+            assert by_columns.probabilities is not None
+            classes = served.classes or []
+            as_dicts = [dict(zip(classes, row, strict=True)) for row in by_columns.probabilities.tolist()]
+            assert as_dicts == by_rows.probabilities
