@@ -33,23 +33,18 @@ _hooks: list[Callable[[], None]] = []
 _lock = threading.Lock()
 
 
-def on_shutdown(hook: Callable[[], None]) -> Callable[[], None]:
-    """Run ``hook`` when the environment shuts down; returns a function that takes it back."""
+def on_shutdown(hook: Callable[[], None]) -> None:
+    """Run ``hook`` when the environment shuts down."""
     with _lock:
         _hooks.append(hook)
 
-    def remove() -> None:
-        with _lock:
-            if hook in _hooks:
-                _hooks.remove(hook)
-
-    return remove
-
 
 def shut_down() -> None:
-    """Run every shutdown hook, newest first; a hook that fails is logged and the others still run."""
+    """Run every shutdown hook once, newest first; a hook that fails is logged and the others still run.
+    The environment is over: the hooks are forgotten (the local runtime goes on to start a new one)."""
     with _lock:
         hooks = list(reversed(_hooks))
+        _hooks.clear()
     for hook in hooks:
         try:
             hook()
@@ -82,7 +77,7 @@ def graceful_shutdown(environ: dict[str, str] | None = None) -> bool:
 def _register(api: str) -> str:
     import urllib.request  # noqa: PLC0415
 
-    request = urllib.request.Request(  # noqa: S310  (the runtime's own loopback API)
+    request = urllib.request.Request(
         f"http://{api}/{EXTENSIONS_API}/register",
         data=json.dumps({"events": []}).encode(),
         headers={"Lambda-Extension-Name": EXTENSION_NAME, "Content-Type": "application/json"},
@@ -95,7 +90,7 @@ def _register(api: str) -> str:
 def _next_event(api: str, identifier: str) -> None:
     import urllib.request  # noqa: PLC0415
 
-    request = urllib.request.Request(  # noqa: S310
+    request = urllib.request.Request(
         f"http://{api}/{EXTENSIONS_API}/event/next", headers={"Lambda-Extension-Identifier": identifier}
     )
     try:

@@ -54,8 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.errors import IntegrityError, NotFoundError, TransientError
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
-from shared.naming import ALIAS_NAME, MODEL_NAME
 from shared.lifecycle import on_shutdown
+from shared.naming import ALIAS_NAME, MODEL_NAME
 from shared.observability import NAMESPACE, logger, metrics
 from shared.registry import PRODUCTION_ALIAS, ModelRegistry
 from shared.services import Services

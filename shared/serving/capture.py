@@ -265,9 +265,11 @@ class BackgroundCaptureSink:
       environment ends.
 
     A record delivery loses, or one the queue had no room for (over ``max_queued``), is counted;
-    :meth:`take_failed` hands the count to the next request, which reports it as ``CaptureFailed`` (Powertools'
-    metrics belong to an invocation, so a thread never adds one itself). Records are serialised by the
-    thread: the request pays for a ``deque.extend`` and a wake-up.
+    :meth:`take_failed` hands the count to the next request, which reports it as ``CaptureFailed``
+    (Powertools' metrics belong to an invocation, so a thread never adds one itself). Records are
+    serialised by the thread: the request pays for a ``deque.extend`` and a wake-up. ``background=False``
+    starts no thread: delivery happens only in the three calls above, as in an environment frozen the
+    moment it answers.
     """
 
     def __init__(
@@ -277,6 +279,7 @@ class BackgroundCaptureSink:
         max_pending: int = MAX_BATCH_RECORDS,
         max_age_s: float = 1.0,
         max_queued: int = 20 * MAX_BATCH_RECORDS,
+        background: bool = True,
         monotonic: Callable[[], float] = clock.monotonic,
     ) -> None:
         self.delivery = delivery
@@ -288,6 +291,7 @@ class BackgroundCaptureSink:
         self._wake = threading.Condition(threading.Lock())
         self._delivering = threading.Lock()  # one delivery at a time: the thread's or a flush's
         self._failed = 0
+        self._background = background
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -297,7 +301,7 @@ class BackgroundCaptureSink:
             room = max(0, self._max_queued - len(self._queue))
             taken = records if len(records) <= room else records[:room]
             self._queue.extend((now, record) for record in taken)
-            if self._thread is None and not self._closed:
+            if self._background and self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="capture-delivery", daemon=True)
                 self._thread.start()
             self._wake.notify()
