@@ -89,6 +89,7 @@ def _register(api: str) -> str:
 
 def _next_event(api: str, identifier: str) -> None:
     import urllib.request  # noqa: PLC0415
+    from http.client import HTTPException  # noqa: PLC0415
 
     request = urllib.request.Request(
         f"http://{api}/{EXTENSIONS_API}/event/next", headers={"Lambda-Extension-Identifier": identifier}
@@ -96,7 +97,7 @@ def _next_event(api: str, identifier: str) -> None:
     try:
         with urllib.request.urlopen(request) as response:  # noqa: S310
             response.read()
-    except OSError:
+    except (OSError, HTTPException):
         pass  # the environment is ending; SIGTERM does the work
 
 
