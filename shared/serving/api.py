@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import time
 import uuid
 from collections import Counter
@@ -209,10 +210,24 @@ def _serving_for(settings: Settings) -> _Serving:
         if settings.features_table
         else None
     )
+    threading.Thread(target=_prepare_first_load, args=(svc,), name="first-load", daemon=True).start()
     # Delivered from a thread, off the request path; its Firehose client is made on the first delivery.
     captures = BackgroundCaptureSink(FirehoseCaptureSink(settings.capture_stream))
     on_shutdown(lambda: _close_captures(captures))
     return _Serving(settings, svc.registry, models, captures, features)
+
+
+def _prepare_first_load(svc: Services) -> None:
+    """The first request's CPU work that does not depend on its answers, done while the request waits on
+    the network: the S3 client (made while the registry is read) and onnxruntime's import (while the
+    registry is read and the artifact downloaded). The request takes both when it gets there (a client
+    under :class:`~shared.aws.AwsClients`' lock, a module under the import lock), so nothing is done twice;
+    a failure here is the request's to raise, when it tries the same itself."""
+    try:
+        svc.clients.client("s3")  # the client svc.objects is made with
+        import onnxruntime  # noqa: F401, PLC0415
+    except Exception:  # the request meets the same failure and reports it
+        logger.debug("preparing the first model load failed; the request will retry it", exc_info=True)
 
 
 def _close_captures(captures: BackgroundCaptureSink) -> None:
