@@ -342,7 +342,7 @@ artifact = lambda a: SimpleNamespace(**a) if a else None
 version = SimpleNamespace(
     name=spec["name"], version=spec["version"], signature=spec["signature"],
     serving_flavor=spec["flavor"], flavor_reason="", artifact=artifact(spec["artifact"]),
-    onnx_artifact=artifact(spec["onnx_artifact"]),
+    onnx_artifact=artifact(spec["onnx_artifact"]), code_artifact=None,
 )
 read = time.perf_counter()
 served = load_served_model(version, objects)
