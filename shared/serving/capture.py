@@ -298,13 +298,16 @@ class BackgroundCaptureSink:
     def send(self, records: Sequence[CaptureRecord]) -> int:
         now = self._clock()
         with self._wake:
+            idle = not self._queue  # the thread waits only on an empty queue: else it is busy already
             room = max(0, self._max_queued - len(self._queue))
             taken = records if len(records) <= room else records[:room]
             self._queue.extend((now, record) for record in taken)
             if self._background and self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="capture-delivery", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            elif idle:
+                # Waking the thread costs the request a thread switch: only when it is waiting.
+                self._wake.notify()
         return len(taken)
 
     @property
