@@ -269,7 +269,8 @@ class BackgroundCaptureSink:
     (Powertools' metrics belong to an invocation, so a thread never adds one itself). Records are
     serialised by the thread: the request pays for a ``deque.extend`` and a wake-up. ``background=False``
     starts no thread: delivery happens only in the three calls above, as in an environment frozen the
-    moment it answers.
+    moment it answers. Woken, the thread waits ``linger_s`` before delivering, to batch the next requests'
+    captures with the first's.
     """
 
     def __init__(
@@ -280,6 +281,7 @@ class BackgroundCaptureSink:
         max_age_s: float = 1.0,
         max_queued: int = 20 * MAX_BATCH_RECORDS,
         background: bool = True,
+        linger_s: float = 0.005,
         monotonic: Callable[[], float] = clock.monotonic,
     ) -> None:
         self.delivery = delivery
@@ -292,6 +294,7 @@ class BackgroundCaptureSink:
         self._delivering = threading.Lock()  # one delivery at a time: the thread's or a flush's
         self._failed = 0
         self._background = background
+        self._linger_s = linger_s
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -351,7 +354,12 @@ class BackgroundCaptureSink:
                     self._wake.wait()
                 if self._closed and not self._queue:
                     return
-            self._deliver_batch()
+            if not self._closed:
+                # Woken by one request's captures: wait for the next few requests' too, so a busy stream
+                # costs one wake-up and one PutRecordBatch per linger, not per request.
+                clock.sleep(self._linger_s)
+            while self._deliver_batch():
+                pass
 
     def _deliver_batch(self) -> bool:
         """Hand up to one batch of queued records to delivery; False when nothing was queued."""
