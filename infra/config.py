@@ -53,6 +53,9 @@ class StackConfig(BaseModel):
     # Concurrency held for (and capping) a function, e.g. {predict: 100}: a flood of requests costs at
     # most that many instances, and the rest of the account cannot starve it.
     reserved_concurrency: dict[str, int] = Field(default_factory=dict)
+    # Instances of predict kept initialised, so that many requests at once never wait for a cold start.
+    # Billed whether used or not (README, Performance); 0 serves from on-demand instances only.
+    predict_provisioned_concurrency: int = Field(default=0, ge=0, le=10_000)
     # The HTTP API stage's throttle: steady requests per second and burst, over all routes; past it API
     # Gateway answers 429 without invoking anything.
     api_throttle: ApiThrottle = Field(default_factory=ApiThrottle)
@@ -84,6 +87,17 @@ class StackConfig(BaseModel):
         if self.code_commit:
             env[EnvVar.CODE_COMMIT.value] = self.code_commit
         return env
+
+    @model_validator(mode="after")
+    def _provisioned_within_reserved(self) -> StackConfig:
+        # Lambda refuses to provision more instances than the function may ever run.
+        reserved = self.reserved_concurrency.get("predict")
+        if reserved is not None and self.predict_provisioned_concurrency > reserved:
+            raise ValueError(
+                f"predictProvisionedConcurrency ({self.predict_provisioned_concurrency}) exceeds "
+                f"reservedConcurrency.predict ({reserved})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _jwt_needs_issuer(self) -> StackConfig:

@@ -134,7 +134,7 @@ def deploy(spec: StackSpec, config: StackConfig, image: ImageContext | None = No
     }
     api = (
         HttpApi(
-            "api", spec.routes, functions=functions.functions, project=project, stack=stack, config=config
+            "api", spec.routes, functions=functions.entry_points, project=project, stack=stack, config=config
         )
         if spec.routes
         else None

@@ -4,6 +4,10 @@ Every adapter that talks to AWS gets its client from an :class:`AwsClients`, whi
 :class:`~shared.services.Services` holds. A client is made when an adapter first needs it — never at import,
 so a test's (or the local cloud's) mock is active first, and a handler's cold start pays only for the
 clients its step uses: making one loads its service's model, tens of milliseconds each.
+
+Clients come from botocore's own session, not boto3's: they are the same clients (boto3's are botocore's,
+plus resources and S3's transfer methods, which Flywheel uses neither of), and importing boto3 costs a cold
+start about twice what botocore alone does, most of it ``s3transfer``, which boto3 imports eagerly.
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ class AwsClients:
         key = (service, repr(sorted(config.items())))
         with self._lock:
             if key not in self._made:
-                import boto3  # noqa: PLC0415  (made on first use, after any mock is active)
+                import botocore.session  # noqa: PLC0415  (made on first use, after any mock is active)
                 from botocore.config import Config  # noqa: PLC0415
 
                 if self._session is None:
-                    self._session = boto3.session.Session(region_name=self.region)
+                    self._session = botocore.session.get_session()
                 options = {"config": Config(**config)} if config else {}
-                self._made[key] = self._session.client(service, **options)
+                self._made[key] = self._session.create_client(service, region_name=self.region, **options)
             return self._made[key]

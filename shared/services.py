@@ -4,22 +4,26 @@ Handlers call :func:`services` on their first invocation and pass the result int
 and the boto3 client under it, from the one factory (:mod:`shared.aws`) — is made the first time a step
 asks for it, never at import, so a test's mock is active first and a cold start pays only for the clients
 its step uses. Tests build a :class:`Services` from in-memory fakes instead, handing them in by name.
+The experiments, workflow and function adapters' modules are imported with them, too: the prediction
+function, which imports this module, uses none of them.
 """
 
 from __future__ import annotations
 
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.aws import AwsClients
 from shared.errors import NotFoundError
-from shared.experiments import DynamoExperimentStore, ExperimentStore
-from shared.invoke import LambdaFunction
 from shared.metadata import DynamoMetadataStore, MetadataStore
 from shared.registry import DynamoRegistryStore, ModelRegistry
 from shared.settings import Settings, get_settings, warm
 from shared.storage import ObjectStore, S3ObjectStore
-from shared.workflow import StepFunctionsWorkflow, Workflow
+
+if TYPE_CHECKING:
+    from shared.experiments import ExperimentStore
+    from shared.invoke import LambdaFunction
+    from shared.workflow import Workflow
 
 
 class Services:
@@ -70,11 +74,15 @@ class Services:
 
     @cached_property
     def experiments(self) -> ExperimentStore:
+        from shared.experiments import DynamoExperimentStore  # noqa: PLC0415
+
         # Experiments and their trials live in the metadata table, beside the runs that launched them.
         return DynamoExperimentStore(self.settings.metadata_table, client=self.clients.client("dynamodb"))
 
     @cached_property
     def workflow(self) -> Workflow:
+        from shared.workflow import StepFunctionsWorkflow  # noqa: PLC0415
+
         return StepFunctionsWorkflow(self.settings.state_machine_arn, self.clients.client("stepfunctions"))
 
     @cached_property
@@ -83,11 +91,15 @@ class Services:
         arn = self.settings.scoring_state_machine_arn
         if not arn:
             raise NotFoundError("this stack has no batch scoring state machine")
+        from shared.workflow import StepFunctionsWorkflow  # noqa: PLC0415
+
         return StepFunctionsWorkflow(arn, self.clients.client("stepfunctions"))
 
     def function(self, name: str, **config: Any) -> LambdaFunction:
         """Another function of the stack, to invoke synchronously (``config``: botocore options, such as a
         ``read_timeout`` for a function that runs long)."""
+        from shared.invoke import LambdaFunction  # noqa: PLC0415
+
         return LambdaFunction(name, self.clients.client("lambda", **config))
 
 

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Output, ResourceOptions
 
+from infra.components.functions import EntryPoint
 from infra.config import StackConfig
 from infra.names import physical_name
 from infra.spec import RouteSpec
@@ -51,7 +52,7 @@ class HttpApi(pulumi.ComponentResource):
         name: str,
         routes: Sequence[RouteSpec],
         *,
-        functions: Mapping[str, aws.lambda_.Function],
+        functions: Mapping[str, EntryPoint],
         project: str,
         stack: str,
         config: StackConfig,
@@ -118,6 +119,8 @@ class HttpApi(pulumi.ComponentResource):
                 route.logical_name,
                 action="lambda:InvokeFunction",
                 function=functions[route.function].name,
+                # A function invoked through its alias is permitted through it (the alias is the resource).
+                qualifier=functions[route.function].qualifier,
                 principal="apigateway.amazonaws.com",
                 source_arn=api.execution_arn.apply(partial(invoke_source, route=route)),
                 opts=child,

@@ -4,11 +4,18 @@ The scientific stack is larger than a zip may be, so every function runs the sam
 Flywheel's ``Dockerfile``, in the context ``infra.image`` decides (this checkout, or one staged from a team's
 repository), and differs only by its handler (the image command), its sizes and its role.
 A role allows exactly the function's spec permissions (``infra.policies.function_policy``).
+
+With ``flywheel:predictProvisionedConcurrency`` above 0, predict publishes a version on every change, a
+``live`` alias follows the newest one, and the alias holds that many instances initialised (provisioned
+concurrency is set on a version or an alias, never on ``$LATEST``). The API then invokes the alias
+(:attr:`Functions.entry_points`), so client requests meet the warm instances; the pipeline's direct
+invocations of predict (verification) stay on ``$LATEST``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -21,6 +28,19 @@ from infra.image import ARCHITECTURE, DOCKER_PLATFORMS, ImageContext
 from infra.names import StackNames, physical_name
 from infra.policies import function_policy
 from infra.spec import FunctionSpec, StackSpec
+
+PREDICT_FUNCTION = "predict"
+LIVE_ALIAS = "live"
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """How a caller outside the stack's own steps invokes a function: its (alias) ARN, and the function's
+    name and qualifier for the permission that lets it."""
+
+    arn: Output[str]
+    name: Output[str]
+    qualifier: Output[str] | None
 
 
 class Functions(pulumi.ComponentResource):
@@ -56,7 +76,33 @@ class Functions(pulumi.ComponentResource):
             self.functions = {fn.name: self._function(fn, image_uri, names) for fn in spec.functions}
         self.names: dict[str, Output[str]] = {n: f.name for n, f in self.functions.items()}
         self.arns: dict[str, Output[str]] = {n: f.arn for n, f in self.functions.items()}
+        # What the API invokes, by function: the function itself, or the alias holding warm instances.
+        self.entry_points: dict[str, EntryPoint] = {
+            n: EntryPoint(arn=f.arn, name=f.name, qualifier=None) for n, f in self.functions.items()
+        }
+        if PREDICT_FUNCTION in self.functions and config.predict_provisioned_concurrency:
+            self.entry_points[PREDICT_FUNCTION] = self._provisioned(
+                self.functions[PREDICT_FUNCTION], config.predict_provisioned_concurrency
+            )
         self.register_outputs({"names": self.names})
+
+    def _provisioned(self, function: aws.lambda_.Function, instances: int) -> EntryPoint:
+        """The ``live`` alias on the newest published version, with ``instances`` kept initialised."""
+        alias = aws.lambda_.Alias(
+            f"{PREDICT_FUNCTION}-{LIVE_ALIAS}",
+            name=LIVE_ALIAS,
+            function_name=function.name,
+            function_version=function.version,
+            opts=ResourceOptions(parent=self),
+        )
+        aws.lambda_.ProvisionedConcurrencyConfig(
+            PREDICT_FUNCTION,
+            function_name=function.name,
+            qualifier=alias.name,
+            provisioned_concurrent_executions=instances,
+            opts=ResourceOptions(parent=self),
+        )
+        return EntryPoint(arn=alias.arn, name=function.name, qualifier=alias.name)
 
     def _image(self) -> Output[str]:
         """The repository, the image built and pushed into it, and the URI Lambda runs it by."""
@@ -132,6 +178,8 @@ class Functions(pulumi.ComponentResource):
             timeout=fn.timeout_s,
             ephemeral_storage={"size": fn.ephemeral_mb},
             reserved_concurrent_executions=fn.reserved_concurrency,
+            # A published version is what provisioned concurrency holds warm.
+            publish=fn.name == PREDICT_FUNCTION and self._config.predict_provisioned_concurrency > 0,
             tracing_config={"mode": "Active"},
             environment={"variables": self.environment},
             # The first invocation must find its permissions and its log group in place.

@@ -17,6 +17,11 @@ The runtime behaves like Lambda's:
   kill a thread, so the abandoned call runs on in the background and its result is discarded);
 - an exception comes back in Lambda's shape (``errorType`` = the class name, ``errorMessage``,
   ``stackTrace``), so Step Functions ``Retry``/``Catch`` match on class names exactly as in AWS;
+- :meth:`LocalRuntime.shut_down` ends the environments as Lambda does when it reclaims them: it waits for
+  the requests in flight, then does what Lambda's ``SIGTERM`` makes a function do — runs the hooks the
+  function gave :mod:`shared.lifecycle` (the predict function delivers its queued captures) — since a
+  signal cannot end one environment of a process that holds them all; the next request starts a new
+  environment (the warm state is forgotten, as a fresh one would not have it);
 - S3 events get the fields AWS sends and moto leaves out (principal ids, request ids, ``versionId``,
   ``sequencer``, keys encoded with ``/`` kept), so Powertools' S3 model parses them.
 """
@@ -207,6 +212,20 @@ class LocalRuntime:
                 self._handlers[path] = handler
                 freeze_long_lived()  # the function's libraries, imported: they live as long as the cloud
             return self._handlers[path]
+
+    def shut_down(self) -> None:
+        """End every execution environment as Lambda's shutdown phase does: after the requests in flight,
+        the functions' shutdown hooks run (what their ``SIGTERM`` handler runs in Lambda)."""
+        from shared.lifecycle import shut_down  # noqa: PLC0415  (the functions' side of the seam)
+        from shared.settings import forget_warm_state  # noqa: PLC0415
+
+        with self._import_lock:
+            environments = list(self._environments.values())
+        for environment in environments:
+            with environment:  # the request an environment is serving finishes first
+                pass
+        shut_down()
+        forget_warm_state()
 
     @staticmethod
     def _error(

@@ -129,16 +129,25 @@ class ProviderMocks(pulumi.runtime.Mocks):
                 return name, {**inputs, "arn": f"arn:aws:dynamodb:{regional}:table/{name}"}
             case "aws:lambda/function:Function":
                 arn = f"arn:aws:lambda:{regional}:function:{name}"
+                version = "1" if inputs.get("publish") else "$LATEST"  # a published function's first
                 return name, {
                     **inputs,
                     "arn": arn,
-                    "qualifiedArn": f"{arn}:$LATEST",
-                    "version": "$LATEST",
+                    "qualifiedArn": f"{arn}:{version}",
+                    "version": version,
                     "invokeArn": f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}"
                     "/invocations",
                 }
             case "aws:lambda/permission:Permission":
                 return inputs["statementId"], inputs
+            case "aws:lambda/alias:Alias":
+                arn = f"arn:aws:lambda:{regional}:function:{inputs['functionName']}:{inputs['name']}"
+                invoke = (
+                    f"arn:aws:apigateway:{self.region}:lambda:path/2015-03-31/functions/{arn}/invocations"
+                )
+                return arn, {**inputs, "arn": arn, "invokeArn": invoke}
+            case "aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig":
+                return f"{inputs['functionName']},{inputs['qualifier']}", inputs
             case "aws:iam/role:Role":
                 path = inputs.get("path") or "/"
                 return name, {

@@ -20,7 +20,8 @@ Reads: :meth:`OnlineStore.get_many` fetches many entities with ``BatchGetItem`` 
 unprocessed keys retried with backoff); :func:`fresh` turns a stored row into the values to serve, missing
 past the view's TTL.
 
-This module imports neither pandas nor pydantic's models at runtime: the prediction function imports it.
+This module imports neither pandas, pydantic's models nor the feature view's module (the contract, YAML)
+at runtime: the prediction function imports it.
 :meth:`OnlineStore.materialize` takes a DataFrame but only calls its methods.
 """
 
@@ -40,11 +41,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shared.dynamo import LazyClient, dynamodb_errors, string_value
 from shared.errors import ConflictError, TransientError
-from shared.featurestore.view import SEQUENCE_COLUMN, FeatureView
 from shared.ml.features import is_missing
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the view module brings the contract's models and YAML, which serving never needs
     import pandas as pd
+
+    from shared.featurestore.view import FeatureView
 
 ONLINE_TABLE_KEYS: Final = {"partition_key": {"name": "pk", "type": "S"}}
 """The keys of the online table, in the shape of ``infra.spec.Key`` fields: ``pk`` (string) only."""
@@ -135,6 +137,8 @@ def latest_records(view: FeatureView, rows: pd.DataFrame) -> list[OnlineRecord]:
         raise ValueError(f"rows for view {view.view!r} lack the columns {absent}")
     if len(rows) == 0:
         return []
+    from shared.featurestore.view import SEQUENCE_COLUMN  # noqa: PLC0415  (materialising only)
+
     order = [view.event_time, SEQUENCE_COLUMN] if SEQUENCE_COLUMN in rows.columns else [view.event_time]
     latest = rows.sort_values(order, kind="stable").drop_duplicates([view.entity], keep="last")
     times = latest[view.event_time]

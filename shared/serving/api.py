@@ -17,8 +17,9 @@ string length, entries of an object or array) → 413 naming the limit; unknown 
 production version yet → 404; an artifact whose sha256 does not match the registry → 503 (never loaded; the
 details are logged, not shown). An error lists at most ``max_problems_listed`` problems and says how many it
 left out, and never echoes a long client value whole. Every status and body is declared in the OpenAPI
-document. Every answered row is sent to the capture stream; a capture failure is counted
-(``CaptureFailed``), never returned to the caller.
+document. Every answered row is sent to the capture stream, from a thread
+(:class:`~shared.serving.capture.BackgroundCaptureSink`: the request only queues it); a capture failure is
+counted (``CaptureFailed``, on the next request, or at shutdown), never returned to the caller.
 
 Captures of clients' requests say ``source: api``, whatever the request carries: only a direct invocation
 by Flywheel's own verification can mark its traffic otherwise (:data:`shared.serving.capture.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import time
 import uuid
 from collections import Counter
@@ -48,21 +50,22 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.errors import IntegrityError, NotFoundError, TransientError
 from shared.featurestore.online import DynamoOnlineStore, OnlineStore
+from shared.lifecycle import on_shutdown
 from shared.naming import ALIAS_NAME, MODEL_NAME
-from shared.observability import logger, metrics
+from shared.observability import NAMESPACE, logger, metrics
 from shared.registry import PRODUCTION_ALIAS, ModelRegistry
 from shared.services import Services
 from shared.serving.capture import (
     CLIENT_SOURCE,
     INTERNAL_SOURCE_FIELD,
     INTERNAL_SOURCES,
+    BackgroundCaptureSink,
     CaptureRecord,
-    CaptureSink,
     FirehoseCaptureSink,
 )
 from shared.serving.limits import LimitBreach, RequestLimits, read_body, shown
@@ -193,7 +196,7 @@ class _Serving:
     settings: Settings
     registry: ModelRegistry
     models: ModelCache
-    captures: CaptureSink
+    captures: BackgroundCaptureSink
     features: OnlineStore | None = None  # the online feature store, when the stack has one
 
 
@@ -207,8 +210,34 @@ def _serving_for(settings: Settings) -> _Serving:
         if settings.features_table
         else None
     )
-    captures = FirehoseCaptureSink(settings.capture_stream)  # its client is made on the first capture
+    threading.Thread(target=_prepare_first_load, args=(svc,), name="first-load", daemon=True).start()
+    # Delivered from a thread, off the request path; its Firehose client is made on the first delivery.
+    captures = BackgroundCaptureSink(FirehoseCaptureSink(settings.capture_stream))
+    on_shutdown(lambda: _close_captures(captures))
     return _Serving(settings, svc.registry, models, captures, features)
+
+
+def _prepare_first_load(svc: Services) -> None:
+    """The first request's CPU work that does not depend on its answers, done while the request waits on
+    the network: the S3 client (made while the registry is read) and onnxruntime's import (while the
+    registry is read and the artifact downloaded). The request takes both when it gets there (a client
+    under :class:`~shared.aws.AwsClients`' lock, a module under the import lock), so nothing is done twice;
+    a failure here is the request's to raise, when it tries the same itself."""
+    try:
+        svc.clients.client("s3")  # the client svc.objects is made with
+        import onnxruntime  # noqa: F401, PLC0415
+    except Exception:  # the request meets the same failure and reports it
+        logger.debug("preparing the first model load failed; the request will retry it", exc_info=True)
+
+
+def _close_captures(captures: BackgroundCaptureSink) -> None:
+    """The environment is ending: deliver what is queued, and count what is lost now, since no later request
+    will (a metric of its own, outside any invocation's flush)."""
+    captures.close()
+    failed = captures.take_failed()
+    if failed:
+        with single_metric(name="CaptureFailed", unit=MetricUnit.Count, value=failed, namespace=NAMESPACE):
+            pass
 
 
 def serving() -> _Serving:
@@ -266,6 +295,7 @@ def predict(
     if version is not None and alias is not None:
         raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, "give either ?version or ?alias, not both")
     state = serving()
+    _settle_captures(state.captures)
     rows = request.rows()
     limit = state.settings.max_rows_per_request
     if len(rows) > limit:
@@ -334,9 +364,18 @@ def _capture(
             request_ids, rows, predictions.predictions, probabilities, strict=True
         )
     ]
-    accepted = state.captures.send(records)
+    accepted = state.captures.send(records)  # queued: delivery happens off the request path
     if accepted < len(records):
         metrics.add_metric(name="CaptureFailed", unit=MetricUnit.Count, value=len(records) - accepted)
+
+
+def _settle_captures(captures: BackgroundCaptureSink) -> None:
+    """Before a request: deliver what a frozen environment left queued too long, and count as
+    ``CaptureFailed`` what earlier deliveries lost (this invocation's metrics carry it)."""
+    captures.flush_if_due()
+    failed = captures.take_failed()
+    if failed:
+        metrics.add_metric(name="CaptureFailed", unit=MetricUnit.Count, value=failed)
 
 
 @app.get(

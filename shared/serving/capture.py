@@ -3,17 +3,21 @@
 A :class:`CaptureRecord` is one answered row. Its JSON line is what lands under
 ``captures/<model>/<yyyy>/<MM>/<dd>/`` for the monitor to read and for labels to join on ``request_id``.
 The domain sends records through the :class:`CaptureSink` port; :class:`FirehoseCaptureSink` is its
-Firehose adapter and :class:`InMemoryCaptureSink` the fake for unit tests.
+Firehose adapter, :class:`BackgroundCaptureSink` the one the predict function uses (it queues records
+and delivers them through the Firehose adapter from a thread, off the request path) and
+:class:`InMemoryCaptureSink` the fake for unit tests.
 
 A capture is evidence for monitoring, never a reason to fail a prediction: ``send`` does not raise when
 delivery fails, it returns how many records were accepted and the caller counts the rest
-(``CaptureFailed``). A record that cannot be serialised is a bug in the caller and does raise.
+(``CaptureFailed``). A record that cannot be serialised is a bug in the caller and does raise (in the
+background sink, its thread logs it and counts the batch as lost).
 """
 
 from __future__ import annotations
 
 import threading
 import time as clock
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -265,3 +269,131 @@ class InMemoryCaptureSink:
         with self._lock:
             self.records.extend(records)
         return len(records)
+
+
+class BackgroundCaptureSink:
+    """:class:`CaptureSink` that keeps delivery off the request path: ``send`` only queues the records,
+    and a daemon thread hands them to ``delivery`` (a :class:`FirehoseCaptureSink`) in batches.
+
+    Lambda freezes an environment once it has answered, thread and all, so three things deliver:
+
+    - the thread, while the environment is thawed (during a request and the moments after it);
+    - :meth:`flush_if_due`, which the next request calls first: records the thread has not delivered by
+      the time ``max_pending`` are queued or the oldest is ``max_age_s`` old are delivered there;
+    - :meth:`close`, a shutdown hook (:mod:`shared.lifecycle`), which delivers what is left before the
+      environment ends.
+
+    A record delivery loses, or one the queue had no room for (over ``max_queued``), is counted;
+    :meth:`take_failed` hands the count to the next request, which reports it as ``CaptureFailed``
+    (Powertools' metrics belong to an invocation, so a thread never adds one itself). Records are
+    serialised by the thread: the request pays for a ``deque.extend`` and a wake-up. ``background=False``
+    starts no thread: delivery happens only in the three calls above, as in an environment frozen the
+    moment it answers. Woken, the thread waits ``linger_s`` before delivering, to batch the next requests'
+    captures with the first's.
+    """
+
+    def __init__(
+        self,
+        delivery: CaptureSink,
+        *,
+        max_pending: int = MAX_BATCH_RECORDS,
+        max_age_s: float = 1.0,
+        max_queued: int = 20 * MAX_BATCH_RECORDS,
+        background: bool = True,
+        linger_s: float = 0.005,
+        monotonic: Callable[[], float] = clock.monotonic,
+    ) -> None:
+        self.delivery = delivery
+        self._max_pending = max_pending
+        self._max_age_s = max_age_s
+        self._max_queued = max_queued
+        self._clock = monotonic
+        self._queue: deque[tuple[float, CaptureRecord]] = deque()
+        self._wake = threading.Condition(threading.Lock())
+        self._delivering = threading.Lock()  # one delivery at a time: the thread's or a flush's
+        self._failed = 0
+        self._background = background
+        self._linger_s = linger_s
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def send(self, records: Sequence[CaptureRecord]) -> int:
+        now = self._clock()
+        with self._wake:
+            idle = not self._queue  # the thread waits only on an empty queue: else it is busy already
+            room = max(0, self._max_queued - len(self._queue))
+            taken = records if len(records) <= room else records[:room]
+            self._queue.extend((now, record) for record in taken)
+            if self._background and self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="capture-delivery", daemon=True)
+                self._thread.start()
+            elif idle:
+                # Waking the thread costs the request a thread switch: only when it is waiting.
+                self._wake.notify()
+        return len(taken)
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet handed to delivery."""
+        return len(self._queue)
+
+    def flush_if_due(self) -> None:
+        """Deliver now, in the caller's thread, if the thread has left too many records or too old ones."""
+        if not self._queue:  # the common case, read without the lock
+            return
+        with self._wake:
+            due = bool(self._queue) and (
+                len(self._queue) >= self._max_pending or self._clock() - self._queue[0][0] >= self._max_age_s
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Deliver everything queued now, in the caller's thread."""
+        while self._deliver_batch():
+            pass
+
+    def take_failed(self) -> int:
+        """Records lost since the last call (refused by delivery, or with no room in the queue)."""
+        with self._wake:
+            failed, self._failed = self._failed, 0
+        return failed
+
+    def close(self) -> None:
+        """Deliver what is queued and stop the thread: the environment is ending."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self.flush()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed and not self._queue:
+                    return
+            if not self._closed:
+                # Woken by one request's captures: wait for the next few requests' too, so a busy stream
+                # costs one wake-up and one PutRecordBatch per linger, not per request.
+                clock.sleep(self._linger_s)
+            while self._deliver_batch():
+                pass
+
+    def _deliver_batch(self) -> bool:
+        """Hand up to one batch of queued records to delivery; False when nothing was queued."""
+        with self._delivering:
+            with self._wake:
+                count = min(len(self._queue), MAX_BATCH_RECORDS)
+                batch = [self._queue.popleft()[1] for _ in range(count)]
+            if not batch:
+                return False
+            try:
+                accepted = self.delivery.send(batch)
+            except Exception:  # a record that cannot be serialised: a bug, logged, never a request's failure
+                logger.exception("captures could not be delivered", extra={"records": len(batch)})
+                accepted = 0
+            if accepted < len(batch):
+                with self._wake:
+                    self._failed += len(batch) - accepted
+            return True

@@ -744,13 +744,16 @@ def test_the_predict_routes_are_iam_authorised_except_health_and_the_document(
 ) -> None:
     """Given apiAuth iam on dev and prod
     When the program runs
-    Then the API has exactly predict's four routes, each a payload-v2 proxy to predict; predicting and
-    describing a model require IAM, /health and /openapi.json are open, and there is no JWT authorizer."""
+    Then the API has exactly predict's four routes, each a payload-v2 proxy to predict (through its live
+    alias where the stack provisions instances for it, prod); predicting and describing a model require
+    IAM, /health and /openapi.json are open, and there is no JWT authorizer."""
     deployed: Deployment = request.getfixturevalue(stack)
     [integration] = deployed.all(T.INTEGRATION)
     assert integration.inputs["integrationType"] == "AWS_PROXY"
     assert integration.inputs["payloadFormatVersion"] == "2.0"
-    assert integration.inputs["integrationUri"] == function_arn(deployed, "predict")
+    provisioned = deployed.config.predict_provisioned_concurrency > 0
+    suffix = ":live" if provisioned else ""
+    assert integration.inputs["integrationUri"] == function_arn(deployed, "predict") + suffix
     routes = {r.inputs["routeKey"]: r.inputs for r in deployed.all(T.ROUTE)}
     assert set(routes) == set(ROUTES)
     for key, authorised in ROUTES.items():

@@ -47,6 +47,7 @@ from shared.ml.training import train as real_train
 from shared.monitoring.monitor import MonitorOutcome
 from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
+from shared.serving import api as prediction_api
 from shared.storage import ObjectRef
 from tests.fixtures.feature_store import reference_point_in_time_join
 
@@ -483,6 +484,7 @@ def test_a_prediction_from_the_entity_key_alone_equals_one_from_the_full_row(
     assert (status, full_status) == (200, 200), by_key
     assert by_key["predictions"] == by_row["predictions"]
     assert by_key["probabilities"] == by_row["probabilities"]
+    prediction_api.serving().captures.flush()  # what the delivery thread does moments after the answers
     captured = [
         json.loads(line)
         for key in store.keys(f"captures/{MODEL}/")

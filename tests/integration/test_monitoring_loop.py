@@ -30,6 +30,7 @@ from shared.monitoring.log import DynamoMonitorLog
 from shared.monitoring.monitor import MonitorOutcome
 from shared.registry import PRODUCTION_ALIAS
 from shared.services import Services
+from shared.serving import api as prediction_api
 from tests.fixtures.monitoring import label_csv, monitoring_contract, request_rows
 from tests.fixtures.serving import predict_rows
 
@@ -82,7 +83,9 @@ class Loop:
         return body
 
     def monitor(self, model: str) -> MonitorOutcome:
-        """Invoke the monitor function through Lambda's API, as ``flywheel monitor`` does."""
+        """Invoke the monitor function through Lambda's API, as ``flywheel monitor`` does, once the predict
+        function's queued captures are delivered (its thread does so moments after each answer)."""
+        prediction_api.serving().captures.flush()
         errored, answer = self.cloud.invoke(self.cloud.names.functions["monitor"], {"model": model})
         assert not errored, answer
         return MonitorOutcome.model_validate(answer["models"][0])

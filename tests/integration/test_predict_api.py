@@ -11,6 +11,7 @@ Lambda function URL events both answered; no request body, however odd, gets a 5
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ from shared.env_names import EnvVar
 from shared.hashing import sha256_hex
 from shared.registry import ArtifactRef, NewModelVersion
 from shared.serving import runtime
-from shared.serving.capture import INTERNAL_SOURCE_FIELD
+from shared.serving.capture import INTERNAL_SOURCE_FIELD, BackgroundCaptureSink
+from shared.settings import forget_warm_state
 from shared.storage import ObjectRef
 from tests.fixtures.services import churn_contract, put_churn_contract
 from tests.fixtures.serving import FEATURES, MODEL, ROW, Answer, ServedChurn, request_rows, served_churn
@@ -709,8 +711,11 @@ def test_a_tampered_artifact_is_refused_with_a_503_and_never_loaded(
 # --- captures ---------------------------------------------------------------------------------------------
 
 
-def captured(api: ServedChurn) -> dict[str, dict[str, Any]]:
-    """Every capture record under captures/churn/, by request id."""
+def captured(api: ServedChurn, *, delivered: bool = True) -> dict[str, dict[str, Any]]:
+    """Every capture record under captures/churn/, by request id; ``delivered``: once the queued captures
+    are delivered, as the function's delivery thread does while its environment is thawed."""
+    if delivered:
+        prediction_api.serving().captures.flush()
     s3 = api.cloud.client("s3")
     bucket = api.svc.settings.data_bucket
     records = {}
@@ -747,20 +752,71 @@ def test_answered_rows_are_captured_with_the_request_ids_returned(api: ServedChu
 def test_a_capture_failure_never_fails_the_request(
     api: ServedChurn, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Given a capture stream that refuses every record, when a request is answered, then it is a 200
-    all the same, nothing of it is captured, and the loss is counted (CaptureFailed)."""
+    """Given a capture stream that refuses every record, when requests are answered, then each is a 200
+    all the same, nothing of them is captured, and the loss is counted (CaptureFailed) on the request
+    after the failed delivery, the invocation whose metrics can still carry it."""
 
     class Refusing:
         def put_record_batch(self, **_: Any) -> Any:
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutRecordBatch")
 
-    monkeypatch.setattr(prediction_api.serving().captures, "_client", Refusing())
+    captures = prediction_api.serving().captures
+    monkeypatch.setattr(captures.delivery, "_client", Refusing())
 
-    answer = api.predict({"instances": [ROW, ROW]})
+    first = api.predict({"instances": [ROW, ROW]})
+    captures.flush()  # the delivery thread's attempt, done
+    capsys.readouterr()
+    second = api.predict({"instances": [ROW]})
 
+    assert (first.status, second.status) == (200, 200), (first.body, second.body)
+    assert not set(first.body["request_ids"]) & set(captured(api))
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"CaptureFailed"' in line]
+    assert [m["CaptureFailed"] for m in metrics] == [[2.0]]
+
+
+@pytest.fixture
+def frozen_after_answering(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The predict function's next environment delivers captures only when told to, as one Lambda freezes
+    the moment it has answered (its delivery thread never runs)."""
+    monkeypatch.setattr(
+        prediction_api, "BackgroundCaptureSink", functools.partial(BackgroundCaptureSink, background=False)
+    )
+    forget_warm_state()
+    yield
+    forget_warm_state()  # the environments after this test deliver from their thread again
+
+
+def test_an_environment_shut_down_after_answering_delivers_its_captures(
+    api: ServedChurn, frozen_after_answering: None
+) -> None:
+    """Given an environment frozen as soon as it answered, its captures still queued, when Lambda shuts it
+    down (the SIGTERM its shutdown extension earns it), then the captures are delivered through Firehose to
+    captures/churn/ before it ends."""
+    answer = api.predict({"instances": [ROW]})
     assert answer.status == 200, answer.body
-    assert not set(answer.body["request_ids"]) & set(captured(api))
-    assert '"CaptureFailed"' in capsys.readouterr().out
+    [request_id] = answer.body["request_ids"]
+    assert request_id not in captured(api, delivered=False)
+
+    api.cloud.runtime.shut_down()
+
+    assert (
+        captured(api, delivered=False)[request_id]["outputs"]["prediction"] == answer.body["predictions"][0]
+    )
+
+
+def test_captures_a_frozen_environment_left_are_delivered_by_its_next_request(
+    api: ServedChurn, frozen_after_answering: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given an environment frozen as soon as it answered, when it is thawed for a request after the
+    captures' age limit, then that request delivers them first."""
+    answer = api.predict({"instances": [ROW]})
+    [request_id] = answer.body["request_ids"]
+    captures = prediction_api.serving().captures
+    monkeypatch.setattr(captures, "_max_age_s", 0.0)  # the age limit, passed
+
+    assert api.predict({"instances": [ROW]}).status == 200
+
+    assert request_id in captured(api, delivered=False)
 
 
 # --- the events Lambda receives ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "shared.naming",
         "shared.hashing",
         "shared.observability",
+        "shared.lifecycle",
         "shared.settings",
         "shared.aws",
         "shared.dynamo",
