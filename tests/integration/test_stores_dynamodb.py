@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from botocore.stub import Stubber
 
@@ -117,14 +118,14 @@ class TestDynamoMetadata(MetadataContract):
 
 def test_clients_are_made_on_first_use_not_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[str] = []
-    real = boto3.session.Session
+    real = botocore.session.Session.create_client
 
-    class Recording(real):  # type: ignore[misc, valid-type]
-        def client(self, service: str, *args: Any, **kwargs: Any) -> Any:
-            made.append(service)
-            return super().client(service, *args, region_name="us-east-1")
+    def recording(self: Any, service: str, *args: Any, **kwargs: Any) -> Any:
+        made.append(service)
+        return real(self, service, *args, **{**kwargs, "region_name": "us-east-1"})
 
-    monkeypatch.setattr(boto3.session, "Session", Recording)
+    # The one factory (shared.aws) makes clients from botocore's session.
+    monkeypatch.setattr(botocore.session.Session, "create_client", recording)
     registry, metadata = DynamoRegistryStore("t"), DynamoMetadataStore("t")
     assert made == []
     assert registry.client is registry.client
