@@ -99,7 +99,7 @@ class ProviderMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str) -> None:
         self.region = region
 
-    def new_resource(  # noqa: PLR0912 (one arm per resource type, as the providers have)
+    def new_resource(  # noqa: PLR0912, PLR0915 (one arm per resource type, as the providers have)
         self, args: MockResourceArgs
     ) -> tuple[str | None, dict[str, Any]]:
         inputs = dict(args.inputs)
