@@ -254,7 +254,7 @@ class TestAutomaticPolicy:
         predict function, Promote moves production to it and PostDeployCheck asks the live route; the
         version keeps the figures it passed and the audit trail says why it was promoted."""
         assert first.status == "SUCCEEDED"
-        assert first.entered()[5:] == [
+        assert first.entered()[-8:] == [
             "Register",
             "Verify",
             "Verified",
