@@ -45,9 +45,7 @@ import pyarrow.parquet as pq
 from shared.data.contract import DataContract, FeatureType, Task
 from shared.data.validation import (
     _MIB,
-    CSV_SUFFIXES,
     MAX_EXAMPLES,
-    PARQUET_SUFFIXES,
     ROW_ID_COLUMN,
     RULE_ORDER,
     TOP_VALUES,
@@ -58,7 +56,6 @@ from shared.data.validation import (
     ValidatedData,
     _ends_in_open_quote,
     _file_problem,
-    _foreign_format,
     _header_fields,
     _iso,
     _not_a_table,
@@ -68,7 +65,6 @@ from shared.data.validation import (
     _RefusalError,
     _role,
     _short,
-    _suffix,
     _too_large,
     _value_text,
     all_missing,
@@ -77,9 +73,11 @@ from shared.data.validation import (
     duplicate_ids,
     header_only_problem,
     presence_problems,
+    refuse_unreadable_text,
     rejection,
     single_class,
     single_column_problem,
+    sniff,
     validate_frame,
 )
 
@@ -155,46 +153,14 @@ def validate_file(body: bytes, filename: str, contract: DataContract) -> Validat
 def _prepare(source: Path, filename: str, rulebook: Rulebook, scratch: Path) -> tuple[Path, str]:
     """The refusals of the whole-file reader that need only the file's size and first bytes, and gzip
     inflated to a file: the path of the table's bytes and whether they are CSV or Parquet."""
-    limit = int(rulebook.max_file_mb * _MIB)
-    size = source.stat().st_size
-    head = _head(source)
-    if not size or (size <= 4096 and not head.strip()):
-        what = "is empty (0 bytes)" if not size else "holds only blank space"
-        raise _RefusalError(
-            _file_problem(
-                "empty_file", f"The file {what}; upload a CSV or Parquet file with a header and rows."
-            )
-        )
-    if size > limit:
-        raise _RefusalError(_too_large(size, rulebook, "is"))
-    name = filename.lower()
-    if head[:4] == b"PAR1":
+    head, name = _head(source), filename.lower()
+    kind = sniff(source.stat().st_size, head, name, filename, rulebook)
+    if kind == "parquet":
         return source, "parquet"
-    if name.endswith(PARQUET_SUFFIXES):
-        raise _RefusalError(
-            _not_a_table(
-                f"The file '{filename}' is named like a Parquet file but is not one (no PAR1 header)."
-            )
-        )
-    if head[:2] == b"\x1f\x8b":
-        source = _gunzip_to(source, scratch / "inflated.csv", limit, rulebook)
-        head = _head(source)
-        name = name.removesuffix(".gz")
-    elif name.endswith(".gz"):
-        raise _RefusalError(
-            _not_a_table(f"The file '{filename}' is named like a gzip file but is not gzip-compressed.")
-        )
-    hint = _foreign_format(head)
-    if hint:
-        raise _RefusalError(_not_a_table(f"The file {hint}; export the data as a CSV or Parquet file."))
-    suffix = _suffix(name)
-    if suffix and not name.endswith(CSV_SUFFIXES):
-        raise _RefusalError(
-            _not_a_table(
-                f"The file '{filename}' has the suffix '{suffix}'; Flywheel reads CSV "
-                f"({', '.join(CSV_SUFFIXES)}) and Parquet ({', '.join(PARQUET_SUFFIXES)}) files."
-            )
-        )
+    if kind == "gzip":
+        source = _gunzip_to(source, scratch / "inflated.csv", int(rulebook.max_file_mb * _MIB), rulebook)
+        head, name = _head(source), name.removesuffix(".gz")
+    refuse_unreadable_text(head, name, filename)
     return source, "csv"
 
 

@@ -75,7 +75,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -242,33 +242,53 @@ def source_id_of(body: bytes) -> str:
 
 
 def _read(body: bytes, filename: str, rulebook: Rulebook) -> pd.DataFrame:
-    limit = int(rulebook.max_file_mb * _MIB)
-    if not body or (len(body) <= 4096 and not body.strip()):
-        what = "is empty (0 bytes)" if not body else "holds only blank space"
+    name = filename.lower()
+    kind = sniff(len(body), body, name, filename, rulebook)
+    if kind == "parquet":
+        return _read_parquet(body)
+    if kind == "gzip":
+        body = _gunzip(body, int(rulebook.max_file_mb * _MIB), rulebook)
+        name = name.removesuffix(".gz")
+    refuse_unreadable_text(body, name, filename)
+    return _read_csv(body)
+
+
+def sniff(
+    size: int, head: bytes, name: str, filename: str, rulebook: Rulebook
+) -> Literal["parquet", "gzip", "csv"]:
+    """What a file of ``size`` bytes starting with ``head`` is, from those alone, or the refusal: empty,
+    too large, named Parquet but not Parquet, named gzip but not gzip. ``name`` is ``filename`` lowered.
+    Both readers (bytes here, a file on disk in :mod:`shared.data.streaming`) refuse alike through it."""
+    if not size or (size <= 4096 and not head.strip()):
+        what = "is empty (0 bytes)" if not size else "holds only blank space"
         raise _RefusalError(
             _file_problem(
                 "empty_file", f"The file {what}; upload a CSV or Parquet file with a header and rows."
             )
         )
-    if len(body) > limit:
-        raise _RefusalError(_too_large(len(body), rulebook, "is"))
-    name = filename.lower()
-    if body[:4] == b"PAR1":
-        return _read_parquet(body)
+    if size > int(rulebook.max_file_mb * _MIB):
+        raise _RefusalError(_too_large(size, rulebook, "is"))
+    if head[:4] == b"PAR1":
+        return "parquet"
     if name.endswith(PARQUET_SUFFIXES):
         raise _RefusalError(
             _not_a_table(
                 f"The file '{filename}' is named like a Parquet file but is not one (no PAR1 header)."
             )
         )
-    if body[:2] == b"\x1f\x8b":
-        body = _gunzip(body, limit, rulebook)
-        name = name.removesuffix(".gz")
-    elif name.endswith(".gz"):
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if name.endswith(".gz"):
         raise _RefusalError(
             _not_a_table(f"The file '{filename}' is named like a gzip file but is not gzip-compressed.")
         )
-    hint = _foreign_format(body)
+    return "csv"
+
+
+def refuse_unreadable_text(head: bytes, name: str, filename: str) -> None:
+    """Refuse text that is another format (a spreadsheet, JSON, …) or a name with a suffix Flywheel does not
+    read; ``name`` is the lowered name without a ``.gz`` the file was inflated from."""
+    hint = _foreign_format(head)
     if hint:
         raise _RefusalError(_not_a_table(f"The file {hint}; export the data as a CSV or Parquet file."))
     suffix = _suffix(name)
@@ -279,7 +299,6 @@ def _read(body: bytes, filename: str, rulebook: Rulebook) -> pd.DataFrame:
                 f"({', '.join(CSV_SUFFIXES)}) and Parquet ({', '.join(PARQUET_SUFFIXES)}) files."
             )
         )
-    return _read_csv(body)
 
 
 def _suffix(name: str) -> str:
