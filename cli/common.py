@@ -10,9 +10,10 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from cli import render
+from cli import actions, render
 from cli.stack import settings_for
 from shared.errors import ContractError, DataValidationError, FlywheelError, InvalidRequestError
+from shared.metadata import RunStatus
 from shared.services import Services
 
 
@@ -84,3 +85,16 @@ wait_option = click.option("--wait", is_flag=True, help="Follow the run; exit no
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def finish_run(ctx: Context, run_id: str, wait: bool, as_json: bool, extra: dict[str, Any]) -> None:
+    """After a command started a run: with ``wait``, follow it to its end and exit 1 if it failed."""
+    if not wait:
+        if as_json:
+            click.echo(render.as_json({**extra, "run_id": run_id}))
+        return
+    progress = (lambda _line: None) if as_json else click.echo
+    view = actions.wait_for_run(ctx.services, run_id, progress)
+    click.echo(render.as_json({**extra, "run": view}) if as_json else "\n" + render.run_details(view))
+    if view.run.status is RunStatus.FAILED:
+        sys.exit(1)

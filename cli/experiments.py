@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cli import actions, render
-from cli.common import Context, json_option, pass_context, reported, wait_option
+from cli.common import Context, finish_run, json_option, pass_context, reported, wait_option
 from shared.experiments import Experiment, Trial, TrialStatus
 from shared.metadata import RunReason
 from shared.pipeline.trigger import RunRequest
@@ -42,9 +42,7 @@ def start(ctx: Context, model: str, by: str, wait: bool, as_json: bool) -> None:
     run_id = actions.ask_trigger(ctx.invoke_trigger, request).run_id
     if not as_json:
         click.echo(f"experiment {run_id} started (its run has the same id)")
-    from cli.main import _finish
-
-    _finish(ctx, run_id, wait, as_json, extra={"experiment_id": run_id})
+    finish_run(ctx, run_id, wait, as_json, extra={"experiment_id": run_id})
 
 
 @experiment.command("show")

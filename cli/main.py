@@ -11,17 +11,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import click
 
 from cli import actions, code_change, delivery, features, monitoring, projects, render
 from cli import experiments as experiments_cli
 from cli import scoring as scoring_cli
-from cli.common import Context, json_option, pass_context, reported, wait_option
+from cli.common import Context, finish_run, json_option, pass_context, reported, wait_option
 from cli.diff import COMMANDS as DIFF_COMMANDS
 from cli.stack import LOCAL
-from shared.metadata import RunStatus
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,7 +141,7 @@ def push(ctx: Context, file: Path, model: str, wait: bool, as_json: bool) -> Non
     result = actions.push(ctx.services, file, model)
     if not as_json:
         click.echo(f"uploaded {result.uri} (version {result.version_id}); run {result.run_id}")
-    _finish(ctx, result.run_id, wait, as_json, extra={"push": result})
+    finish_run(ctx, result.run_id, wait, as_json, extra={"push": result})
 
 
 @main.command("run")
@@ -158,19 +156,7 @@ def run_model(ctx: Context, model: str, by: str, wait: bool, as_json: bool) -> N
     run_id = actions.request_run(ctx.services, ctx.invoke_trigger, model, by)
     if not as_json:
         click.echo(f"run {run_id} started")
-    _finish(ctx, run_id, wait, as_json, extra={})
-
-
-def _finish(ctx: Context, run_id: str, wait: bool, as_json: bool, extra: dict[str, Any]) -> None:
-    if not wait:
-        if as_json:
-            click.echo(render.as_json({**extra, "run_id": run_id}))
-        return
-    progress = (lambda _line: None) if as_json else click.echo
-    view = actions.wait_for_run(ctx.services, run_id, progress)
-    click.echo(render.as_json({**extra, "run": view}) if as_json else "\n" + render.run_details(view))
-    if view.run.status is RunStatus.FAILED:
-        sys.exit(1)
+    finish_run(ctx, run_id, wait, as_json, extra={})
 
 
 @main.group(invoke_without_command=True)
