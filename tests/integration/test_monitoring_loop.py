@@ -141,7 +141,9 @@ def test_traffic_like_the_training_data_starts_no_run_and_says_so_in_a_report(
     report = json.loads(loop.get(outcome.report_uri))
     assert report["decision"]["action"] == "none" and report["rows"] == 300
     assert report["drift"]["drift_share"] < 0.5
-    assert len(report["monitor"]["captures_read"]) == 3  # one capture object per predict request
+    # The predict function's background sink delivers the three requests' captures in one to three puts,
+    # as its thread happens to find them queued; each put is one capture object.
+    assert 1 <= len(report["monitor"]["captures_read"]) <= 3
     html = loop.get(outcome.html_uri).decode()
     assert html.startswith("<!DOCTYPE html>") and "<svg" in html and "Decision: none" in html
     record = loop.log().history(model)[0]
@@ -353,6 +355,7 @@ def test_the_schedule_monitors_every_model_in_production(
     model, _ = steady
     before = len(loop.log().history(model))
     fired = loop.cloud.scheduler.tick(loop.cloud.scheduler.next_due("monitor"))
-    assert [f.schedule for f in fired] == ["monitor"]
+    # Other schedules fall due too when their time comes on the way (the daily retrain, 03:00 UTC by default).
+    assert "monitor" in [f.schedule for f in fired]
     history = loop.log().history(model)
     assert len(history) == before + 1 and history[0].requested_by == "schedule"
