@@ -391,14 +391,7 @@ class _Run:
             typed[ROW_ID_COLUMN] = self._row_ids(raw, checks)
         for name in self.present:
             values = cleaned[name] = clean(raw[self.first[name]])
-            if name == contract.id_column:
-                typed[name] = checks.ids(name, values)
-            elif name == contract.timestamp_column:
-                typed[name] = checks.timestamps(name, values)
-            elif name == contract.target:
-                typed[name] = checks.target(name, values, contract)
-            else:
-                typed[name] = checks.feature(name, contract.features[name], values)
+            typed[name] = checks.column(name, values, contract)
         for finding in checks.findings:
             known = self.findings.get(finding.key)
             self.findings[finding.key] = finding if known is None else known.merged(finding)

@@ -207,15 +207,7 @@ def validate_frame(
             typed[ROW_ID_COLUMN] = pd.Series([f"{prefix}-{i}" for i in range(rows)], dtype="str")
     present = [c for c in contract.columns if c in frame.columns]
     for name in present:
-        values = clean(frame[name])
-        if name == contract.id_column:
-            typed[name] = checks.ids(name, values)
-        elif name == contract.timestamp_column:
-            typed[name] = checks.timestamps(name, values)
-        elif name == contract.target:
-            typed[name] = checks.target(name, values, contract)
-        else:
-            typed[name] = checks.feature(name, contract.features[name], values)
+        typed[name] = checks.column(name, clean(frame[name]), contract)
     if rows < contract.min_rows:
         problems.append(
             Problem(
@@ -676,6 +668,16 @@ class ColumnChecks:
         finding = Finding(column, rule, int(mask.sum()), examples, render, kind)
         self.findings.append(finding)
         self.problems.append(finding.problem())
+
+    def column(self, name: str, values: pd.Series, contract: DataContract) -> pd.Series:
+        """The column ``name`` checked by its role in ``contract``: id, timestamp, target or feature."""
+        if name == contract.id_column:
+            return self.ids(name, values)
+        if name == contract.timestamp_column:
+            return self.timestamps(name, values)
+        if name == contract.target:
+            return self.target(name, values, contract)
+        return self.feature(name, contract.features[name], values)
 
     def ids(self, name: str, values: pd.Series) -> pd.Series:
         text = canonical_text(values)
